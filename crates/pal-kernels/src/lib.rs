@@ -1,1 +1,33 @@
-//! placeholder
+//! PAL attention ops over a paged KV cache.
+//!
+//! Ops (each a function in every backend module, taking one argument struct):
+//! - `append_kv` ([`AppendArgs`]): write new K/V tokens into their slots, RoPE fused on q and k
+//!   ([`Rope`]: adjacent-pair or half-split layout, theta, optional Llama-3 scaling).
+//! - `paged_decode` ([`DecodeArgs`]): one query token per sequence; split-KV from a host
+//!   [`DecodePlan`], partial `(o, lse)` states merged exactly.
+//! - `paged_prefill` ([`PrefillArgs`]): the new tokens of several sequences (`qo_indptr`), each
+//!   attending causally to its history plus the new tokens up to itself; host [`PrefillPlan`].
+//! - [`merge_states`]: combine partial attention states (split-KV, cascade, chunked prefill).
+//!
+//! Backends, same signatures, same validation:
+//! - [`reference`]: naive dense attention with f64 accumulation: the oracle of every test.
+//! - [`gather`]: gather pages into contiguous K/V, then dense attention: the baseline to beat.
+//! - [`cpu`]: the optimized kernels (rayon over work items, f32 accumulation, AVX2/FMA when the
+//!   CPU has them).
+//!
+//! Every entry point validates its arguments before touching memory and returns a typed
+//! [`pal_core::PalError`] naming the argument at fault; outputs and the pool are untouched on error.
+
+mod args;
+pub mod cpu;
+pub mod gather;
+mod merge;
+mod plan;
+pub mod reference;
+mod rope;
+mod validate;
+
+pub use args::{AppendArgs, DecodeArgs, PrefillArgs, RaggedKv};
+pub use merge::merge_states;
+pub use plan::{DecodePlan, PrefillPlan};
+pub use rope::{Llama3Scaling, Rope, RopeConfig, RopeStyle};

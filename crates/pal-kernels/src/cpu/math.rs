@@ -1,0 +1,199 @@
+//! Inner loops written so that LLVM vectorises them: fixed-width chunks, independent
+//! accumulators, no bounds checks in the loop bodies. Each is instantiated twice through
+//! [`Arith`]: with fused multiply-add inside an `avx2,fma` target-feature function, and plain
+//! multiply-add everywhere else (`f32::mul_add` without hardware FMA would call libm).
+
+pub(crate) trait Arith: Copy + Send + Sync + 'static {
+    fn fma(a: f32, b: f32, c: f32) -> f32;
+}
+
+/// Hardware FMA: only call from code compiled with the `fma` target feature.
+#[derive(Clone, Copy)]
+pub(crate) struct Fused;
+/// Portable multiply then add.
+#[derive(Clone, Copy)]
+pub(crate) struct Plain;
+
+impl Arith for Fused {
+    #[inline(always)]
+    fn fma(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+}
+impl Arith for Plain {
+    #[inline(always)]
+    fn fma(a: f32, b: f32, c: f32) -> f32 {
+        a * b + c
+    }
+}
+
+#[inline(always)]
+fn hsum8(a: [f32; 8]) -> f32 {
+    ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
+}
+
+/// Dot product; `a.len() == b.len()`, a multiple of 8.
+#[inline(always)]
+pub(crate) fn dot<A: Arith>(a: &[f32], b: &[f32]) -> f32 {
+    let mut x = [0f32; 8];
+    let mut y = [0f32; 8];
+    let mut ca = a.chunks_exact(16);
+    let mut cb = b.chunks_exact(16);
+    for (p, q) in (&mut ca).zip(&mut cb) {
+        for i in 0..8 {
+            x[i] = A::fma(p[i], q[i], x[i]);
+            y[i] = A::fma(p[8 + i], q[8 + i], y[i]);
+        }
+    }
+    for (p, q) in ca.remainder().chunks_exact(8).zip(cb.remainder().chunks_exact(8)) {
+        for i in 0..8 {
+            x[i] = A::fma(p[i], q[i], x[i]);
+        }
+    }
+    for i in 0..8 {
+        x[i] += y[i];
+    }
+    hsum8(x)
+}
+
+/// Four dot products sharing `k`: rows `q[0..d]`, `q[d..2d]`, `q[2d..3d]`, `q[3d..4d]`.
+#[inline(always)]
+pub(crate) fn dot4<A: Arith>(q: &[f32], k: &[f32], d: usize) -> [f32; 4] {
+    let (q0, rest) = q.split_at(d);
+    let (q1, rest) = rest.split_at(d);
+    let (q2, rest) = rest.split_at(d);
+    let q3 = &rest[..d];
+    let mut acc = [[0f32; 8]; 4];
+    let it = k.chunks_exact(8).zip(q0.chunks_exact(8)).zip(q1.chunks_exact(8)).zip(q2.chunks_exact(8)).zip(q3.chunks_exact(8));
+    for ((((kc, a), b), c), e) in it {
+        for i in 0..8 {
+            acc[0][i] = A::fma(a[i], kc[i], acc[0][i]);
+            acc[1][i] = A::fma(b[i], kc[i], acc[1][i]);
+            acc[2][i] = A::fma(c[i], kc[i], acc[2][i]);
+            acc[3][i] = A::fma(e[i], kc[i], acc[3][i]);
+        }
+    }
+    [hsum8(acc[0]), hsum8(acc[1]), hsum8(acc[2]), hsum8(acc[3])]
+}
+
+/// `s[r * ld + t] = q_r · k_t` for `rows` query rows and `n` key rows (all of width `d`).
+#[inline(always)]
+pub(crate) fn scores<A: Arith>(q: &[f32], rows: usize, kt: &[f32], n: usize, d: usize, s: &mut [f32], ld: usize) {
+    for t in 0..n {
+        let k = &kt[t * d..(t + 1) * d];
+        let mut r = 0;
+        while r + 4 <= rows {
+            let v = dot4::<A>(&q[r * d..(r + 4) * d], k, d);
+            for (i, x) in v.into_iter().enumerate() {
+                s[(r + i) * ld + t] = x;
+            }
+            r += 4;
+        }
+        while r < rows {
+            s[r * ld + t] = dot::<A>(&q[r * d..(r + 1) * d], k);
+            r += 1;
+        }
+    }
+}
+
+/// `acc += sum_t p[t] * vt[t*d .. (t+1)*d]`; `d` a multiple of 8.
+#[inline(always)]
+pub(crate) fn pv_row<A: Arith>(acc: &mut [f32], p: &[f32], vt: &[f32], d: usize) {
+    let mut c = 0;
+    while c + 32 <= d {
+        let mut a = [0f32; 32];
+        a.copy_from_slice(&acc[c..c + 32]);
+        for (t, &pt) in p.iter().enumerate() {
+            let v = &vt[t * d + c..t * d + c + 32];
+            for i in 0..32 {
+                a[i] = A::fma(pt, v[i], a[i]);
+            }
+        }
+        acc[c..c + 32].copy_from_slice(&a);
+        c += 32;
+    }
+    while c + 8 <= d {
+        let mut a = [0f32; 8];
+        a.copy_from_slice(&acc[c..c + 8]);
+        for (t, &pt) in p.iter().enumerate() {
+            let v = &vt[t * d + c..t * d + c + 8];
+            for i in 0..8 {
+                a[i] = A::fma(pt, v[i], a[i]);
+            }
+        }
+        acc[c..c + 8].copy_from_slice(&a);
+        c += 8;
+    }
+}
+
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+
+/// `exp(x)` for `x <= 0` (softmax exponents), relative error below 2e-7; exactly 0 below -87
+/// (so masked `-inf` scores give 0). Branch-free, so loops over it vectorise.
+#[inline(always)]
+pub(crate) fn exp_neg<A: Arith>(x: f32) -> f32 {
+    let xc = x.max(-87.0);
+    let t = xc * LOG2E;
+    // Round to nearest by the magic-number trick (vectorises, unlike `round`).
+    let n = (t + 12582912.0) - 12582912.0;
+    let f = t - n;
+    // 2^f on [-0.5, 0.5] (Cephes exp2f coefficients).
+    let mut p = 1.535_336_2e-4f32;
+    p = A::fma(p, f, 1.339_887_4e-3);
+    p = A::fma(p, f, 9.618_437e-3);
+    p = A::fma(p, f, 5.550_332_5e-2);
+    p = A::fma(p, f, 2.402_264_8e-1);
+    p = A::fma(p, f, 6.931_472e-1);
+    p = A::fma(p, f, 1.0);
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if x < -87.0 {
+        0.0
+    } else {
+        p * scale
+    }
+}
+
+/// `x[i] = exp(x[i] - m)`; returns the sum.
+#[inline(always)]
+pub(crate) fn exp_shift_sum<A: Arith>(x: &mut [f32], m: f32) -> f32 {
+    let mut sum = 0.0;
+    for v in x.iter_mut() {
+        *v = exp_neg::<A>(*v - m);
+        sum += *v;
+    }
+    sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exp_matches_std() {
+        let mut worst = 0f64;
+        for i in 0..200_000 {
+            let x = -(i as f32) * 4.4e-4;
+            let e = exp_neg::<Plain>(x) as f64;
+            let r = (x as f64).exp();
+            worst = worst.max(((e - r) / r).abs());
+        }
+        assert!(worst < 3e-7, "worst relative error {worst}");
+        assert_eq!(exp_neg::<Plain>(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_neg::<Plain>(0.0), 1.0);
+    }
+
+    #[test]
+    fn dots_match_naive() {
+        for d in [8, 16, 24, 64, 80, 96, 128, 256] {
+            let q: Vec<f32> = (0..4 * d).map(|i| ((i * 7919) % 113) as f32 / 50.0 - 1.0).collect();
+            let k: Vec<f32> = (0..d).map(|i| ((i * 104729) % 97) as f32 / 40.0 - 1.2).collect();
+            let naive: Vec<f64> =
+                (0..4).map(|r| (0..d).map(|i| q[r * d + i] as f64 * k[i] as f64).sum()).collect();
+            let four = dot4::<Plain>(&q, &k, d);
+            for r in 0..4 {
+                assert!((four[r] as f64 - naive[r]).abs() < 1e-4);
+                assert!((dot::<Plain>(&q[r * d..(r + 1) * d], &k) as f64 - naive[r]).abs() < 1e-4);
+            }
+        }
+    }
+}
