@@ -25,6 +25,7 @@ mod merge;
 mod plan;
 pub mod reference;
 mod rope;
+pub mod testing;
 mod validate;
 
 pub use args::{AppendArgs, DecodeArgs, PrefillArgs, RaggedKv};
