@@ -1,1 +1,58 @@
-fn main() {}
+//! `pal`: the PAL command line.
+//!
+//! - `pal selftest`: the correctness grid against the f64 reference, as a table; non-zero exit on
+//!   any failure.
+//! - `pal bench decode|prefill|append`: PAL's fused kernel beside gather-then-dense and dense
+//!   attention, with the machine's ceilings measured in the same run.
+
+mod bench;
+mod device;
+mod selftest;
+
+use clap::{Parser, Subcommand};
+use pal_core::Device;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "pal", version, about = "PAL: paged attention kernels, checked and measured")]
+struct Cli {
+    /// Worker threads for the CPU kernels (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Check every backend against the f64 reference on seed cases and awkward random shapes.
+    Selftest(selftest::Args),
+    /// Time PAL against gather-then-dense and dense attention, with the measured ceiling.
+    Bench(bench::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(t) = cli.threads {
+        if let Err(e) = rayon::ThreadPoolBuilder::new().num_threads(t.max(1)).build_global() {
+            eprintln!("error: cannot set --threads {t}: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let result = match cli.cmd {
+        Cmd::Selftest(a) => device::resolve(a.device).and_then(|d| selftest::run(&a, d)),
+        Cmd::Bench(a) => device::resolve(a.device).and_then(|d| bench::run(&a, d)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Shared by subcommands: parse `--device`.
+pub(crate) fn parse_device(s: &str) -> Result<Device, String> {
+    s.parse()
+}

@@ -2,15 +2,17 @@
 
 use pal_core::{AttentionOptions, PageTable, PalError, Result};
 
-/// Split-KV partition of a decode step: each sequence's visible tokens are cut into chunks; a work
-/// item is one (chunk, KV head) pair and yields a partial `(o, lse)` state for the whole GQA group,
-/// merged afterwards. Chunks are only cut where the batch alone would leave threads idle.
+/// Split-KV partition of a decode step: each sequence's visible tokens are cut into chunks, and
+/// the KV heads into `head_splits` equal spans; a work item is one (chunk, head span) pair and
+/// yields partial `(o, lse)` states for every query head of its span, merged afterwards. Chunks and
+/// head spans are only cut where the batch alone would leave threads idle.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DecodePlan {
     seq_lens: Vec<usize>,
     window_left: Option<u32>,
     chunk_indptr: Vec<usize>,
     chunks: Vec<(usize, usize)>,
+    head_splits: usize,
 }
 
 /// Tokens per chunk never drop below this: a chunk must amortise its merge.
@@ -22,13 +24,18 @@ impl DecodePlan {
     /// Plan for `threads` workers (use `rayon::current_num_threads()` on the CPU).
     pub fn new(page_table: &PageTable, num_kv_heads: usize, opts: &AttentionOptions, threads: usize) -> Self {
         let visible: usize = page_table.seq_lens().iter().map(|&l| visible_range(l, opts).len()).sum();
-        let target_items = (threads.max(1) * ITEMS_PER_THREAD).div_ceil(num_kv_heads.max(1));
-        let chunk = visible.div_ceil(target_items.max(1)).max(MIN_CHUNK_TOKENS);
-        Self::with_chunk_tokens(page_table, opts, chunk)
+        let target_items = threads.max(1) * ITEMS_PER_THREAD;
+        let chunk = visible.div_ceil(target_items).max(MIN_CHUNK_TOKENS);
+        let mut plan = Self::with_partition(page_table, opts, chunk, 1);
+        // Too few chunks (short sequences): also split the KV heads, into a divisor of their count.
+        let want = target_items.div_ceil(plan.num_chunks());
+        plan.head_splits = (1..=num_kv_heads.max(1)).filter(|s| num_kv_heads % s == 0 && *s <= want).max().unwrap_or(1);
+        plan
     }
 
-    /// Plan with a fixed chunk length (tokens); `usize::MAX` disables splitting.
-    pub fn with_chunk_tokens(page_table: &PageTable, opts: &AttentionOptions, chunk_tokens: usize) -> Self {
+    /// Plan with a fixed chunk length (tokens; `usize::MAX` disables splitting) and KV heads cut
+    /// into `head_splits` spans (must divide the number of KV heads at run time).
+    pub fn with_partition(page_table: &PageTable, opts: &AttentionOptions, chunk_tokens: usize, head_splits: usize) -> Self {
         let chunk_tokens = chunk_tokens.max(1);
         let mut chunk_indptr = vec![0];
         let mut chunks = Vec::new();
@@ -45,7 +52,23 @@ impl DecodePlan {
             }
             chunk_indptr.push(chunks.len());
         }
-        DecodePlan { seq_lens: page_table.seq_lens().to_vec(), window_left: opts.window_left, chunk_indptr, chunks }
+        DecodePlan {
+            seq_lens: page_table.seq_lens().to_vec(),
+            window_left: opts.window_left,
+            chunk_indptr,
+            chunks,
+            head_splits: head_splits.max(1),
+        }
+    }
+
+    /// Plan with a fixed chunk length and no head split.
+    pub fn with_chunk_tokens(page_table: &PageTable, opts: &AttentionOptions, chunk_tokens: usize) -> Self {
+        Self::with_partition(page_table, opts, chunk_tokens, 1)
+    }
+
+    /// Spans the KV heads are cut into.
+    pub fn head_splits(&self) -> usize {
+        self.head_splits
     }
 
     /// Every chunk as `(sequence, start, end)`.
@@ -69,11 +92,17 @@ impl DecodePlan {
     }
 
     /// The plan must come from the same page table lengths and window as the run.
-    pub(crate) fn check(&self, page_table: &PageTable, opts: &AttentionOptions) -> Result<()> {
+    pub(crate) fn check(&self, page_table: &PageTable, opts: &AttentionOptions, num_kv_heads: usize) -> Result<()> {
         if self.seq_lens != page_table.seq_lens() || self.window_left != opts.window_left {
             return Err(PalError::invalid(
                 "plan",
                 "was built for other sequence lengths or another window; plan again for this step",
+            ));
+        }
+        if num_kv_heads % self.head_splits != 0 {
+            return Err(PalError::invalid(
+                "plan",
+                format!("{} head spans do not divide {num_kv_heads} KV heads", self.head_splits),
             ));
         }
         Ok(())

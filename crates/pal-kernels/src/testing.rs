@@ -298,7 +298,7 @@ fn run_typed<T: Element>(case: &AttnCase, seed: u64, backends: &[Backend]) -> Re
                             cpu::paged_decode(&a, &plan, out)
                         }
                         Backend::CpuSplit => {
-                            let plan = DecodePlan::with_chunk_tokens(&fx.page_table, &case.opts, 7);
+                            let plan = DecodePlan::with_partition(&fx.page_table, &case.opts, 7, case.hkv);
                             cpu::paged_decode(&a, &plan, out)
                         }
                         Backend::Gather => gather::paged_decode(&a, out),

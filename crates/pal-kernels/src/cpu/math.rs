@@ -1,26 +1,90 @@
-//! Inner loops written so that LLVM vectorises them: fixed-width chunks, independent
-//! accumulators, no bounds checks in the loop bodies. Each is instantiated twice through
-//! [`Arith`]: with fused multiply-add inside an `avx2,fma` target-feature function, and plain
-//! multiply-add everywhere else (`f32::mul_add` without hardware FMA would call libm).
+//! The inner loops behind one trait, [`Isa`], with two implementations: [`Plain`] (portable
+//! Rust the compiler may vectorise) and, on x86-64, [`Avx2`] (intrinsics, see `avx2.rs`). Kernels
+//! are generic over the ISA and instantiated inside `#[target_feature]` trampolines, so the AVX2
+//! loops are compiled with AVX2 enabled while the binary still runs on any x86-64.
 
-pub(crate) trait Arith: Copy + Send + Sync + 'static {
-    fn fma(a: f32, b: f32, c: f32) -> f32;
+/// Inner loops of the attention engine.
+pub(crate) trait Isa: Copy + Send + Sync + 'static {
+    /// `s[r * ld + t] = q_r · k_t` for `rows` query rows and `n` key rows of width `d`.
+    fn scores(self, q: &[f32], rows: usize, kt: &[f32], n: usize, d: usize, s: &mut [f32], ld: usize);
+    /// `acc[r] += sum_t p[r * ld + t] * vt[t]` for `rows` rows of width `d`.
+    fn pv(self, acc: &mut [f32], rows: usize, p: &[f32], ld: usize, n: usize, vt: &[f32], d: usize);
+    /// `x[i] = exp(x[i] - m)` (all `x[i] - m <= 0`); returns the sum.
+    fn exp_shift_sum(self, x: &mut [f32], m: f32) -> f32;
+    /// `exp(x)` for one `x <= 0`.
+    fn exp1(self, x: f32) -> f32;
 }
 
-/// Hardware FMA: only call from code compiled with the `fma` target feature.
-#[derive(Clone, Copy)]
-pub(crate) struct Fused;
-/// Portable multiply then add.
+/// Portable loops.
 #[derive(Clone, Copy)]
 pub(crate) struct Plain;
 
-impl Arith for Fused {
+impl Isa for Plain {
     #[inline(always)]
-    fn fma(a: f32, b: f32, c: f32) -> f32 {
-        a.mul_add(b, c)
+    fn scores(self, q: &[f32], rows: usize, kt: &[f32], n: usize, d: usize, s: &mut [f32], ld: usize) {
+        scores::<PlainMulAdd>(q, rows, kt, n, d, s, ld)
+    }
+    #[inline(always)]
+    fn pv(self, acc: &mut [f32], rows: usize, p: &[f32], ld: usize, n: usize, vt: &[f32], d: usize) {
+        for r in 0..rows {
+            pv_row::<PlainMulAdd>(&mut acc[r * d..(r + 1) * d], &p[r * ld..r * ld + n], vt, d);
+        }
+    }
+    #[inline(always)]
+    fn exp_shift_sum(self, x: &mut [f32], m: f32) -> f32 {
+        exp_shift_sum::<PlainMulAdd>(x, m)
+    }
+    #[inline(always)]
+    fn exp1(self, x: f32) -> f32 {
+        exp_neg::<PlainMulAdd>(x)
     }
 }
-impl Arith for Plain {
+
+/// AVX2 + FMA loops. Only [`Avx2::detect`] makes one, so holding an `Avx2` proves the CPU has
+/// the features; kernels must still run it inside a `#[target_feature]` function for speed.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(crate) struct Avx2(());
+
+#[cfg(target_arch = "x86_64")]
+impl Avx2 {
+    pub fn detect() -> Option<Self> {
+        super::uses_avx2().then_some(Avx2(()))
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Isa for Avx2 {
+    #[inline(always)]
+    fn scores(self, q: &[f32], rows: usize, kt: &[f32], n: usize, d: usize, s: &mut [f32], ld: usize) {
+        // SAFETY: an `Avx2` exists only when the CPU has AVX2 and FMA.
+        unsafe { super::avx2::scores(q, rows, kt, n, d, s, ld) }
+    }
+    #[inline(always)]
+    fn pv(self, acc: &mut [f32], rows: usize, p: &[f32], ld: usize, n: usize, vt: &[f32], d: usize) {
+        // SAFETY: as above.
+        unsafe { super::avx2::pv(acc, rows, p, ld, n, vt, d) }
+    }
+    #[inline(always)]
+    fn exp_shift_sum(self, x: &mut [f32], m: f32) -> f32 {
+        // SAFETY: as above.
+        unsafe { super::avx2::exp_shift_sum(x, m) }
+    }
+    #[inline(always)]
+    fn exp1(self, x: f32) -> f32 {
+        exp_neg::<PlainMulAdd>(x)
+    }
+}
+
+/// How the portable loops multiply and add.
+pub(crate) trait MulAdd: Copy {
+    fn fma(a: f32, b: f32, c: f32) -> f32;
+}
+
+#[derive(Clone, Copy)]
+pub(crate) struct PlainMulAdd;
+
+impl MulAdd for PlainMulAdd {
     #[inline(always)]
     fn fma(a: f32, b: f32, c: f32) -> f32 {
         a * b + c
@@ -34,7 +98,7 @@ fn hsum8(a: [f32; 8]) -> f32 {
 
 /// Dot product; `a.len() == b.len()`, a multiple of 8.
 #[inline(always)]
-pub(crate) fn dot<A: Arith>(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot<A: MulAdd>(a: &[f32], b: &[f32]) -> f32 {
     let mut x = [0f32; 8];
     let mut y = [0f32; 8];
     let mut ca = a.chunks_exact(16);
@@ -58,7 +122,7 @@ pub(crate) fn dot<A: Arith>(a: &[f32], b: &[f32]) -> f32 {
 
 /// Four dot products sharing `k`: rows `q[0..d]`, `q[d..2d]`, `q[2d..3d]`, `q[3d..4d]`.
 #[inline(always)]
-pub(crate) fn dot4<A: Arith>(q: &[f32], k: &[f32], d: usize) -> [f32; 4] {
+pub(crate) fn dot4<A: MulAdd>(q: &[f32], k: &[f32], d: usize) -> [f32; 4] {
     let (q0, rest) = q.split_at(d);
     let (q1, rest) = rest.split_at(d);
     let (q2, rest) = rest.split_at(d);
@@ -78,7 +142,7 @@ pub(crate) fn dot4<A: Arith>(q: &[f32], k: &[f32], d: usize) -> [f32; 4] {
 
 /// `s[r * ld + t] = q_r · k_t` for `rows` query rows and `n` key rows (all of width `d`).
 #[inline(always)]
-pub(crate) fn scores<A: Arith>(q: &[f32], rows: usize, kt: &[f32], n: usize, d: usize, s: &mut [f32], ld: usize) {
+pub(crate) fn scores<A: MulAdd>(q: &[f32], rows: usize, kt: &[f32], n: usize, d: usize, s: &mut [f32], ld: usize) {
     for t in 0..n {
         let k = &kt[t * d..(t + 1) * d];
         let mut r = 0;
@@ -98,7 +162,7 @@ pub(crate) fn scores<A: Arith>(q: &[f32], rows: usize, kt: &[f32], n: usize, d: 
 
 /// `acc += sum_t p[t] * vt[t*d .. (t+1)*d]`; `d` a multiple of 8.
 #[inline(always)]
-pub(crate) fn pv_row<A: Arith>(acc: &mut [f32], p: &[f32], vt: &[f32], d: usize) {
+pub(crate) fn pv_row<A: MulAdd>(acc: &mut [f32], p: &[f32], vt: &[f32], d: usize) {
     let mut c = 0;
     while c + 32 <= d {
         let mut a = [0f32; 32];
@@ -131,7 +195,7 @@ const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// `exp(x)` for `x <= 0` (softmax exponents), relative error below 2e-7; exactly 0 below -87
 /// (so masked `-inf` scores give 0). Branch-free, so loops over it vectorise.
 #[inline(always)]
-pub(crate) fn exp_neg<A: Arith>(x: f32) -> f32 {
+pub(crate) fn exp_neg<A: MulAdd>(x: f32) -> f32 {
     let xc = x.max(-87.0);
     let t = xc * LOG2E;
     // Round to nearest by the magic-number trick (vectorises, unlike `round`).
@@ -155,7 +219,7 @@ pub(crate) fn exp_neg<A: Arith>(x: f32) -> f32 {
 
 /// `x[i] = exp(x[i] - m)`; returns the sum.
 #[inline(always)]
-pub(crate) fn exp_shift_sum<A: Arith>(x: &mut [f32], m: f32) -> f32 {
+pub(crate) fn exp_shift_sum<A: MulAdd>(x: &mut [f32], m: f32) -> f32 {
     let mut sum = 0.0;
     for v in x.iter_mut() {
         *v = exp_neg::<A>(*v - m);
@@ -173,13 +237,13 @@ mod tests {
         let mut worst = 0f64;
         for i in 0..200_000 {
             let x = -(i as f32) * 4.4e-4;
-            let e = exp_neg::<Plain>(x) as f64;
+            let e = exp_neg::<PlainMulAdd>(x) as f64;
             let r = (x as f64).exp();
             worst = worst.max(((e - r) / r).abs());
         }
         assert!(worst < 3e-7, "worst relative error {worst}");
-        assert_eq!(exp_neg::<Plain>(f32::NEG_INFINITY), 0.0);
-        assert_eq!(exp_neg::<Plain>(0.0), 1.0);
+        assert_eq!(exp_neg::<PlainMulAdd>(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_neg::<PlainMulAdd>(0.0), 1.0);
     }
 
     #[test]
@@ -189,10 +253,10 @@ mod tests {
             let k: Vec<f32> = (0..d).map(|i| ((i * 104729) % 97) as f32 / 40.0 - 1.2).collect();
             let naive: Vec<f64> =
                 (0..4).map(|r| (0..d).map(|i| q[r * d + i] as f64 * k[i] as f64).sum()).collect();
-            let four = dot4::<Plain>(&q, &k, d);
+            let four = dot4::<PlainMulAdd>(&q, &k, d);
             for r in 0..4 {
                 assert!((four[r] as f64 - naive[r]).abs() < 1e-4);
-                assert!((dot::<Plain>(&q[r * d..(r + 1) * d], &k) as f64 - naive[r]).abs() < 1e-4);
+                assert!((dot::<PlainMulAdd>(&q[r * d..(r + 1) * d], &k) as f64 - naive[r]).abs() < 1e-4);
             }
         }
     }

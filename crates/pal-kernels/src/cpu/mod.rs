@@ -3,8 +3,10 @@
 
 mod append;
 mod attend;
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 mod decode;
-mod math;
+pub(crate) mod math;
 mod prefill;
 
 pub use append::append_kv;
@@ -42,4 +44,30 @@ impl<T> SharedMut<T> {
     pub fn get(self) -> *mut T {
         self.0
     }
+}
+
+/// Compute-ceiling probe for benchmarks: `iters` rounds of 80 independent multiply-adds (10 chains
+/// of 8 lanes), i.e. `160 * iters` FLOPs, on the fastest path this CPU has. Returns a value that
+/// depends on every chain so the work cannot be optimised away.
+pub fn fma_probe(iters: usize, seed: f32) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn burn(iters: usize, seed: f32) -> f32 {
+            avx2::fma_burn(iters, seed)
+        }
+        if uses_avx2() {
+            // SAFETY: uses_avx2 checked AVX2 and FMA.
+            return unsafe { burn(iters, seed) };
+        }
+    }
+    let mut a = [[seed; 8]; 10];
+    for _ in 0..iters {
+        for chain in a.iter_mut() {
+            for x in chain.iter_mut() {
+                *x = *x * 0.999_999 + 1e-7;
+            }
+        }
+    }
+    a.iter().flatten().sum()
 }

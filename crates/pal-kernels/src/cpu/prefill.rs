@@ -2,8 +2,8 @@
 //! rows are the tile's tokens times the GQA group, each with its own causal / window range.
 
 use super::attend::{KvRows, RowBlock};
-use super::math::{Arith, Plain};
-use super::{uses_avx2, SharedMut};
+use super::math::{Isa, Plain};
+use super::SharedMut;
 use crate::{validate, PrefillArgs, PrefillPlan};
 use pal_core::{Element, Result};
 use rayon::prelude::*;
@@ -22,7 +22,8 @@ struct Tile<'a, Q> {
 }
 
 #[inline(always)]
-fn item<A: Arith, Q: Element, KV: Element>(
+fn item<I: Isa, Q: Element, KV: Element>(
+    isa: I,
     blk: &mut RowBlock,
     t: &Tile<'_, Q>,
     kv: &KvRows<'_, KV>,
@@ -32,7 +33,7 @@ fn item<A: Arith, Q: Element, KV: Element>(
     let d = blk.d;
     let (g, hq) = (t.g, t.hq);
     let rows = (t.i1 - t.i0) * g;
-    blk.reset(rows);
+    blk.reset(1, rows);
     let scale = opts.scale(d);
     let (mut lo_all, mut hi_all) = (usize::MAX, 0);
     for i in t.i0..t.i1 {
@@ -49,7 +50,7 @@ fn item<A: Arith, Q: Element, KV: Element>(
             blk.hi[r] = hi;
         }
     }
-    blk.scan::<A, KV>(kv, lo_all, hi_all, opts.logit_soft_cap);
+    blk.scan(isa, kv, lo_all, hi_all, opts.logit_soft_cap);
     let mut row = [0f32; pal_core::HeadConfig::MAX_HEAD_DIM];
     for r in 0..rows {
         blk.finish_row(r, &mut row[..d]);
@@ -66,13 +67,14 @@ fn item<A: Arith, Q: Element, KV: Element>(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn item_avx2<Q: Element, KV: Element>(
+    isa: super::math::Avx2,
     blk: &mut RowBlock,
     t: &Tile<'_, Q>,
     kv: &KvRows<'_, KV>,
     opts: &pal_core::AttentionOptions,
     out: SharedMut<Q>,
 ) {
-    item::<super::math::Fused, Q, KV>(blk, t, kv, opts, out)
+    item(isa, blk, t, kv, opts, out)
 }
 
 /// Prefill / append attention over a paged cache. See [`PrefillArgs`] and [`PrefillPlan`].
@@ -83,10 +85,11 @@ pub fn paged_prefill<Q: Element, KV: Element>(a: &PrefillArgs<'_, Q, KV>, plan: 
     let layout = a.kv.layout;
     let tiles = plan.tiles();
     let max_rows = tiles.iter().map(|&(_, s, e)| (e - s) * g).max().unwrap_or(1);
-    let avx2 = uses_avx2();
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = super::math::Avx2::detect();
     let out_ptr = SharedMut(out.as_mut_ptr());
     (0..tiles.len() * hkv).into_par_iter().for_each_init(
-        || RowBlock::new(max_rows, d),
+        || RowBlock::new(1, max_rows, d),
         |blk, idx| {
             let (b, i0, i1) = tiles[idx / hkv];
             let h = idx % hkv;
@@ -107,12 +110,11 @@ pub fn paged_prefill<Q: Element, KV: Element>(a: &PrefillArgs<'_, Q, KV>, plan: 
                 tail: a.new_kv.as_ref().map(|n| (n.k, n.v, q0)),
             };
             #[cfg(target_arch = "x86_64")]
-            if avx2 {
-                // SAFETY: `uses_avx2` checked that the CPU has AVX2, FMA and F16C.
-                return unsafe { item_avx2::<Q, KV>(blk, &t, &kv, &a.opts, out_ptr) };
+            if let Some(isa) = avx2 {
+                // SAFETY: `isa` proves the CPU has AVX2, FMA and F16C.
+                return unsafe { item_avx2(isa, blk, &t, &kv, &a.opts, out_ptr) };
             }
-            let _ = avx2;
-            item::<Plain, Q, KV>(blk, &t, &kv, &a.opts, out_ptr)
+            item(Plain, blk, &t, &kv, &a.opts, out_ptr)
         },
     );
     Ok(())

@@ -1,0 +1,257 @@
+//! `pal bench decode|prefill|append`: PAL's kernels beside the baselines on the same data, with
+//! the machine's ceiling measured in the same run. See BENCHMARKS.md for the method.
+
+mod append;
+mod ceiling;
+mod decode;
+mod prefill;
+mod timing;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use pal_core::{DType, Device, PalError};
+use serde::Serialize;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Op {
+    Decode,
+    Prefill,
+    Append,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Which op to time.
+    #[arg(value_enum)]
+    pub op: Op,
+    /// auto, cpu or cuda.
+    #[arg(long, default_value = "auto", value_parser = crate::parse_device)]
+    pub device: Device,
+    /// Sequences per step, comma-separated (default: decode 1,8; prefill 1; append 1).
+    #[arg(long, value_delimiter = ',')]
+    pub batch: Option<Vec<usize>>,
+    /// KV tokens per sequence after the step, comma-separated (default: decode 4096,32768;
+    /// prefill 512,4096; append 4096).
+    #[arg(long, value_delimiter = ',')]
+    pub context: Option<Vec<usize>>,
+    /// New tokens per sequence (prefill chunk, append length); capped at the context.
+    #[arg(long, default_value_t = 512)]
+    pub new_tokens: usize,
+    #[arg(long, default_value_t = 32)]
+    pub hq: usize,
+    #[arg(long, default_value_t = 8)]
+    pub hkv: usize,
+    #[arg(long, default_value_t = 128)]
+    pub head_dim: usize,
+    #[arg(long, default_value_t = 16)]
+    pub page: usize,
+    /// Storage type of q and the pool: f32, f16 or bf16.
+    #[arg(long, default_value = "bf16")]
+    pub dtype: DType,
+    /// Time budget per measurement, in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    pub budget_ms: u64,
+    /// Print one JSON array of rows instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One measured (op, kernel, shape).
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    pub op: &'static str,
+    pub kernel: &'static str,
+    pub device: String,
+    pub threads: usize,
+    pub batch: usize,
+    pub context: usize,
+    pub new_tokens: usize,
+    pub hq: usize,
+    pub hkv: usize,
+    pub head_dim: usize,
+    pub page: usize,
+    pub dtype: &'static str,
+    pub ms: f64,
+    pub min_ms: f64,
+    pub iters: usize,
+    pub bytes: f64,
+    pub gbps: f64,
+    pub gflops: Option<f64>,
+    pub ceiling: &'static str,
+    pub ceiling_value: f64,
+    pub frac_of_ceiling: f64,
+    pub speedup_vs_gather: Option<f64>,
+    pub speedup_vs_dense: Option<f64>,
+}
+
+/// Shape of one benchmark cell.
+#[derive(Clone, Copy, Debug)]
+pub struct Cell {
+    pub batch: usize,
+    pub context: usize,
+    pub new_tokens: usize,
+    pub hq: usize,
+    pub hkv: usize,
+    pub head_dim: usize,
+    pub page: usize,
+    pub dtype: DType,
+    pub budget: Duration,
+}
+
+/// Ceilings measured once per run.
+#[derive(Clone, Copy, Debug)]
+pub struct Ceilings {
+    pub read_gbps: f64,
+    pub copy_gbps: f64,
+    pub fma_gflops: f64,
+}
+
+pub fn run(a: &Args, device: Device) -> Result<ExitCode, PalError> {
+    pal_core::HeadConfig::new(a.hq, a.hkv, a.head_dim)?;
+    if a.page == 0 {
+        return Err(PalError::invalid("page", "must be at least 1"));
+    }
+    let batches = a.batch.clone().unwrap_or_else(|| match a.op {
+        Op::Decode => vec![1, 8],
+        Op::Prefill | Op::Append => vec![1],
+    });
+    let contexts = a.context.clone().unwrap_or_else(|| match a.op {
+        Op::Decode => vec![4096, 32768],
+        Op::Prefill => vec![512, 4096],
+        Op::Append => vec![4096],
+    });
+    if batches.contains(&0) || contexts.contains(&0) || a.new_tokens == 0 {
+        return Err(PalError::invalid("batch/context/new-tokens", "every value must be at least 1"));
+    }
+    let dev_name = format!("{device}: {}", crate::device::cpu_name());
+    if !a.json {
+        eprintln!("pal bench {:?} on {dev_name}", a.op);
+        eprintln!("measuring ceilings (read, copy, fma)...");
+    }
+    let ceil = Ceilings { read_gbps: ceiling::read_bandwidth(512), copy_gbps: ceiling::copy_bandwidth(256), fma_gflops: ceiling::fma_peak() };
+    let cells: Vec<Cell> = batches
+        .iter()
+        .flat_map(|&batch| {
+            contexts.iter().map(move |&context| Cell {
+                batch,
+                context,
+                new_tokens: a.new_tokens.min(context),
+                hq: a.hq,
+                hkv: a.hkv,
+                head_dim: a.head_dim,
+                page: a.page,
+                dtype: a.dtype,
+                budget: Duration::from_millis(a.budget_ms),
+            })
+        })
+        .collect();
+    let bar = ProgressBar::new(cells.len() as u64);
+    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} cells {msg} [{elapsed}]").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    let mut rows = Vec::new();
+    for c in &cells {
+        bar.set_message(format!("B={} L={}", c.batch, c.context));
+        let mut r = match a.op {
+            Op::Decode => decode::run(c, &ceil)?,
+            Op::Prefill => prefill::run(c, &ceil)?,
+            Op::Append => append::run(c, &ceil)?,
+        };
+        for row in &mut r {
+            row.device = dev_name.clone();
+        }
+        rows.extend(r);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+    } else {
+        print_table(&rows, &ceil);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_table(rows: &[Row], c: &Ceilings) {
+    println!("ceilings: read {:.1} GB/s, copy {:.1} GB/s (read+write), f32 FMA {:.1} GFLOP/s", c.read_gbps, c.copy_gbps, c.fma_gflops);
+    println!(
+        "{:<8} {:<11} {:>5} {:>7} {:>6} {:>5} {:>10} {:>9} {:>9} {:>7} {:>9} {:>9}",
+        "op", "kernel", "batch", "context", "new", "dtype", "ms", "GB/s", "GFLOP/s", "ceil%", "x gather", "x dense"
+    );
+    let opt = |v: Option<f64>, p: usize| v.map(|x| format!("{x:.p$}")).unwrap_or_else(|| "-".into());
+    for r in rows {
+        println!(
+            "{:<8} {:<11} {:>5} {:>7} {:>6} {:>5} {:>10.3} {:>9.2} {:>9} {:>6.1}% {:>9} {:>9}",
+            r.op,
+            r.kernel,
+            r.batch,
+            r.context,
+            r.new_tokens,
+            r.dtype,
+            r.ms,
+            r.gbps,
+            opt(r.gflops, 1),
+            r.frac_of_ceiling * 100.0,
+            opt(r.speedup_vs_gather, 2),
+            opt(r.speedup_vs_dense, 2)
+        );
+    }
+}
+
+/// Fill helpers shared by the cells: large random buffers, filled in parallel.
+pub(crate) fn random_vec<T: pal_core::Element>(n: usize, seed: u64) -> Vec<T> {
+    use rayon::prelude::*;
+    let mut v = vec![T::default(); n];
+    v.par_chunks_mut(1 << 16).enumerate().for_each(|(i, c)| {
+        let mut r = pal_kernels::testing::Rng::new(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        for x in c {
+            *x = T::from_f32(r.uniform());
+        }
+    });
+    v
+}
+
+/// Block lists with shuffled (fragmented) physical ids: `batch` sequences of `pages` pages each.
+pub(crate) fn fragmented_lists(batch: usize, pages: usize, seed: u64) -> Vec<Vec<u32>> {
+    let mut ids: Vec<u32> = (0..(batch * pages) as u32).collect();
+    pal_kernels::testing::Rng::new(seed).shuffle(&mut ids);
+    ids.chunks(pages.max(1)).map(|c| c.to_vec()).collect()
+}
+
+/// Build the common part of a row.
+pub(crate) fn row(op: &'static str, kernel: &'static str, c: &Cell, t: &timing::Timing, bytes: f64) -> Row {
+    Row {
+        op,
+        kernel,
+        device: String::new(),
+        threads: rayon::current_num_threads(),
+        batch: c.batch,
+        context: c.context,
+        new_tokens: c.new_tokens,
+        hq: c.hq,
+        hkv: c.hkv,
+        head_dim: c.head_dim,
+        page: c.page,
+        dtype: c.dtype.name(),
+        ms: t.median_ms,
+        min_ms: t.min_ms,
+        iters: t.iters,
+        bytes,
+        gbps: bytes / t.median_ms / 1e6,
+        gflops: None,
+        ceiling: "",
+        ceiling_value: 0.0,
+        frac_of_ceiling: 0.0,
+        speedup_vs_gather: None,
+        speedup_vs_dense: None,
+    }
+}
+
+/// Fill in the ratios of rows `[pal, gather, dense]` (any subset, by kernel name).
+pub(crate) fn add_ratios(rows: &mut [Row]) {
+    let ms = |k: &str| rows.iter().find(|r| r.kernel == k).map(|r| r.ms);
+    let (g, d) = (ms("gather"), ms("dense"));
+    for r in rows.iter_mut() {
+        r.speedup_vs_gather = g.map(|g| g / r.ms);
+        r.speedup_vs_dense = d.map(|d| d / r.ms);
+    }
+}

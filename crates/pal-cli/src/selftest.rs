@@ -1,0 +1,69 @@
+//! `pal selftest`: the correctness grid against the f64 reference, as a table.
+
+use pal_core::Device;
+use pal_kernels::testing::{fresh_seed, run_case, selftest_grid, Backend, Rng};
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// auto, cpu or cuda.
+    #[arg(long, default_value = "auto", value_parser = crate::parse_device)]
+    pub device: Device,
+    /// A grid of a few seconds (bf16 seed shapes up to 4k tokens and a few random shapes).
+    #[arg(long)]
+    quick: bool,
+    /// Seed for the random data and shapes (default: fresh each run).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(a: &Args, device: Device) -> Result<ExitCode, pal_core::PalError> {
+    let seed = a.seed.unwrap_or_else(fresh_seed);
+    let mut rng = Rng::new(seed);
+    let cases = selftest_grid(&mut rng, a.quick);
+    let backends = Backend::ALL;
+    if !a.json {
+        println!("pal selftest: device {device} ({}), seed {seed}, {} cases x {} backends", crate::device::cpu_name(), cases.len(), backends.len());
+        println!("{:<26} {:<7} {:<10} {:>10} {:>10} {:>5}  shape", "case", "op", "backend", "max_abs", "rms", "pass");
+    }
+    let (mut passed, mut failed) = (0, 0);
+    for case in &cases {
+        let outcomes = run_case(case, rng.next_u64(), &backends)?;
+        for o in outcomes {
+            let ok = o.pass && o.deterministic;
+            if ok {
+                passed += 1;
+            } else {
+                failed += 1;
+            }
+            if a.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "case": case.name, "op": case.op(), "backend": o.backend.name(), "shape": case.shape(),
+                        "dtype": case.dtype.name(), "max_abs": o.err.max_abs, "rms": o.err.rms,
+                        "non_finite": o.err.non_finite, "deterministic": o.deterministic, "pass": ok,
+                    })
+                );
+            } else {
+                println!(
+                    "{:<26} {:<7} {:<10} {:>10.2e} {:>10.2e} {:>5}  {}",
+                    case.name,
+                    case.op(),
+                    o.backend.name(),
+                    o.err.max_abs,
+                    o.err.rms,
+                    if ok { "ok" } else if !o.deterministic { "NONDET" } else { "FAIL" },
+                    case.shape()
+                );
+            }
+        }
+    }
+    if !a.json {
+        println!("selftest: {passed} passed, {failed} failed (seed {seed}; rerun with --seed {seed})");
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}

@@ -1,0 +1,219 @@
+//! AVX2 + FMA versions of the inner loops, written with intrinsics because LLVM's auto-vectoriser
+//! does not reliably keep several accumulators in registers. Every function is
+//! `#[inline(always)]` and `unsafe`: callers must have checked that the CPU has AVX2 and FMA and
+//! must call from a function compiled with those target features (see `cpu::decode`).
+//! Slices are indexed through raw pointers after the caller-visible length checks below.
+
+use std::arch::x86_64::*;
+
+#[inline(always)]
+unsafe fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
+    _mm_cvtss_f32(s)
+}
+
+/// `s[r * ld + t] = q_r · k_t` for `rows` rows of `q` and `n` rows of `kt` (width `d`, a multiple of 8).
+#[inline(always)]
+pub(crate) unsafe fn scores(q: &[f32], rows: usize, kt: &[f32], n: usize, d: usize, s: &mut [f32], ld: usize) {
+    assert!(q.len() >= rows * d && kt.len() >= n * d && d % 8 == 0);
+    assert!(rows == 0 || n == 0 || s.len() >= (rows - 1) * ld + n);
+    let (qp, kp, sp) = (q.as_ptr(), kt.as_ptr(), s.as_mut_ptr());
+    let mut r = 0;
+    while r + 4 <= rows {
+        let q0 = qp.add(r * d);
+        let mut t = 0;
+        // 4 rows x 2 keys: 8 independent accumulators, 6 loads per 8 FMAs.
+        while t + 2 <= n {
+            let (k0, k1) = (kp.add(t * d), kp.add((t + 1) * d));
+            let mut a = [_mm256_setzero_ps(); 8];
+            let mut c = 0;
+            while c < d {
+                let (x0, x1) = (_mm256_loadu_ps(k0.add(c)), _mm256_loadu_ps(k1.add(c)));
+                for i in 0..4 {
+                    let qv = _mm256_loadu_ps(q0.add(i * d + c));
+                    a[2 * i] = _mm256_fmadd_ps(qv, x0, a[2 * i]);
+                    a[2 * i + 1] = _mm256_fmadd_ps(qv, x1, a[2 * i + 1]);
+                }
+                c += 8;
+            }
+            for i in 0..4 {
+                *sp.add((r + i) * ld + t) = hsum(a[2 * i]);
+                *sp.add((r + i) * ld + t + 1) = hsum(a[2 * i + 1]);
+            }
+            t += 2;
+        }
+        if t < n {
+            let k0 = kp.add(t * d);
+            let mut a = [_mm256_setzero_ps(); 4];
+            let mut c = 0;
+            while c < d {
+                let x0 = _mm256_loadu_ps(k0.add(c));
+                for (i, acc) in a.iter_mut().enumerate() {
+                    *acc = _mm256_fmadd_ps(_mm256_loadu_ps(q0.add(i * d + c)), x0, *acc);
+                }
+                c += 8;
+            }
+            for (i, acc) in a.iter().enumerate() {
+                *sp.add((r + i) * ld + t) = hsum(*acc);
+            }
+        }
+        r += 4;
+    }
+    while r < rows {
+        let q0 = qp.add(r * d);
+        for t in 0..n {
+            let k0 = kp.add(t * d);
+            let (mut a, mut b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut c = 0;
+            while c + 16 <= d {
+                a = _mm256_fmadd_ps(_mm256_loadu_ps(q0.add(c)), _mm256_loadu_ps(k0.add(c)), a);
+                b = _mm256_fmadd_ps(_mm256_loadu_ps(q0.add(c + 8)), _mm256_loadu_ps(k0.add(c + 8)), b);
+                c += 16;
+            }
+            if c < d {
+                a = _mm256_fmadd_ps(_mm256_loadu_ps(q0.add(c)), _mm256_loadu_ps(k0.add(c)), a);
+            }
+            *sp.add(r * ld + t) = hsum(_mm256_add_ps(a, b));
+        }
+        r += 1;
+    }
+}
+
+/// `acc[r] += sum_t p[r * ld + t] * vt[t]` for `rows` rows (width `d`, a multiple of 8).
+#[inline(always)]
+pub(crate) unsafe fn pv(acc: &mut [f32], rows: usize, p: &[f32], ld: usize, n: usize, vt: &[f32], d: usize) {
+    assert!(acc.len() >= rows * d && vt.len() >= n * d && d % 8 == 0);
+    assert!(rows == 0 || n == 0 || p.len() >= (rows - 1) * ld + n);
+    let (ap, pp, vp) = (acc.as_mut_ptr(), p.as_ptr(), vt.as_ptr());
+    let mut r = 0;
+    // 4 rows x 16 dims: 8 accumulators; per key 2 loads of v and 4 broadcasts of p.
+    while r + 4 <= rows {
+        let mut c = 0;
+        while c + 16 <= d {
+            let mut a = [_mm256_setzero_ps(); 8];
+            for i in 0..4 {
+                a[2 * i] = _mm256_loadu_ps(ap.add((r + i) * d + c));
+                a[2 * i + 1] = _mm256_loadu_ps(ap.add((r + i) * d + c + 8));
+            }
+            for t in 0..n {
+                let v0 = _mm256_loadu_ps(vp.add(t * d + c));
+                let v1 = _mm256_loadu_ps(vp.add(t * d + c + 8));
+                for i in 0..4 {
+                    let pb = _mm256_broadcast_ss(&*pp.add((r + i) * ld + t));
+                    a[2 * i] = _mm256_fmadd_ps(pb, v0, a[2 * i]);
+                    a[2 * i + 1] = _mm256_fmadd_ps(pb, v1, a[2 * i + 1]);
+                }
+            }
+            for i in 0..4 {
+                _mm256_storeu_ps(ap.add((r + i) * d + c), a[2 * i]);
+                _mm256_storeu_ps(ap.add((r + i) * d + c + 8), a[2 * i + 1]);
+            }
+            c += 16;
+        }
+        if c < d {
+            let mut a = [_mm256_setzero_ps(); 4];
+            for (i, x) in a.iter_mut().enumerate() {
+                *x = _mm256_loadu_ps(ap.add((r + i) * d + c));
+            }
+            for t in 0..n {
+                let v0 = _mm256_loadu_ps(vp.add(t * d + c));
+                for (i, x) in a.iter_mut().enumerate() {
+                    *x = _mm256_fmadd_ps(_mm256_broadcast_ss(&*pp.add((r + i) * ld + t)), v0, *x);
+                }
+            }
+            for (i, x) in a.iter().enumerate() {
+                _mm256_storeu_ps(ap.add((r + i) * d + c), *x);
+            }
+        }
+        r += 4;
+    }
+    while r < rows {
+        let mut c = 0;
+        while c < d {
+            let w = if c + 32 <= d { 4 } else { (d - c) / 8 };
+            let mut a = [_mm256_setzero_ps(); 4];
+            for (j, x) in a.iter_mut().enumerate().take(w) {
+                *x = _mm256_loadu_ps(ap.add(r * d + c + 8 * j));
+            }
+            for t in 0..n {
+                let pb = _mm256_broadcast_ss(&*pp.add(r * ld + t));
+                for (j, x) in a.iter_mut().enumerate().take(w) {
+                    *x = _mm256_fmadd_ps(pb, _mm256_loadu_ps(vp.add(t * d + c + 8 * j)), *x);
+                }
+            }
+            for (j, x) in a.iter().enumerate().take(w) {
+                _mm256_storeu_ps(ap.add(r * d + c + 8 * j), *x);
+            }
+            c += 8 * w;
+        }
+        r += 1;
+    }
+}
+
+/// Eight lanes of `exp(x)` for `x <= 0`; exactly 0 below -87 (masked `-inf` scores).
+#[inline(always)]
+unsafe fn exp8(x: __m256) -> __m256 {
+    let lo = _mm256_set1_ps(-87.0);
+    let xc = _mm256_max_ps(x, lo);
+    let t = _mm256_mul_ps(xc, _mm256_set1_ps(std::f32::consts::LOG2_E));
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
+    let f = _mm256_sub_ps(t, n);
+    let mut p = _mm256_set1_ps(1.535_336_2e-4);
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.339_887_4e-3));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.618_437e-3));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.550_332_5e-2));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.402_264_8e-1));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.931_472e-1));
+    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0));
+    let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)));
+    let r = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    // Zero where x < -87 (including -inf).
+    _mm256_and_ps(r, _mm256_cmp_ps::<_CMP_GE_OQ>(x, lo))
+}
+
+/// `x[i] = exp(x[i] - m)`; returns the sum.
+#[inline(always)]
+pub(crate) unsafe fn exp_shift_sum(x: &mut [f32], m: f32) -> f32 {
+    let n = x.len();
+    let p = x.as_mut_ptr();
+    let mv = _mm256_set1_ps(m);
+    let mut sum = _mm256_setzero_ps();
+    let mut i = 0;
+    while i + 8 <= n {
+        let e = exp8(_mm256_sub_ps(_mm256_loadu_ps(p.add(i)), mv));
+        _mm256_storeu_ps(p.add(i), e);
+        sum = _mm256_add_ps(sum, e);
+        i += 8;
+    }
+    let mut s = hsum(sum);
+    while i < n {
+        let mut lane = [0f32; 8];
+        lane[0] = *p.add(i) - m;
+        let e = exp8(_mm256_loadu_ps(lane.as_ptr()));
+        let v = _mm256_cvtss_f32(e);
+        *p.add(i) = v;
+        s += v;
+        i += 1;
+    }
+    s
+}
+
+/// Peak-rate probe for the benchmarks: `iters` rounds of 10 independent FMA chains.
+#[inline(always)]
+pub(crate) unsafe fn fma_burn(iters: usize, seed: f32) -> f32 {
+    let m = _mm256_set1_ps(0.999_999);
+    let c = _mm256_set1_ps(1e-7);
+    let mut a = [_mm256_set1_ps(seed); 10];
+    for _ in 0..iters {
+        for x in a.iter_mut() {
+            *x = _mm256_fmadd_ps(*x, m, c);
+        }
+    }
+    let mut s = _mm256_setzero_ps();
+    for x in a {
+        s = _mm256_add_ps(s, x);
+    }
+    hsum(s)
+}
