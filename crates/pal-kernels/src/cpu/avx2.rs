@@ -152,25 +152,27 @@ pub(crate) unsafe fn pv(acc: &mut [f32], rows: usize, p: &[f32], ld: usize, n: u
     }
 }
 
-/// Eight lanes of `exp(x)` for `x <= 0`; exactly 0 below -87 (masked `-inf` scores).
+/// Eight lanes of `exp(x)` for `x <= 0`; exactly 0 below -87 (masked `-inf` scores). Same
+/// algorithm as `math::exp_neg`: Cody-Waite reduction, then a degree-6 polynomial.
 #[inline(always)]
 unsafe fn exp8(x: __m256) -> __m256 {
+    use super::math::{LN2_HI, LN2_LO};
     let lo = _mm256_set1_ps(-87.0);
     let xc = _mm256_max_ps(x, lo);
-    let t = _mm256_mul_ps(xc, _mm256_set1_ps(std::f32::consts::LOG2_E));
-    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
-    let f = _mm256_sub_ps(t, n);
-    let mut p = _mm256_set1_ps(1.535_336_2e-4);
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.339_887_4e-3));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(9.618_437e-3));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(5.550_332_5e-2));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(2.402_264_8e-1));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(6.931_472e-1));
-    p = _mm256_fmadd_ps(p, f, _mm256_set1_ps(1.0));
-    let e = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)));
-    let r = _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(xc, _mm256_set1_ps(std::f32::consts::LOG2_E)));
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), xc);
+    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
+    let mut p = _mm256_set1_ps(1.987_569_1e-4);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.398_199_9e-3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.333_452e-3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.166_579_6e-2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.666_666_5e-1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.000_000_1e-1));
+    let e = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0));
+    let s = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)));
+    let v = _mm256_mul_ps(e, _mm256_castsi256_ps(s));
     // Zero where x < -87 (including -inf).
-    _mm256_and_ps(r, _mm256_cmp_ps::<_CMP_GE_OQ>(x, lo))
+    _mm256_and_ps(v, _mm256_cmp_ps::<_CMP_GE_OQ>(x, lo))
 }
 
 /// `x[i] = exp(x[i] - m)`; returns the sum.
