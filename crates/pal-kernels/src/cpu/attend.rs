@@ -1,7 +1,8 @@
 //! The shared CPU attention engine. A work item holds query rows for `heads` consecutive KV heads
 //! (`rows_per_head` rows each: the GQA group of one or more query tokens) and scans a range of KV
-//! tokens tile by tile with online softmax. Each tile is loaded for all the item's heads in memory
-//! order (whole token rows), so the pool is streamed sequentially. Decode and prefill differ only
+//! tokens tile by tile with online softmax. Each tile is read for all the item's heads in memory
+//! order (whole token rows), so the pool is streamed sequentially, and read straight from its
+//! storage type (no f32 copy). Decode and prefill differ only
 //! in how rows are laid out and where each row may look.
 
 use super::math::Isa;
@@ -18,52 +19,37 @@ pub(crate) struct KvRows<'a, KV> {
     pub token_stride: usize,
     /// Offset of the item's first KV head within a token (`first_head * head_dim`).
     pub head_off: usize,
-    pub head_dim: usize,
     pub paged_len: usize,
     /// Ragged K/V after the paged tokens: `(k, v, first row)`; rows use `token_stride` too.
     pub tail: Option<(&'a [KV], &'a [KV], usize)>,
 }
 
-impl<KV: Element> KvRows<'_, KV> {
-    /// Convert tokens `start..start+n` of K (`which_v == false`) or V for `heads` heads into
-    /// `dst`, laid out `[head][tile][head_dim]` with `tile` rows per head.
+impl<'a, KV: Element> KvRows<'a, KV> {
+    /// Element offsets of the rows of tokens `start..` (for the item's first head) into `offs`,
+    /// stopping at `offs.len()` tokens or where the source changes from the pool to the ragged
+    /// tail. Returns the K and V buffers the offsets index and the number of tokens.
     #[inline(always)]
-    fn load(&self, which_v: bool, start: usize, n: usize, heads: usize, tile: usize, dst: &mut [f32]) {
-        let d = self.head_dim;
-        let width = heads * d;
-        let mut put = |t: usize, src: &[KV]| {
-            for h in 0..heads {
-                KV::load_row(&src[h * d..(h + 1) * d], &mut dst[(h * tile + t) * d..(h * tile + t + 1) * d]);
-            }
-        };
-        let pool = if which_v { self.v } else { self.k };
-        let mut j = start;
-        let mut t = 0;
-        if j < self.paged_len {
-            let mut page = j / self.block_size;
-            let mut off = j % self.block_size;
-            while t < n && j < self.paged_len {
-                let slot = self.pages[page] as usize * self.block_size + off;
-                let row = slot * self.token_stride + self.head_off;
-                put(t, &pool[row..row + width]);
+    fn rows(&self, start: usize, offs: &mut [usize]) -> (&'a [KV], &'a [KV], usize) {
+        if start < self.paged_len {
+            let n = offs.len().min(self.paged_len - start);
+            let mut page = start / self.block_size;
+            let mut off = start % self.block_size;
+            for o in &mut offs[..n] {
+                *o = (self.pages[page] as usize * self.block_size + off) * self.token_stride + self.head_off;
                 off += 1;
                 if off == self.block_size {
                     off = 0;
                     page += 1;
                 }
-                t += 1;
-                j += 1;
             }
-        }
-        if t < n {
+            (self.k, self.v, n)
+        } else {
             let (tk, tv, first) = self.tail.expect("validated: tokens past the pages come from the ragged tail");
-            let src = if which_v { tv } else { tk };
-            while t < n {
-                let row = (first + j - self.paged_len) * self.token_stride + self.head_off;
-                put(t, &src[row..row + width]);
-                t += 1;
-                j += 1;
+            let row0 = first + start - self.paged_len;
+            for (i, o) in offs.iter_mut().enumerate() {
+                *o = (row0 + i) * self.token_stride + self.head_off;
             }
+            (tk, tv, offs.len())
         }
     }
 }
@@ -82,16 +68,15 @@ pub(crate) struct RowBlock {
     m: Vec<f32>,
     l: Vec<f32>,
     acc: Vec<f32>,
-    kt: Vec<f32>,
-    vt: Vec<f32>,
+    offs: Vec<usize>,
     s: Vec<f32>,
 }
 
 impl RowBlock {
     /// Scratch for up to `max_heads` heads of up to `max_rows_per_head` rows.
     pub fn new(max_heads: usize, max_rows_per_head: usize, d: usize) -> Self {
-        // Tokens per tile: ~64 KiB of f32 K per tile, between 8 and 32 tokens.
-        let tile = (16384 / (max_heads * d).max(1)).clamp(8, 32);
+        // Tokens per tile: the bookkeeping of a tile is amortised over 32 keys.
+        let tile = 32;
         let rows = max_heads * max_rows_per_head;
         RowBlock {
             d,
@@ -104,8 +89,7 @@ impl RowBlock {
             m: vec![f32::NEG_INFINITY; rows],
             l: vec![0.0; rows],
             acc: vec![0.0; rows * d],
-            kt: vec![0.0; max_heads * tile * d],
-            vt: vec![0.0; max_heads * tile * d],
+            offs: vec![0; tile],
             s: vec![0.0; rows * tile],
         }
     }
@@ -139,10 +123,10 @@ impl RowBlock {
         let rows = heads * rph;
         let mut t0 = start;
         while t0 < end {
-            let n = tile.min(end - t0);
-            kv.load(false, t0, n, heads, tile, &mut self.kt);
+            let (ks, vs, n) = kv.rows(t0, &mut self.offs[..tile.min(end - t0)]);
+            let offs = &self.offs[..n];
             for h in 0..heads {
-                isa.scores(&self.q[h * rph * d..], rph, &self.kt[h * tile * d..], n, d, &mut self.s[h * rph * tile..], tile);
+                isa.scores(&self.q[h * rph * d..], rph, ks, offs, h * d, d, &mut self.s[h * rph * tile..], tile);
             }
             let mut any = false;
             for r in 0..rows {
@@ -181,9 +165,8 @@ impl RowBlock {
                 self.l[r] += sum;
             }
             if any {
-                kv.load(true, t0, n, heads, tile, &mut self.vt);
                 for h in 0..heads {
-                    isa.pv(&mut self.acc[h * rph * d..], rph, &self.s[h * rph * tile..], tile, n, &self.vt[h * tile * d..], d);
+                    isa.pv(&mut self.acc[h * rph * d..], rph, &self.s[h * rph * tile..], tile, vs, offs, h * d, d);
                 }
             }
             t0 += n;

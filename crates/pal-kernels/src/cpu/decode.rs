@@ -84,7 +84,6 @@ pub fn paged_decode<Q: Element, KV: Element>(a: &DecodeArgs<'_, Q, KV>, plan: &D
                 block_size: layout.block_size,
                 token_stride: layout.token_stride(),
                 head_off: s * span * d,
-                head_dim: d,
                 paged_len: a.page_table.seq_len(b),
                 tail: None,
             };

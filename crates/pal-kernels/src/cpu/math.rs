@@ -3,12 +3,18 @@
 //! are generic over the ISA and instantiated inside `#[target_feature]` trampolines, so the AVX2
 //! loops are compiled with AVX2 enabled while the binary still runs on any x86-64.
 
+use pal_core::Element;
+
 /// Inner loops of the attention engine.
 pub(crate) trait Isa: Copy + Send + Sync + 'static {
-    /// `s[r * ld + t] = q_r · k_t` for `rows` query rows and `n` key rows of width `d`.
-    fn scores(self, q: &[f32], rows: usize, kt: &[f32], n: usize, d: usize, s: &mut [f32], ld: usize);
-    /// `acc[r] += sum_t p[r * ld + t] * vt[t]` for `rows` rows of width `d`.
-    fn pv(self, acc: &mut [f32], rows: usize, p: &[f32], ld: usize, n: usize, vt: &[f32], d: usize);
+    /// `s[r * ld + t] = q_r · k_t` for `rows` query rows; key row `t` is `kv[offs[t] + hoff..][..d]`
+    /// in storage type.
+    #[allow(clippy::too_many_arguments)]
+    fn scores<KV: Element>(self, q: &[f32], rows: usize, kv: &[KV], offs: &[usize], hoff: usize, d: usize, s: &mut [f32], ld: usize);
+    /// `acc[r] += sum_t p[r * ld + t] * v_t` for `rows` rows; value row `t` is
+    /// `kv[offs[t] + hoff..][..d]`.
+    #[allow(clippy::too_many_arguments)]
+    fn pv<KV: Element>(self, acc: &mut [f32], rows: usize, p: &[f32], ld: usize, kv: &[KV], offs: &[usize], hoff: usize, d: usize);
     /// `x[i] = exp(x[i] - m)` (all `x[i] - m <= 0`); returns the sum.
     fn exp_shift_sum(self, x: &mut [f32], m: f32) -> f32;
     /// `exp(x)` for one `x <= 0`.
@@ -21,13 +27,26 @@ pub(crate) struct Plain;
 
 impl Isa for Plain {
     #[inline(always)]
-    fn scores(self, q: &[f32], rows: usize, kt: &[f32], n: usize, d: usize, s: &mut [f32], ld: usize) {
-        scores::<PlainMulAdd>(q, rows, kt, n, d, s, ld)
+    fn scores<KV: Element>(self, q: &[f32], rows: usize, kv: &[KV], offs: &[usize], hoff: usize, d: usize, s: &mut [f32], ld: usize) {
+        let mut k = [0f32; pal_core::HeadConfig::MAX_HEAD_DIM];
+        for (t, &o) in offs.iter().enumerate() {
+            KV::load_row(&kv[o + hoff..o + hoff + d], &mut k[..d]);
+            scores::<PlainMulAdd>(q, rows, &k[..d], 1, d, &mut s[t..], ld);
+        }
     }
     #[inline(always)]
-    fn pv(self, acc: &mut [f32], rows: usize, p: &[f32], ld: usize, n: usize, vt: &[f32], d: usize) {
-        for r in 0..rows {
-            pv_row::<PlainMulAdd>(&mut acc[r * d..(r + 1) * d], &p[r * ld..r * ld + n], vt, d);
+    fn pv<KV: Element>(self, acc: &mut [f32], rows: usize, p: &[f32], ld: usize, kv: &[KV], offs: &[usize], hoff: usize, d: usize) {
+        let mut v = [0f32; pal_core::HeadConfig::MAX_HEAD_DIM];
+        for (t, &o) in offs.iter().enumerate() {
+            KV::load_row(&kv[o + hoff..o + hoff + d], &mut v[..d]);
+            for r in 0..rows {
+                let pt = p[r * ld + t];
+                if pt != 0.0 {
+                    for (a, x) in acc[r * d..(r + 1) * d].iter_mut().zip(&v[..d]) {
+                        *a += pt * x;
+                    }
+                }
+            }
         }
     }
     #[inline(always)]
@@ -56,14 +75,15 @@ impl Avx2 {
 #[cfg(target_arch = "x86_64")]
 impl Isa for Avx2 {
     #[inline(always)]
-    fn scores(self, q: &[f32], rows: usize, kt: &[f32], n: usize, d: usize, s: &mut [f32], ld: usize) {
-        // SAFETY: an `Avx2` exists only when the CPU has AVX2 and FMA.
-        unsafe { super::avx2::scores(q, rows, kt, n, d, s, ld) }
+    fn scores<KV: Element>(self, q: &[f32], rows: usize, kv: &[KV], offs: &[usize], hoff: usize, d: usize, s: &mut [f32], ld: usize) {
+        // SAFETY: an `Avx2` exists only when the CPU has AVX2, FMA and F16C; `scores` checks
+        // every row against `kv` before reading.
+        unsafe { super::avx2::scores(q, rows, kv, offs, hoff, d, s, ld) }
     }
     #[inline(always)]
-    fn pv(self, acc: &mut [f32], rows: usize, p: &[f32], ld: usize, n: usize, vt: &[f32], d: usize) {
+    fn pv<KV: Element>(self, acc: &mut [f32], rows: usize, p: &[f32], ld: usize, kv: &[KV], offs: &[usize], hoff: usize, d: usize) {
         // SAFETY: as above.
-        unsafe { super::avx2::pv(acc, rows, p, ld, n, vt, d) }
+        unsafe { super::avx2::pv(acc, rows, p, ld, kv, offs, hoff, d) }
     }
     #[inline(always)]
     fn exp_shift_sum(self, x: &mut [f32], m: f32) -> f32 {
@@ -160,36 +180,6 @@ pub(crate) fn scores<A: MulAdd>(q: &[f32], rows: usize, kt: &[f32], n: usize, d:
     }
 }
 
-/// `acc += sum_t p[t] * vt[t*d .. (t+1)*d]`; `d` a multiple of 8.
-#[inline(always)]
-pub(crate) fn pv_row<A: MulAdd>(acc: &mut [f32], p: &[f32], vt: &[f32], d: usize) {
-    let mut c = 0;
-    while c + 32 <= d {
-        let mut a = [0f32; 32];
-        a.copy_from_slice(&acc[c..c + 32]);
-        for (t, &pt) in p.iter().enumerate() {
-            let v = &vt[t * d + c..t * d + c + 32];
-            for i in 0..32 {
-                a[i] = A::fma(pt, v[i], a[i]);
-            }
-        }
-        acc[c..c + 32].copy_from_slice(&a);
-        c += 32;
-    }
-    while c + 8 <= d {
-        let mut a = [0f32; 8];
-        a.copy_from_slice(&acc[c..c + 8]);
-        for (t, &pt) in p.iter().enumerate() {
-            let v = &vt[t * d + c..t * d + c + 8];
-            for i in 0..8 {
-                a[i] = A::fma(pt, v[i], a[i]);
-            }
-        }
-        acc[c..c + 8].copy_from_slice(&a);
-        c += 8;
-    }
-}
-
 const LOG2E: f32 = std::f32::consts::LOG2_E;
 /// ln 2 split so that `n * LN2_HI` is exact for |n| < 2^10.
 pub(crate) const LN2_HI: f32 = 0.693_359_4;
@@ -270,34 +260,45 @@ mod tests {
 #[cfg(all(test, target_arch = "x86_64"))]
 mod avx2_tests {
     use super::*;
+    use pal_core::{bf16, f16};
 
-    /// The AVX2 loops agree with the portable ones (the kernels' tests run whichever path the
-    /// machine picks; this pins both).
-    #[test]
-    fn avx2_and_portable_paths_agree() {
+    fn agree<KV: Element>() {
         let Some(avx) = Avx2::detect() else { return };
         let mut rng = crate::testing::Rng::new(crate::testing::fresh_seed());
         for d in [8, 24, 64, 80, 96, 128, 256] {
-            for (rows, n) in [(1, 1), (3, 5), (4, 16), (7, 32), (8, 9)] {
+            for (rows, n) in [(1, 1), (1, 9), (3, 5), (4, 16), (7, 32), (8, 9)] {
                 let q: Vec<f32> = (0..rows * d).map(|_| rng.uniform()).collect();
-                let kt: Vec<f32> = (0..n * d).map(|_| rng.uniform()).collect();
+                // Rows of width 2d scattered in a buffer; the kernels read the second head (hoff = d).
+                let kv: Vec<KV> = rng.fill(40 * 2 * d, 1.0);
+                let mut offs: Vec<usize> = (0..40).map(|i| i * 2 * d).collect();
+                rng.shuffle(&mut offs);
+                let offs = &offs[..n];
                 let ld = 32;
                 let (mut s1, mut s2) = (vec![0f32; rows * ld], vec![0f32; rows * ld]);
-                Plain.scores(&q, rows, &kt, n, d, &mut s1, ld);
-                avx.scores(&q, rows, &kt, n, d, &mut s2, ld);
+                Plain.scores(&q, rows, &kv, offs, d, d, &mut s1, ld);
+                avx.scores(&q, rows, &kv, offs, d, d, &mut s2, ld);
                 for (a, b) in s1.iter().zip(&s2) {
-                    assert!((a - b).abs() < 1e-4, "scores d={d} rows={rows} n={n}");
+                    assert!((a - b).abs() < 1e-4, "scores d={d} rows={rows} n={n}: {a} {b}");
                 }
                 let p: Vec<f32> = (0..rows * ld).map(|_| rng.uniform().abs()).collect();
                 let mut a1: Vec<f32> = (0..rows * d).map(|_| rng.uniform()).collect();
                 let mut a2 = a1.clone();
-                Plain.pv(&mut a1, rows, &p, ld, n, &kt, d);
-                avx.pv(&mut a2, rows, &p, ld, n, &kt, d);
+                Plain.pv(&mut a1, rows, &p, ld, &kv, offs, d, d);
+                avx.pv(&mut a2, rows, &p, ld, &kv, offs, d, d);
                 for (a, b) in a1.iter().zip(&a2) {
                     assert!((a - b).abs() < 1e-4, "pv d={d} rows={rows} n={n}");
                 }
             }
         }
+    }
+
+    /// The AVX2 loops agree with the portable ones for every storage type.
+    #[test]
+    fn avx2_and_portable_paths_agree() {
+        agree::<f32>();
+        agree::<f16>();
+        agree::<bf16>();
+        let Some(avx) = Avx2::detect() else { return };
         let mut x1: Vec<f32> = (0..37).map(|i| -(i as f32) * 2.5).collect();
         x1[5] = f32::NEG_INFINITY;
         let mut x2 = x1.clone();

@@ -105,7 +105,6 @@ pub fn paged_prefill<Q: Element, KV: Element>(a: &PrefillArgs<'_, Q, KV>, plan: 
                 block_size: layout.block_size,
                 token_stride: layout.token_stride(),
                 head_off: h * d,
-                head_dim: d,
                 paged_len: paged,
                 tail: a.new_kv.as_ref().map(|n| (n.k, n.v, q0)),
             };
