@@ -7,11 +7,12 @@
 //! - [`KvLayout`], [`PagedKv`], [`PagedKvMut`]: views of a KV pool laid out as
 //!   `[num_blocks, block_size, num_kv_heads, head_dim]` (NHD) for K and for V.
 //! - [`AttentionOptions`], [`HeadConfig`]: softmax scale, sliding window, soft-cap, head counts.
-//! - [`Device`]: where a kernel runs.
+//! - [`Device`]: where a kernel runs; [`alloc::large_vec`]: huge-page backed pool buffers.
 //!
 //! Nothing here allocates on a hot path or knows about sequences; see `pal-kvcache` for block
 //! bookkeeping and `pal-kernels` for the attention ops.
 
+pub mod alloc;
 mod device;
 mod dtype;
 mod error;

@@ -3,6 +3,7 @@
 //! per sequence, so the difference between `gather` and `cpu` is exactly the cost of the copy.
 
 use crate::{cpu, validate, DecodeArgs, DecodePlan, PrefillArgs, PrefillPlan};
+use pal_core::alloc::large_vec;
 use pal_core::{Element, KvLayout, PageTable, PagedKv, Result};
 use rayon::prelude::*;
 
@@ -23,7 +24,7 @@ impl<KV: Element> Contiguous<KV> {
         let layout = KvLayout::new(batch, max_len, num_kv_heads, head_dim)?;
         let lists: Vec<[u32; 1]> = (0..batch as u32).map(|b| [b]).collect();
         let page_table = PageTable::from_lists(&lists, table.seq_lens(), max_len)?;
-        Ok(Contiguous { k: vec![KV::default(); layout.elems()], v: vec![KV::default(); layout.elems()], layout, page_table })
+        Ok(Contiguous { k: large_vec(layout.elems()), v: large_vec(layout.elems()), layout, page_table })
     }
 
     /// Copy every token of every sequence of `table` from the paged pool (rayon over sequences).

@@ -200,7 +200,7 @@ fn print_table(rows: &[Row], c: &Ceilings) {
 /// Fill helpers shared by the cells: large random buffers, filled in parallel.
 pub(crate) fn random_vec<T: pal_core::Element>(n: usize, seed: u64) -> Vec<T> {
     use rayon::prelude::*;
-    let mut v = vec![T::default(); n];
+    let mut v: Vec<T> = pal_core::alloc::large_vec(n);
     v.par_chunks_mut(1 << 16).enumerate().for_each(|(i, c)| {
         let mut r = pal_kernels::testing::Rng::new(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         for x in c {

@@ -54,6 +54,26 @@ impl<'a, KV: Element> KvRows<'a, KV> {
     }
 }
 
+/// Ask the CPU to bring `len` elements of `buf` from `off` into cache; does nothing off x86-64.
+/// Tiles gather rows from scattered pages, which hardware prefetchers do not follow.
+#[inline(always)]
+fn prefetch<T>(buf: &[T], off: usize, len: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(row) = buf.get(off..off + len) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T1};
+        let p = row.as_ptr() as *const i8;
+        let bytes = std::mem::size_of_val(row);
+        let mut b = 0;
+        while b < bytes {
+            // SAFETY: prefetching never faults, and the address lies inside `row`.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(p.add(b)) };
+            b += 64;
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (buf, off, len);
+}
+
 /// Running softmax state of an item's rows plus tile scratch; reused across work items.
 pub(crate) struct RowBlock {
     pub d: usize,
@@ -69,6 +89,7 @@ pub(crate) struct RowBlock {
     l: Vec<f32>,
     acc: Vec<f32>,
     offs: Vec<usize>,
+    next_offs: Vec<usize>,
     s: Vec<f32>,
 }
 
@@ -90,6 +111,7 @@ impl RowBlock {
             l: vec![0.0; rows],
             acc: vec![0.0; rows * d],
             offs: vec![0; tile],
+            next_offs: vec![0; tile],
             s: vec![0.0; rows * tile],
         }
     }
@@ -121,11 +143,35 @@ impl RowBlock {
     pub fn scan<I: Isa, KV: Element>(&mut self, isa: I, kv: &KvRows<'_, KV>, start: usize, end: usize, cap: Option<f32>) {
         let (heads, rph, d, tile) = (self.heads, self.rows_per_head, self.d, self.tile);
         let rows = heads * rph;
+        // Layout trick of the AVX2 bf16 loops: q and acc in swapped-quads order during the scan.
+        #[cfg(target_arch = "x86_64")]
+        let swap = isa.swaps_quads::<KV>(d);
+        #[cfg(target_arch = "x86_64")]
+        if swap {
+            for row in self.q[..rows * d].chunks_exact_mut(d) {
+                super::avx2::swap_quads(row);
+            }
+        }
         let mut t0 = start;
+        let mut next = kv.rows(t0, &mut self.next_offs[..tile.min(end - t0)]);
         while t0 < end {
-            let (ks, vs, n) = kv.rows(t0, &mut self.offs[..tile.min(end - t0)]);
+            std::mem::swap(&mut self.offs, &mut self.next_offs);
+            let (ks, vs, n) = next;
+            let t1 = t0 + n;
+            let prefetch_next = t1 < end;
+            if prefetch_next {
+                next = kv.rows(t1, &mut self.next_offs[..tile.min(end - t1)]);
+            }
             let offs = &self.offs[..n];
             for h in 0..heads {
+                // Spread the next tile's prefetches over this tile's work, one head at a time, so
+                // that they never queue up behind each other.
+                if prefetch_next {
+                    for &o in &self.next_offs[..next.2] {
+                        prefetch(next.0, o + h * d, d);
+                        prefetch(next.1, o + h * d, d);
+                    }
+                }
                 isa.scores(&self.q[h * rph * d..], rph, ks, offs, h * d, d, &mut self.s[h * rph * tile..], tile);
             }
             let mut any = false;
@@ -170,6 +216,12 @@ impl RowBlock {
                 }
             }
             t0 += n;
+        }
+        #[cfg(target_arch = "x86_64")]
+        if swap {
+            for row in self.acc[..rows * d].chunks_exact_mut(d) {
+                super::avx2::swap_quads(row);
+            }
         }
     }
 

@@ -37,23 +37,105 @@ unsafe fn reduce8(a: &[__m256; 8]) -> __m256 {
     _mm256_add_ps(_mm256_permute2f128_ps::<0x20>(u0, u1), _mm256_permute2f128_ps::<0x31>(u0, u1))
 }
 
+/// Most rows one call handles (the attention tile).
+pub(crate) const MAX_ROWS: usize = 64;
+
+/// Row start pointers, computed once per call so the inner loops do one load per row.
+#[inline(always)]
+unsafe fn row_ptrs<KV>(kv: &[KV], offs: &[usize], hoff: usize) -> [*const KV; MAX_ROWS] {
+    let mut p = [kv.as_ptr(); MAX_ROWS];
+    for (x, &o) in p.iter_mut().zip(offs) {
+        *x = kv.as_ptr().add(o + hoff);
+    }
+    p
+}
+
 /// Every `offs[t] + hoff + d` must lie within `kv`: checked once per call so that the loops
 /// below can use unchecked pointer arithmetic.
 #[inline(always)]
 fn check_rows<KV>(kv: &[KV], offs: &[usize], hoff: usize, d: usize) {
-    assert!(offs.iter().all(|&o| o + hoff + d <= kv.len()), "tile row outside its buffer");
+    assert!(offs.len() <= MAX_ROWS && offs.iter().all(|&o| o + hoff + d <= kv.len()), "tile row outside its buffer");
+}
+
+/// Whether the loops read `KV` rows of width `d` in "swapped quads" order: bf16 rows are widened
+/// 16 at a time with two in-lane unpacks, which yields dims `0-3, 8-11` then `4-7, 12-15` of each
+/// 16. Callers then keep q and the output accumulators in that order (see [`swap_quads`]).
+#[inline(always)]
+pub(crate) fn swaps_quads<KV: Element>(d: usize) -> bool {
+    KV::DTYPE == DType::BF16 && d % 16 == 0
+}
+
+/// Swap dims `4..8` and `8..12` of every 16 (its own inverse).
+#[inline(always)]
+pub(crate) fn swap_quads(x: &mut [f32]) {
+    for c in x.chunks_exact_mut(16) {
+        let (a, b) = c.split_at_mut(8);
+        a[4..8].swap_with_slice(&mut b[..4]);
+    }
+}
+
+/// How a loop reads `W` consecutive elements of a K/V row as `W / 8` f32 vectors.
+trait Chunk<KV> {
+    const W: usize;
+    unsafe fn load(p: *const KV) -> [__m256; 2];
+}
+
+/// 8 elements per step, natural order.
+struct By8;
+/// 16 elements per step, natural order.
+struct By16;
+/// 16 bf16 per step in swapped-quads order: one load, two unpacks.
+struct Bf16Swapped;
+
+impl<KV: Element> Chunk<KV> for By8 {
+    const W: usize = 8;
+    #[inline(always)]
+    unsafe fn load(p: *const KV) -> [__m256; 2] {
+        [load8(p), _mm256_setzero_ps()]
+    }
+}
+impl<KV: Element> Chunk<KV> for By16 {
+    const W: usize = 16;
+    #[inline(always)]
+    unsafe fn load(p: *const KV) -> [__m256; 2] {
+        [load8(p), load8(p.add(8))]
+    }
+}
+impl<KV: Element> Chunk<KV> for Bf16Swapped {
+    const W: usize = 16;
+    #[inline(always)]
+    unsafe fn load(p: *const KV) -> [__m256; 2] {
+        let x = _mm256_loadu_si256(p as *const __m256i);
+        let z = _mm256_setzero_si256();
+        [_mm256_castsi256_ps(_mm256_unpacklo_epi16(z, x)), _mm256_castsi256_ps(_mm256_unpackhi_epi16(z, x))]
+    }
 }
 
 /// `s[r * ld + t] = q_r · k_t`, where key row `t` is `kv[offs[t] + hoff ..][..d]` in storage
-/// type; `d` a multiple of 8.
+/// type; `d` a multiple of 8. When [`swaps_quads`] holds, `q` must be in swapped-quads order.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(crate) unsafe fn scores<KV: Element>(q: &[f32], rows: usize, kv: &[KV], offs: &[usize], hoff: usize, d: usize, s: &mut [f32], ld: usize) {
-    let n = offs.len();
     check_rows(kv, offs, hoff, d);
-    assert!(q.len() >= rows * d && d % 8 == 0 && n <= ld);
-    assert!(rows == 0 || n == 0 || s.len() >= (rows - 1) * ld + n);
+    assert!(q.len() >= rows * d && d % 8 == 0 && offs.len() <= ld);
+    assert!(rows == 0 || offs.is_empty() || s.len() >= (rows - 1) * ld + offs.len());
+    if swaps_quads::<KV>(d) {
+        scores_with::<KV, Bf16Swapped>(q, rows, kv, offs, hoff, d, s, ld)
+    } else if d % 16 == 0 {
+        scores_with::<KV, By16>(q, rows, kv, offs, hoff, d, s, ld)
+    } else {
+        scores_with::<KV, By8>(q, rows, kv, offs, hoff, d, s, ld)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn scores_with<KV: Element, C: Chunk<KV>>(q: &[f32], rows: usize, kv: &[KV], offs: &[usize], hoff: usize, d: usize, s: &mut [f32], ld: usize) {
+    let n = offs.len();
     let (qp, sp) = (q.as_ptr(), s.as_mut_ptr());
-    let key = |t: usize| kv.as_ptr().add(offs[t] + hoff);
+    let ptrs = row_ptrs(kv, offs, hoff);
+    let key = |t: usize| *ptrs.get_unchecked(t);
+    let halves = C::W / 8;
     let mut r = 0;
     // 4 rows x 2 keys: 8 accumulators reduced together.
     while r + 4 <= rows {
@@ -64,13 +146,15 @@ pub(crate) unsafe fn scores<KV: Element>(q: &[f32], rows: usize, kv: &[KV], offs
             let mut a = [_mm256_setzero_ps(); 8];
             let mut c = 0;
             while c < d {
-                let (x0, x1) = (load8(k0.add(c)), load8(k1.add(c)));
-                for i in 0..4 {
-                    let qv = _mm256_loadu_ps(q0.add(i * d + c));
-                    a[2 * i] = _mm256_fmadd_ps(qv, x0, a[2 * i]);
-                    a[2 * i + 1] = _mm256_fmadd_ps(qv, x1, a[2 * i + 1]);
+                let (x0, x1) = (C::load(k0.add(c)), C::load(k1.add(c)));
+                for h in 0..halves {
+                    for i in 0..4 {
+                        let qv = _mm256_loadu_ps(q0.add(i * d + c + 8 * h));
+                        a[2 * i] = _mm256_fmadd_ps(qv, x0[h], a[2 * i]);
+                        a[2 * i + 1] = _mm256_fmadd_ps(qv, x1[h], a[2 * i + 1]);
+                    }
                 }
-                c += 8;
+                c += C::W;
             }
             // Lanes: [r0k0, r0k1, r1k0, r1k1, r2k0, r2k1, r3k0, r3k1]; store key pairs per row.
             let v = reduce8(&a);
@@ -86,11 +170,13 @@ pub(crate) unsafe fn scores<KV: Element>(q: &[f32], rows: usize, kv: &[KV], offs
             let mut a = [_mm256_setzero_ps(); 4];
             let mut c = 0;
             while c < d {
-                let x0 = load8(k0.add(c));
-                for (i, acc) in a.iter_mut().enumerate() {
-                    *acc = _mm256_fmadd_ps(_mm256_loadu_ps(q0.add(i * d + c)), x0, *acc);
+                let x0 = C::load(k0.add(c));
+                for h in 0..halves {
+                    for (i, acc) in a.iter_mut().enumerate() {
+                        *acc = _mm256_fmadd_ps(_mm256_loadu_ps(q0.add(i * d + c + 8 * h)), x0[h], *acc);
+                    }
                 }
-                c += 8;
+                c += C::W;
             }
             for (i, acc) in a.iter().enumerate() {
                 *sp.add((r + i) * ld + t) = hsum(*acc);
@@ -106,28 +192,29 @@ pub(crate) unsafe fn scores<KV: Element>(q: &[f32], rows: usize, kv: &[KV], offs
             let mut a = [_mm256_setzero_ps(); 8];
             let mut c = 0;
             while c < d {
-                let qv = _mm256_loadu_ps(q0.add(c));
-                for (j, acc) in a.iter_mut().enumerate() {
-                    *acc = _mm256_fmadd_ps(qv, load8(key(t + j).add(c)), *acc);
+                for h in 0..halves {
+                    let qv = _mm256_loadu_ps(q0.add(c + 8 * h));
+                    for (j, acc) in a.iter_mut().enumerate() {
+                        *acc = _mm256_fmadd_ps(qv, C::load(key(t + j).add(c))[h], *acc);
+                    }
                 }
-                c += 8;
+                c += C::W;
             }
             _mm256_storeu_ps(sp.add(r * ld + t), reduce8(&a));
             t += 8;
         }
         while t < n {
             let k0 = key(t);
-            let (mut a, mut b) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+            let mut a = [_mm256_setzero_ps(); 2];
             let mut c = 0;
-            while c + 16 <= d {
-                a = _mm256_fmadd_ps(_mm256_loadu_ps(q0.add(c)), load8(k0.add(c)), a);
-                b = _mm256_fmadd_ps(_mm256_loadu_ps(q0.add(c + 8)), load8(k0.add(c + 8)), b);
-                c += 16;
+            while c < d {
+                let x = C::load(k0.add(c));
+                for h in 0..halves {
+                    a[h] = _mm256_fmadd_ps(_mm256_loadu_ps(q0.add(c + 8 * h)), x[h], a[h]);
+                }
+                c += C::W;
             }
-            if c < d {
-                a = _mm256_fmadd_ps(_mm256_loadu_ps(q0.add(c)), load8(k0.add(c)), a);
-            }
-            *sp.add(r * ld + t) = hsum(_mm256_add_ps(a, b));
+            *sp.add(r * ld + t) = hsum(_mm256_add_ps(a[0], a[1]));
             t += 1;
         }
         r += 1;
@@ -135,76 +222,92 @@ pub(crate) unsafe fn scores<KV: Element>(q: &[f32], rows: usize, kv: &[KV], offs
 }
 
 /// `acc[r] += sum_t p[r * ld + t] * v_t`, where value row `t` is `kv[offs[t] + hoff ..][..d]`.
+/// When [`swaps_quads`] holds, `acc` is in swapped-quads order.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub(crate) unsafe fn pv<KV: Element>(acc: &mut [f32], rows: usize, p: &[f32], ld: usize, kv: &[KV], offs: &[usize], hoff: usize, d: usize) {
-    let n = offs.len();
     check_rows(kv, offs, hoff, d);
-    assert!(acc.len() >= rows * d && d % 8 == 0 && n <= ld);
-    assert!(rows == 0 || n == 0 || p.len() >= (rows - 1) * ld + n);
+    assert!(acc.len() >= rows * d && d % 8 == 0 && offs.len() <= ld);
+    assert!(rows == 0 || offs.is_empty() || p.len() >= (rows - 1) * ld + offs.len());
+    if swaps_quads::<KV>(d) {
+        pv_with::<KV, Bf16Swapped>(acc, rows, p, ld, kv, offs, hoff, d)
+    } else if d % 16 == 0 {
+        pv_with::<KV, By16>(acc, rows, p, ld, kv, offs, hoff, d)
+    } else {
+        pv_with::<KV, By8>(acc, rows, p, ld, kv, offs, hoff, d)
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn pv_with<KV: Element, C: Chunk<KV>>(acc: &mut [f32], rows: usize, p: &[f32], ld: usize, kv: &[KV], offs: &[usize], hoff: usize, d: usize) {
+    let n = offs.len();
     let (ap, pp) = (acc.as_mut_ptr(), p.as_ptr());
-    let val = |t: usize| kv.as_ptr().add(offs[t] + hoff);
+    let ptrs = row_ptrs(kv, offs, hoff);
+    let val = |t: usize| *ptrs.get_unchecked(t);
+    let halves = C::W / 8;
     let mut r = 0;
-    // 4 rows x 16 dims: 8 accumulators; per key 2 value loads and 4 broadcasts.
+    // 4 rows x W dims: up to 8 accumulators; per key one chunk of V and 4 broadcasts of p.
     while r + 4 <= rows {
         let mut c = 0;
-        while c + 16 <= d {
+        while c < d {
             let mut a = [_mm256_setzero_ps(); 8];
             for i in 0..4 {
-                a[2 * i] = _mm256_loadu_ps(ap.add((r + i) * d + c));
-                a[2 * i + 1] = _mm256_loadu_ps(ap.add((r + i) * d + c + 8));
+                for h in 0..halves {
+                    a[2 * i + h] = _mm256_loadu_ps(ap.add((r + i) * d + c + 8 * h));
+                }
             }
             for t in 0..n {
-                let v = val(t);
-                let (v0, v1) = (load8(v.add(c)), load8(v.add(c + 8)));
+                let v = C::load(val(t).add(c));
                 for i in 0..4 {
                     let pb = _mm256_broadcast_ss(&*pp.add((r + i) * ld + t));
-                    a[2 * i] = _mm256_fmadd_ps(pb, v0, a[2 * i]);
-                    a[2 * i + 1] = _mm256_fmadd_ps(pb, v1, a[2 * i + 1]);
+                    for h in 0..halves {
+                        a[2 * i + h] = _mm256_fmadd_ps(pb, v[h], a[2 * i + h]);
+                    }
                 }
             }
             for i in 0..4 {
-                _mm256_storeu_ps(ap.add((r + i) * d + c), a[2 * i]);
-                _mm256_storeu_ps(ap.add((r + i) * d + c + 8), a[2 * i + 1]);
-            }
-            c += 16;
-        }
-        if c < d {
-            let mut a = [_mm256_setzero_ps(); 4];
-            for (i, x) in a.iter_mut().enumerate() {
-                *x = _mm256_loadu_ps(ap.add((r + i) * d + c));
-            }
-            for t in 0..n {
-                let v0 = load8(val(t).add(c));
-                for (i, x) in a.iter_mut().enumerate() {
-                    *x = _mm256_fmadd_ps(_mm256_broadcast_ss(&*pp.add((r + i) * ld + t)), v0, *x);
+                for h in 0..halves {
+                    _mm256_storeu_ps(ap.add((r + i) * d + c + 8 * h), a[2 * i + h]);
                 }
             }
-            for (i, x) in a.iter().enumerate() {
-                _mm256_storeu_ps(ap.add((r + i) * d + c), *x);
-            }
+            c += C::W;
         }
         r += 4;
     }
+    // Remaining rows: 1 row x 2W dims (or W at the end of the row).
     while r < rows {
         let mut c = 0;
         while c < d {
-            let w = if c + 32 <= d { 4 } else { (d - c) / 8 };
+            let two = c + 2 * C::W <= d;
             let mut a = [_mm256_setzero_ps(); 4];
-            for (j, x) in a.iter_mut().enumerate().take(w) {
-                *x = _mm256_loadu_ps(ap.add(r * d + c + 8 * j));
+            for h in 0..halves {
+                a[h] = _mm256_loadu_ps(ap.add(r * d + c + 8 * h));
+                if two {
+                    a[2 + h] = _mm256_loadu_ps(ap.add(r * d + c + C::W + 8 * h));
+                }
             }
             for t in 0..n {
                 let pb = _mm256_broadcast_ss(&*pp.add(r * ld + t));
                 let v = val(t);
-                for (j, x) in a.iter_mut().enumerate().take(w) {
-                    *x = _mm256_fmadd_ps(pb, load8(v.add(c + 8 * j)), *x);
+                let x = C::load(v.add(c));
+                for h in 0..halves {
+                    a[h] = _mm256_fmadd_ps(pb, x[h], a[h]);
+                }
+                if two {
+                    let y = C::load(v.add(c + C::W));
+                    for h in 0..halves {
+                        a[2 + h] = _mm256_fmadd_ps(pb, y[h], a[2 + h]);
+                    }
                 }
             }
-            for (j, x) in a.iter().enumerate().take(w) {
-                _mm256_storeu_ps(ap.add(r * d + c + 8 * j), *x);
+            for h in 0..halves {
+                _mm256_storeu_ps(ap.add(r * d + c + 8 * h), a[h]);
+                if two {
+                    _mm256_storeu_ps(ap.add(r * d + c + C::W + 8 * h), a[2 + h]);
+                }
             }
-            c += 8 * w;
+            c += if two { 2 * C::W } else { C::W };
         }
         r += 1;
     }

@@ -19,6 +19,11 @@ pub(crate) trait Isa: Copy + Send + Sync + 'static {
     fn exp_shift_sum(self, x: &mut [f32], m: f32) -> f32;
     /// `exp(x)` for one `x <= 0`.
     fn exp1(self, x: f32) -> f32;
+    /// Whether `scores`/`pv` expect q and the accumulators of `KV` rows of width `d` in the
+    /// swapped-quads order of `avx2::swap_quads` (a layout trick that halves bf16 widening).
+    fn swaps_quads<KV: Element>(self, _d: usize) -> bool {
+        false
+    }
 }
 
 /// Portable loops.
@@ -93,6 +98,10 @@ impl Isa for Avx2 {
     #[inline(always)]
     fn exp1(self, x: f32) -> f32 {
         exp_neg::<PlainMulAdd>(x)
+    }
+    #[inline(always)]
+    fn swaps_quads<KV: Element>(self, d: usize) -> bool {
+        super::avx2::swaps_quads::<KV>(d)
     }
 }
 
@@ -274,18 +283,28 @@ mod avx2_tests {
                 rng.shuffle(&mut offs);
                 let offs = &offs[..n];
                 let ld = 32;
+                let swap = avx.swaps_quads::<KV>(d);
+                let permuted = |x: &[f32]| {
+                    let mut y = x.to_vec();
+                    if swap {
+                        for row in y.chunks_exact_mut(d) {
+                            crate::cpu::avx2::swap_quads(row);
+                        }
+                    }
+                    y
+                };
                 let (mut s1, mut s2) = (vec![0f32; rows * ld], vec![0f32; rows * ld]);
                 Plain.scores(&q, rows, &kv, offs, d, d, &mut s1, ld);
-                avx.scores(&q, rows, &kv, offs, d, d, &mut s2, ld);
+                avx.scores(&permuted(&q), rows, &kv, offs, d, d, &mut s2, ld);
                 for (a, b) in s1.iter().zip(&s2) {
                     assert!((a - b).abs() < 1e-4, "scores d={d} rows={rows} n={n}: {a} {b}");
                 }
                 let p: Vec<f32> = (0..rows * ld).map(|_| rng.uniform().abs()).collect();
                 let mut a1: Vec<f32> = (0..rows * d).map(|_| rng.uniform()).collect();
-                let mut a2 = a1.clone();
+                let mut a2 = permuted(&a1);
                 Plain.pv(&mut a1, rows, &p, ld, &kv, offs, d, d);
                 avx.pv(&mut a2, rows, &p, ld, &kv, offs, d, d);
-                for (a, b) in a1.iter().zip(&a2) {
+                for (a, b) in a1.iter().zip(&permuted(&a2)) {
                     assert!((a - b).abs() < 1e-4, "pv d={d} rows={rows} n={n}");
                 }
             }

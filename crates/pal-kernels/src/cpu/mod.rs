@@ -4,7 +4,7 @@
 mod append;
 mod attend;
 #[cfg(target_arch = "x86_64")]
-mod avx2;
+pub(crate) mod avx2;
 mod decode;
 pub(crate) mod math;
 mod prefill;
