@@ -19,7 +19,12 @@ pub fn resolve(requested: Device) -> Result<Device, PalError> {
 pub fn cpu_name() -> String {
     let model = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).and_then(|l| l.split(':').nth(1)).map(|s| s.trim().to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|s| s.trim().to_string())
+        })
         .unwrap_or_else(|| std::env::consts::ARCH.to_string());
     let isa = if pal_kernels::cpu::uses_avx2() { "avx2+fma" } else { "portable" };
     format!("{model} ({} threads, {isa})", rayon::current_num_threads())

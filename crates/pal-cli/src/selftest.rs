@@ -26,7 +26,12 @@ pub fn run(a: &Args, device: Device) -> Result<ExitCode, pal_core::PalError> {
     let cases = selftest_grid(&mut rng, a.quick);
     let backends = Backend::ALL;
     if !a.json {
-        println!("pal selftest: device {device} ({}), seed {seed}, {} cases x {} backends", crate::device::cpu_name(), cases.len(), backends.len());
+        println!(
+            "pal selftest: device {device} ({}), seed {seed}, {} cases x {} backends",
+            crate::device::cpu_name(),
+            cases.len(),
+            backends.len()
+        );
         println!("{:<26} {:<7} {:<10} {:>10} {:>10} {:>5}  shape", "case", "op", "backend", "max_abs", "rms", "pass");
     }
     let (mut passed, mut failed) = (0, 0);
@@ -56,7 +61,13 @@ pub fn run(a: &Args, device: Device) -> Result<ExitCode, pal_core::PalError> {
                     o.backend.name(),
                     o.err.max_abs,
                     o.err.rms,
-                    if ok { "ok" } else if !o.deterministic { "NONDET" } else { "FAIL" },
+                    if ok {
+                        "ok"
+                    } else if !o.deterministic {
+                        "NONDET"
+                    } else {
+                        "FAIL"
+                    },
                     case.shape()
                 );
             }

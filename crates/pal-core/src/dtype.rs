@@ -58,6 +58,8 @@ pub trait Element: Copy + Send + Sync + Default + PartialEq + fmt::Debug + 'stat
     fn from_f64(v: f64) -> Self;
     /// `dst[i] = src[i] as f32`; both slices have the same length.
     fn load_row(src: &[Self], dst: &mut [f32]);
+    /// `dst[i] = round(src[i])` (round to nearest even); both slices have the same length.
+    fn store_row(src: &[f32], dst: &mut [Self]);
     /// A value that no correct kernel produces, used to poison outputs in tests.
     fn poison() -> Self {
         Self::from_f32(f32::NAN)
@@ -86,6 +88,10 @@ impl Element for f32 {
     fn load_row(src: &[Self], dst: &mut [f32]) {
         dst.copy_from_slice(src);
     }
+    #[inline(always)]
+    fn store_row(src: &[f32], dst: &mut [Self]) {
+        dst.copy_from_slice(src);
+    }
 }
 
 impl Element for f16 {
@@ -110,6 +116,10 @@ impl Element for f16 {
     fn load_row(src: &[Self], dst: &mut [f32]) {
         // `half` uses F16C when the CPU has it (detected at run time).
         src.convert_to_f32_slice(dst);
+    }
+    #[inline(always)]
+    fn store_row(src: &[f32], dst: &mut [Self]) {
+        dst.convert_from_f32_slice(src);
     }
 }
 
@@ -137,5 +147,47 @@ impl Element for bf16 {
         for (d, s) in dst.iter_mut().zip(src) {
             *d = f32::from_bits((s.to_bits() as u32) << 16);
         }
+    }
+    #[inline(always)]
+    fn store_row(src: &[f32], dst: &mut [Self]) {
+        // Round to nearest even on the bit pattern, branch-free so that it vectorises; NaN stays
+        // a (quiet) NaN. Same results as `bf16::from_f32`.
+        for (d, s) in dst.iter_mut().zip(src) {
+            let b = s.to_bits();
+            let rounded = (b.wrapping_add(0x7FFF + ((b >> 16) & 1)) >> 16) as u16;
+            let nan = ((b >> 16) as u16) | 0x40;
+            *d = bf16::from_bits(if s.is_nan() { nan } else { rounded });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_store_row_matches_half() {
+        let mut vals =
+            vec![0.0f32, -0.0, 1.0, -1.5, 3.0e38, -3.4e38, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 1e-40, 65504.0];
+        let mut x = 0x1234_5678u32;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            vals.push(f32::from_bits(x));
+        }
+        let mut out = vec![bf16::ZERO; vals.len()];
+        bf16::store_row(&vals, &mut out);
+        for (v, o) in vals.iter().zip(&out) {
+            let want = bf16::from_f32(*v);
+            if v.is_nan() {
+                assert!(o.is_nan());
+            } else {
+                assert_eq!(o.to_bits(), want.to_bits(), "{v:e}");
+            }
+        }
+        let mut h = vec![f16::ZERO; 3];
+        f16::store_row(&[1.0, 0.5, -2.0], &mut h);
+        assert_eq!(h, [f16::from_f32(1.0), f16::from_f32(0.5), f16::from_f32(-2.0)]);
     }
 }

@@ -30,16 +30,13 @@ impl HeadConfig {
         if self.num_qo_heads == 0 {
             return Err(PalError::invalid("num_qo_heads", "must be at least 1"));
         }
-        if self.num_qo_heads % self.num_kv_heads != 0 {
+        if !self.num_qo_heads.is_multiple_of(self.num_kv_heads) {
             return Err(PalError::invalid(
                 "num_qo_heads",
-                format!(
-                    "{} query heads is not a multiple of {} KV heads",
-                    self.num_qo_heads, self.num_kv_heads
-                ),
+                format!("{} query heads is not a multiple of {} KV heads", self.num_qo_heads, self.num_kv_heads),
             ));
         }
-        if self.head_dim == 0 || self.head_dim % 8 != 0 || self.head_dim > Self::MAX_HEAD_DIM {
+        if self.head_dim == 0 || !self.head_dim.is_multiple_of(8) || self.head_dim > Self::MAX_HEAD_DIM {
             return Err(PalError::invalid(
                 "head_dim",
                 format!("{} is not a multiple of 8 in 8..={}", self.head_dim, Self::MAX_HEAD_DIM),

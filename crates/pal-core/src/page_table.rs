@@ -48,7 +48,10 @@ impl PageTable {
         let mut seq_lens = Vec::with_capacity(batch);
         for b in 0..batch {
             if indptr[b + 1] < indptr[b] {
-                return Err(PalError::invalid("indptr", format!("decreases at {b}: {} > {}", indptr[b], indptr[b + 1])));
+                return Err(PalError::invalid(
+                    "indptr",
+                    format!("decreases at {b}: {} > {}", indptr[b], indptr[b + 1]),
+                ));
             }
             let pages = (indptr[b + 1] - indptr[b]) as usize;
             let last = last_page_len[b] as usize;
@@ -100,7 +103,9 @@ impl PageTable {
                 ));
             }
             indices.extend_from_slice(&list[..pages]);
-            indptr.push(u32::try_from(indices.len()).map_err(|_| PalError::invalid("block_tables", "more than 2^32 pages"))?);
+            indptr.push(
+                u32::try_from(indices.len()).map_err(|_| PalError::invalid("block_tables", "more than 2^32 pages"))?,
+            );
             last.push(if pages == 0 { 0 } else { (len - (pages - 1) * block_size) as u32 });
         }
         Self::new(indptr, indices, last, block_size)
@@ -124,7 +129,12 @@ impl PageTable {
     pub fn check_pool(&self, num_blocks: usize) -> Result<()> {
         for (i, &p) in self.indices.iter().enumerate() {
             if p as usize >= num_blocks {
-                return Err(PalError::OutOfPool { arg: "indices", index: i, value: p as u64, limit: num_blocks as u64 });
+                return Err(PalError::OutOfPool {
+                    arg: "indices",
+                    index: i,
+                    value: p as u64,
+                    limit: num_blocks as u64,
+                });
             }
         }
         Ok(())

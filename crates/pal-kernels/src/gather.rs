@@ -58,7 +58,11 @@ pub fn paged_decode<Q: Element, KV: Element>(a: &DecodeArgs<'_, Q, KV>, out: &mu
 }
 
 /// Dense decode over an already gathered copy (the "dense" row of the benchmarks).
-pub fn dense_decode<Q: Element, KV: Element>(a: &DecodeArgs<'_, Q, KV>, c: &Contiguous<KV>, out: &mut [Q]) -> Result<()> {
+pub fn dense_decode<Q: Element, KV: Element>(
+    a: &DecodeArgs<'_, Q, KV>,
+    c: &Contiguous<KV>,
+    out: &mut [Q],
+) -> Result<()> {
     let dense = DecodeArgs { kv: c.view(), page_table: &c.page_table, ..*a };
     let plan = DecodePlan::new(&c.page_table, c.layout.num_kv_heads, &a.opts, rayon::current_num_threads());
     cpu::paged_decode(&dense, &plan, out)
@@ -73,7 +77,11 @@ pub fn paged_prefill<Q: Element, KV: Element>(a: &PrefillArgs<'_, Q, KV>, out: &
 }
 
 /// Dense prefill over an already gathered copy.
-pub fn dense_prefill<Q: Element, KV: Element>(a: &PrefillArgs<'_, Q, KV>, c: &Contiguous<KV>, out: &mut [Q]) -> Result<()> {
+pub fn dense_prefill<Q: Element, KV: Element>(
+    a: &PrefillArgs<'_, Q, KV>,
+    c: &Contiguous<KV>,
+    out: &mut [Q],
+) -> Result<()> {
     let dense = PrefillArgs { kv: c.view(), page_table: &c.page_table, ..*a };
     let plan = PrefillPlan::new(a.qo_indptr, &c.page_table, a.num_qo_heads / c.layout.num_kv_heads);
     cpu::paged_prefill(&dense, &plan, out)

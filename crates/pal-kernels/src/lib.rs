@@ -17,6 +17,28 @@
 //!
 //! Every entry point validates its arguments before touching memory and returns a typed
 //! [`pal_core::PalError`] naming the argument at fault; outputs and the pool are untouched on error.
+//!
+//! ```
+//! use pal_core::{bf16, AttentionOptions, KvLayout, PageTable, PagedKv};
+//! use pal_kernels::{cpu, DecodeArgs, DecodePlan};
+//!
+//! // A pool of 64 blocks of 16 tokens, 8 KV heads of dim 128; two sequences in scattered blocks.
+//! let layout = KvLayout::new(64, 16, 8, 128)?;
+//! let (k, v) = (vec![bf16::ZERO; layout.elems()], vec![bf16::ZERO; layout.elems()]);
+//! let table = PageTable::from_lists(&[vec![7, 3], vec![12]], &[20, 9], 16)?;
+//! let q = vec![bf16::ZERO; 2 * 32 * 128];
+//! let args = DecodeArgs {
+//!     q: &q,
+//!     num_qo_heads: 32,
+//!     kv: PagedKv::new(&k, &v, layout)?,
+//!     page_table: &table,
+//!     opts: AttentionOptions::default(),
+//! };
+//! let plan = DecodePlan::new(&table, 8, &args.opts, rayon::current_num_threads()); // once per step
+//! let mut out = vec![bf16::ZERO; q.len()];
+//! cpu::paged_decode(&args, &plan, &mut out)?; // once per layer
+//! # Ok::<(), pal_core::PalError>(())
+//! ```
 
 mod args;
 pub mod cpu;

@@ -34,7 +34,14 @@ pub(crate) fn merge_rows<'a>(parts: impl Iterator<Item = (&'a [f32], f32)> + Clo
 ///
 /// `v`: `[num_states, rows, head_dim]` normalised partial outputs; `lse`: `[num_states, rows]`
 /// natural-log log-sum-exp of each; `out`: `[rows, head_dim]`; `out_lse`: `[rows]`.
-pub fn merge_states(v: &[f32], lse: &[f32], num_states: usize, head_dim: usize, out: &mut [f32], out_lse: &mut [f32]) -> Result<()> {
+pub fn merge_states(
+    v: &[f32],
+    lse: &[f32],
+    num_states: usize,
+    head_dim: usize,
+    out: &mut [f32],
+    out_lse: &mut [f32],
+) -> Result<()> {
     if num_states == 0 {
         return Err(PalError::EmptyBatch { arg: "num_states", reason: "nothing to merge".into() });
     }

@@ -29,13 +29,19 @@ impl DecodePlan {
         let mut plan = Self::with_partition(page_table, opts, chunk, 1);
         // Too few chunks (short sequences): also split the KV heads, into a divisor of their count.
         let want = target_items.div_ceil(plan.num_chunks());
-        plan.head_splits = (1..=num_kv_heads.max(1)).filter(|s| num_kv_heads % s == 0 && *s <= want).max().unwrap_or(1);
+        plan.head_splits =
+            (1..=num_kv_heads.max(1)).filter(|s| num_kv_heads.is_multiple_of(*s) && *s <= want).max().unwrap_or(1);
         plan
     }
 
     /// Plan with a fixed chunk length (tokens; `usize::MAX` disables splitting) and KV heads cut
     /// into `head_splits` spans (must divide the number of KV heads at run time).
-    pub fn with_partition(page_table: &PageTable, opts: &AttentionOptions, chunk_tokens: usize, head_splits: usize) -> Self {
+    pub fn with_partition(
+        page_table: &PageTable,
+        opts: &AttentionOptions,
+        chunk_tokens: usize,
+        head_splits: usize,
+    ) -> Self {
         let chunk_tokens = chunk_tokens.max(1);
         let mut chunk_indptr = vec![0];
         let mut chunks = Vec::new();
@@ -73,8 +79,9 @@ impl DecodePlan {
 
     /// Every chunk as `(sequence, start, end)`.
     pub fn chunks(&self) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
-        (0..self.seq_lens.len())
-            .flat_map(move |b| self.chunks[self.chunk_indptr[b]..self.chunk_indptr[b + 1]].iter().map(move |&(s, e)| (b, s, e)))
+        (0..self.seq_lens.len()).flat_map(move |b| {
+            self.chunks[self.chunk_indptr[b]..self.chunk_indptr[b + 1]].iter().map(move |&(s, e)| (b, s, e))
+        })
     }
     pub fn num_chunks(&self) -> usize {
         self.chunks.len()
@@ -99,7 +106,7 @@ impl DecodePlan {
                 "was built for other sequence lengths or another window; plan again for this step",
             ));
         }
-        if num_kv_heads % self.head_splits != 0 {
+        if !num_kv_heads.is_multiple_of(self.head_splits) {
             return Err(PalError::invalid(
                 "plan",
                 format!("{} head spans do not divide {num_kv_heads} KV heads", self.head_splits),

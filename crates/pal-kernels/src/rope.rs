@@ -53,7 +53,7 @@ pub struct Rope {
 impl Rope {
     pub fn new(config: RopeConfig, head_dim: usize, max_position: usize) -> Result<Self> {
         let rotary_dim = config.rotary_dim.unwrap_or(head_dim);
-        if rotary_dim == 0 || rotary_dim % 2 != 0 || rotary_dim > head_dim {
+        if rotary_dim == 0 || !rotary_dim.is_multiple_of(2) || rotary_dim > head_dim {
             return Err(PalError::invalid("rotary_dim", format!("{rotary_dim} must be even and in 2..={head_dim}")));
         }
         if !(config.theta.is_finite() && config.theta > 1.0) {
@@ -70,7 +70,9 @@ impl Rope {
             if !ok {
                 return Err(PalError::invalid(
                     "llama3",
-                    format!("{s:?}: need factor >= 1, 0 < low_freq_factor < high_freq_factor, original_max_position > 0"),
+                    format!(
+                        "{s:?}: need factor >= 1, 0 < low_freq_factor < high_freq_factor, original_max_position > 0"
+                    ),
                 ));
             }
         }
@@ -149,7 +151,8 @@ mod tests {
 
     #[test]
     fn llama3_scaling_keeps_high_and_divides_low_frequencies() {
-        let s = Llama3Scaling { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position: 8192.0 };
+        let s =
+            Llama3Scaling { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position: 8192.0 };
         let mut c = RopeConfig::new(RopeStyle::HalfSplit, 500000.0);
         let plain = Rope::new(c, 128, 4).unwrap();
         c.llama3 = Some(s);

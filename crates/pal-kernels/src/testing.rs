@@ -61,7 +61,14 @@ pub struct PagedFixture<KV> {
 impl<KV: Element> PagedFixture<KV> {
     /// `seq_lens` tokens per sequence; `fragmented` scatters the blocks among as many unused
     /// (poisoned) spacer blocks, otherwise blocks are handed out in order.
-    pub fn new(rng: &mut Rng, seq_lens: &[usize], num_kv_heads: usize, head_dim: usize, block_size: usize, fragmented: bool) -> Result<Self> {
+    pub fn new(
+        rng: &mut Rng,
+        seq_lens: &[usize],
+        num_kv_heads: usize,
+        head_dim: usize,
+        block_size: usize,
+        fragmented: bool,
+    ) -> Result<Self> {
         let pages: Vec<usize> = seq_lens.iter().map(|l| l.div_ceil(block_size)).collect();
         let used: usize = pages.iter().sum();
         let num_blocks = if fragmented { 2 * used + 1 } else { used };
@@ -196,7 +203,15 @@ pub struct AttnCase {
 }
 
 impl AttnCase {
-    pub fn decode(name: impl Into<String>, kv_lens: Vec<usize>, hq: usize, hkv: usize, head_dim: usize, page: usize, dtype: DType) -> Self {
+    pub fn decode(
+        name: impl Into<String>,
+        kv_lens: Vec<usize>,
+        hq: usize,
+        hkv: usize,
+        head_dim: usize,
+        page: usize,
+        dtype: DType,
+    ) -> Self {
         AttnCase {
             name: name.into(),
             kv_lens,
@@ -212,7 +227,16 @@ impl AttnCase {
         }
     }
     #[allow(clippy::too_many_arguments)]
-    pub fn prefill(name: impl Into<String>, hist: Vec<usize>, new: Vec<usize>, hq: usize, hkv: usize, head_dim: usize, page: usize, dtype: DType) -> Self {
+    pub fn prefill(
+        name: impl Into<String>,
+        hist: Vec<usize>,
+        new: Vec<usize>,
+        hq: usize,
+        hkv: usize,
+        head_dim: usize,
+        page: usize,
+        dtype: DType,
+    ) -> Self {
         AttnCase { new_lens: Some(new), ..Self::decode(name, hist, hq, hkv, head_dim, page, dtype) }
     }
     pub fn op(&self) -> &'static str {
@@ -232,7 +256,15 @@ impl AttnCase {
                 format!("[{}..{}]x{}", v.iter().min().unwrap(), v.iter().max().unwrap(), v.len())
             }
         };
-        let mut s = format!("B={b} kv={} Hq={} Hkv={} D={} page={} {}", lens(&self.kv_lens), self.hq, self.hkv, self.head_dim, self.page, self.dtype);
+        let mut s = format!(
+            "B={b} kv={} Hq={} Hkv={} D={} page={} {}",
+            lens(&self.kv_lens),
+            self.hq,
+            self.hkv,
+            self.head_dim,
+            self.page,
+            self.dtype
+        );
         if let Some(n) = &self.new_lens {
             s += &format!(" new={}", lens(n));
         }
@@ -287,14 +319,16 @@ fn run_typed<T: Element>(case: &AttnCase, seed: u64, backends: &[Backend]) -> Re
     match new {
         None => {
             let q: Vec<T> = rng.fill(case.kv_lens.len() * case.hq * d, case.q_scale);
-            let a = DecodeArgs { q: &q, num_qo_heads: case.hq, kv: fx.view(), page_table: &fx.page_table, opts: case.opts };
+            let a =
+                DecodeArgs { q: &q, num_qo_heads: case.hq, kv: fx.view(), page_table: &fx.page_table, opts: case.opts };
             let mut want = poisoned(q.len());
             reference::paged_decode(&a, &mut want)?;
             for &be in backends {
                 let run = |out: &mut [T]| -> Result<()> {
                     match be {
                         Backend::Cpu => {
-                            let plan = DecodePlan::new(&fx.page_table, case.hkv, &case.opts, rayon::current_num_threads());
+                            let plan =
+                                DecodePlan::new(&fx.page_table, case.hkv, &case.opts, rayon::current_num_threads());
                             cpu::paged_decode(&a, &plan, out)
                         }
                         Backend::CpuSplit => {
@@ -347,7 +381,13 @@ fn run_typed<T: Element>(case: &AttnCase, seed: u64, backends: &[Backend]) -> Re
     Ok(outcomes)
 }
 
-fn check<T: Element>(be: Backend, want: &[T], tol: &Tolerance, n: usize, run: impl Fn(&mut [T]) -> Result<()>) -> Result<Outcome> {
+fn check<T: Element>(
+    be: Backend,
+    want: &[T],
+    tol: &Tolerance,
+    n: usize,
+    run: impl Fn(&mut [T]) -> Result<()>,
+) -> Result<Outcome> {
     let mut out = vec![T::poison(); n];
     run(&mut out)?;
     let err = ErrStats::compare(&out, want, tol);

@@ -18,7 +18,13 @@ pub(crate) struct PrefillShape {
     pub heads: HeadConfig,
 }
 
-fn pool_and_table<T>(k: &[T], v: &[T], layout: &KvLayout, table: &PageTable, num_qo_heads: usize) -> Result<HeadConfig> {
+fn pool_and_table<T>(
+    k: &[T],
+    v: &[T],
+    layout: &KvLayout,
+    table: &PageTable,
+    num_qo_heads: usize,
+) -> Result<HeadConfig> {
     let heads = HeadConfig::new(num_qo_heads, layout.num_kv_heads, layout.head_dim)?;
     let shape = || {
         format!(

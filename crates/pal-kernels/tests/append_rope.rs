@@ -6,7 +6,8 @@ use pal_kernels::testing::{fresh_seed, ErrStats, Rng, Tolerance};
 use pal_kernels::{cpu, reference, AppendArgs, Llama3Scaling, Rope, RopeConfig, RopeStyle};
 
 fn configs() -> Vec<(RopeConfig, usize)> {
-    let llama3 = Llama3Scaling { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position: 8192.0 };
+    let llama3 =
+        Llama3Scaling { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position: 8192.0 };
     vec![
         (RopeConfig::new(RopeStyle::AdjacentPairs, 10000.0), 64),
         (RopeConfig::new(RopeStyle::HalfSplit, 10000.0), 128),
@@ -36,7 +37,15 @@ fn check<T: Element>(dtype: pal_core::DType) {
             let mut q = q0.clone();
             let mut pk = vec![T::poison(); layout.elems()];
             let mut pv = vec![T::poison(); layout.elems()];
-            let args = AppendArgs { q: &mut q, num_qo_heads: hq, k: &k, v: &v, positions: &positions, slots: &slots, rope: Some(&rope) };
+            let args = AppendArgs {
+                q: &mut q,
+                num_qo_heads: hq,
+                k: &k,
+                v: &v,
+                positions: &positions,
+                slots: &slots,
+                rope: Some(&rope),
+            };
             let mut cache = PagedKvMut::new(&mut pk, &mut pv, layout).unwrap();
             if use_ref {
                 reference::append_kv(args, &mut cache).unwrap();
@@ -49,8 +58,11 @@ fn check<T: Element>(dtype: pal_core::DType) {
         let (r, c) = (&results[0], &results[1]);
         let nan_pattern = |x: &[T]| x.iter().map(|v| v.to_f64().is_nan()).collect::<Vec<_>>();
         assert_eq!(nan_pattern(&r.1), nan_pattern(&c.1), "same slots written (seed {seed})");
-        let finite = |x: &[T]| x.iter().map(|v| if v.to_f64().is_nan() { T::from_f32(0.0) } else { *v }).collect::<Vec<_>>();
-        for (name, a, b) in [("q", &r.0, &c.0), ("k", &finite(&r.1), &finite(&c.1)), ("v", &finite(&r.2), &finite(&c.2))] {
+        let finite =
+            |x: &[T]| x.iter().map(|v| if v.to_f64().is_nan() { T::from_f32(0.0) } else { *v }).collect::<Vec<_>>();
+        for (name, a, b) in
+            [("q", &r.0, &c.0), ("k", &finite(&r.1), &finite(&c.1)), ("v", &finite(&r.2), &finite(&c.2))]
+        {
             let e = ErrStats::compare(b, a, &tol);
             assert!(e.passes(&tol), "{name} {cfg:?} d={d} {dtype}: {e:?} (seed {seed})");
         }
@@ -91,7 +103,15 @@ fn rope_by_hand() {
             let mut pk = vec![0.0f32; d];
             let mut pv = vec![0.0f32; d];
             let layout = KvLayout::new(1, 1, 1, d).unwrap();
-            let args = AppendArgs { q: &mut q, num_qo_heads: 1, k: &k, v: &v, positions: &[p as u32], slots: &[Some(0)], rope: Some(&rope) };
+            let args = AppendArgs {
+                q: &mut q,
+                num_qo_heads: 1,
+                k: &k,
+                v: &v,
+                positions: &[p as u32],
+                slots: &[Some(0)],
+                rope: Some(&rope),
+            };
             cpu::append_kv(args, &mut PagedKvMut::new(&mut pk, &mut pv, layout).unwrap()).unwrap();
             for x in [&q, &pk] {
                 assert!((x[0] - (p as f32).cos()).abs() < 1e-6);

@@ -2,13 +2,21 @@
 
 use pal_core::{AttentionOptions, KvLayout, PageTable, PagedKv, PagedKvMut, PalError};
 use pal_kernels::testing::{PagedFixture, Rng};
-use pal_kernels::{cpu, gather, reference, AppendArgs, DecodeArgs, DecodePlan, PrefillArgs, PrefillPlan, RaggedKv, Rope, RopeConfig, RopeStyle};
+use pal_kernels::{
+    cpu, gather, reference, AppendArgs, DecodeArgs, DecodePlan, PrefillArgs, PrefillPlan, RaggedKv, Rope, RopeConfig,
+    RopeStyle,
+};
 use proptest::prelude::*;
+
+/// A backend under test: its name and a call writing into `out`.
+type Run<'a> = (&'static str, Box<dyn Fn(&mut [f32]) -> Result<(), PalError> + 'a>);
+/// An append case: expected argument, positions, slots, q tokens, rope.
+type AppendCase<'a> = (&'static str, Vec<u32>, Vec<Option<u32>>, usize, Option<&'a Rope>);
 
 /// Run decode on all backends; every one must fail with an error about `arg`, leaving `out` poisoned.
 fn decode_fails(a: &DecodeArgs<'_, f32, f32>, out_len: usize, arg: &str) {
     let plan = DecodePlan::new(a.page_table, a.kv.layout.num_kv_heads.max(1), &a.opts, 2);
-    let runs: [(&str, Box<dyn Fn(&mut [f32]) -> Result<(), PalError>>); 3] = [
+    let runs: [Run; 3] = [
         ("reference", Box::new(|o| reference::paged_decode(a, o))),
         ("cpu", Box::new(|o| cpu::paged_decode(a, &plan, o))),
         ("gather", Box::new(|o| gather::paged_decode(a, o))),
@@ -31,7 +39,13 @@ fn decode_rejects_bad_arguments() {
     let fx = fixture();
     let (hq, d) = (4, 16);
     let q = vec![0.1f32; 2 * hq * d];
-    let ok = DecodeArgs { q: &q, num_qo_heads: hq, kv: fx.view(), page_table: &fx.page_table, opts: AttentionOptions::default() };
+    let ok = DecodeArgs {
+        q: &q,
+        num_qo_heads: hq,
+        kv: fx.view(),
+        page_table: &fx.page_table,
+        opts: AttentionOptions::default(),
+    };
     decode_fails(&DecodeArgs { q: &q[1..], ..ok }, q.len(), "q");
     decode_fails(&ok, q.len() + 1, "out");
     decode_fails(&DecodeArgs { num_qo_heads: 3, ..ok }, q.len(), "num_qo_heads");
@@ -57,7 +71,13 @@ fn decode_rejects_bad_arguments() {
     let (k12, v12) = (vec![0f32; odd.elems()], vec![0f32; odd.elems()]);
     let t12 = PageTable::from_lists(&[vec![0u32], vec![1]], &[2, 2], 8).unwrap();
     let q12 = vec![0f32; 2 * hq * 12];
-    let a12 = DecodeArgs { q: &q12, num_qo_heads: hq, kv: PagedKv::new(&k12, &v12, odd).unwrap(), page_table: &t12, opts: AttentionOptions::default() };
+    let a12 = DecodeArgs {
+        q: &q12,
+        num_qo_heads: hq,
+        kv: PagedKv::new(&k12, &v12, odd).unwrap(),
+        page_table: &t12,
+        opts: AttentionOptions::default(),
+    };
     decode_fails(&a12, q12.len(), "head_dim");
 }
 
@@ -65,21 +85,35 @@ fn decode_rejects_bad_arguments() {
 fn plan_from_another_batch_is_rejected() {
     let fx = fixture();
     let q = vec![0.1f32; 2 * 4 * 16];
-    let a = DecodeArgs { q: &q, num_qo_heads: 4, kv: fx.view(), page_table: &fx.page_table, opts: AttentionOptions::default() };
+    let a = DecodeArgs {
+        q: &q,
+        num_qo_heads: 4,
+        kv: fx.view(),
+        page_table: &fx.page_table,
+        opts: AttentionOptions::default(),
+    };
     let other = PageTable::from_lists(&[vec![0u32], vec![1]], &[4, 3], 8).unwrap();
     let plan = DecodePlan::new(&other, 2, &AttentionOptions::default(), 2);
     let mut out = vec![f32::NAN; q.len()];
     assert_eq!(cpu::paged_decode(&a, &plan, &mut out).unwrap_err().arg(), Some("plan"));
     let qo = [0u32, 1, 2];
     let pplan = PrefillPlan::new(&qo, &other, 2);
-    let p = PrefillArgs { q: &q, qo_indptr: &qo, num_qo_heads: 4, kv: fx.view(), page_table: &fx.page_table, new_kv: None, opts: AttentionOptions::default() };
+    let p = PrefillArgs {
+        q: &q,
+        qo_indptr: &qo,
+        num_qo_heads: 4,
+        kv: fx.view(),
+        page_table: &fx.page_table,
+        new_kv: None,
+        opts: AttentionOptions::default(),
+    };
     assert_eq!(cpu::paged_prefill(&p, &pplan, &mut out).unwrap_err().arg(), Some("plan"));
     assert!(out.iter().all(|x| x.is_nan()));
 }
 
 fn prefill_fails(a: &PrefillArgs<'_, f32, f32>, out_len: usize, arg: &str) {
     let plan = PrefillPlan::new(a.qo_indptr, a.page_table, 2);
-    let runs: [(&str, Box<dyn Fn(&mut [f32]) -> Result<(), PalError>>); 3] = [
+    let runs: [Run; 3] = [
         ("reference", Box::new(|o| reference::paged_prefill(a, o))),
         ("cpu", Box::new(|o| cpu::paged_prefill(a, &plan, o))),
         ("gather", Box::new(|o| gather::paged_prefill(a, o))),
@@ -98,7 +132,15 @@ fn prefill_rejects_bad_arguments() {
     let (hq, d) = (4, 16);
     let q = vec![0.1f32; 5 * hq * d];
     let qo = [0u32, 4, 5];
-    let ok = PrefillArgs { q: &q, qo_indptr: &qo, num_qo_heads: hq, kv: fx.view(), page_table: &fx.page_table, new_kv: None, opts: AttentionOptions::default() };
+    let ok = PrefillArgs {
+        q: &q,
+        qo_indptr: &qo,
+        num_qo_heads: hq,
+        kv: fx.view(),
+        page_table: &fx.page_table,
+        new_kv: None,
+        opts: AttentionOptions::default(),
+    };
     prefill_fails(&PrefillArgs { qo_indptr: &[0, 5], ..ok }, q.len(), "qo_indptr");
     prefill_fails(&PrefillArgs { qo_indptr: &[1, 4, 5], ..ok }, q.len(), "qo_indptr");
     prefill_fails(&PrefillArgs { qo_indptr: &[0, 4, 3], ..ok }, q.len(), "qo_indptr");
@@ -120,7 +162,7 @@ fn append_rejects_bad_arguments_and_leaves_the_pool_untouched() {
     let rope_other = Rope::new(RopeConfig::new(RopeStyle::HalfSplit, 10000.0), 32, 100).unwrap();
     let k = vec![0.5f32; 3 * hkv * d];
     let v = vec![0.25f32; 3 * hkv * d];
-    let cases: Vec<(&str, Vec<u32>, Vec<Option<u32>>, usize, Option<&Rope>)> = vec![
+    let cases: Vec<AppendCase> = vec![
         ("slots", vec![0, 1, 2], vec![Some(0), Some(12), Some(1)], 3, Some(&rope)),
         ("slots", vec![0, 1, 2], vec![Some(4), Some(5), Some(4)], 3, None),
         ("slots", vec![0, 1, 2], vec![Some(4), Some(5)], 3, None),
@@ -135,9 +177,11 @@ fn append_rejects_bad_arguments_and_leaves_the_pool_untouched() {
             let mut pk = vec![f32::NAN; layout.elems()];
             let mut pv = vec![f32::NAN; layout.elems()];
             let mut q = vec![1.0f32; q_tokens * hq * d];
-            let args = AppendArgs { q: &mut q, num_qo_heads: hq, k: &k, v: &v, positions: &positions, slots: &slots, rope: r };
+            let args =
+                AppendArgs { q: &mut q, num_qo_heads: hq, k: &k, v: &v, positions: &positions, slots: &slots, rope: r };
             let mut cache = PagedKvMut::new(&mut pk, &mut pv, layout).unwrap();
-            let e = if use_ref { reference::append_kv(args, &mut cache) } else { cpu::append_kv(args, &mut cache) }.unwrap_err();
+            let e = if use_ref { reference::append_kv(args, &mut cache) } else { cpu::append_kv(args, &mut cache) }
+                .unwrap_err();
             assert_eq!(e.arg(), Some(arg), "{e}");
             assert!(pk.iter().chain(&pv).all(|x| x.is_nan()), "pool written before failing ({arg})");
             assert!(q.iter().all(|x| *x == 1.0), "q rotated before failing ({arg})");

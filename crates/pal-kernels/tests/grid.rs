@@ -13,7 +13,14 @@ fn full_grid_matches_reference_on_every_backend() {
         let outcomes = run_case(&case, case_seed, &Backend::ALL).unwrap_or_else(|e| panic!("{}: {e}", case.name));
         for o in outcomes {
             if !o.pass || !o.deterministic {
-                failures.push(format!("{} [{}] on {}: {:?} deterministic={}", case.name, case.shape(), o.backend.name(), o.err, o.deterministic));
+                failures.push(format!(
+                    "{} [{}] on {}: {:?} deterministic={}",
+                    case.name,
+                    case.shape(),
+                    o.backend.name(),
+                    o.err,
+                    o.deterministic
+                ));
             }
         }
     }

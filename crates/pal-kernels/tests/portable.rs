@@ -11,7 +11,14 @@ fn portable_path_matches_reference() {
     let mut rng = Rng::new(seed);
     for case in selftest_grid(&mut rng, true) {
         for o in run_case(&case, rng.next_u64(), &Backend::ALL).unwrap() {
-            assert!(o.pass && o.deterministic, "seed {seed}: {} [{}] on {}: {:?}", case.name, case.shape(), o.backend.name(), o.err);
+            assert!(
+                o.pass && o.deterministic,
+                "seed {seed}: {} [{}] on {}: {:?}",
+                case.name,
+                case.shape(),
+                o.backend.name(),
+                o.err
+            );
         }
     }
 }

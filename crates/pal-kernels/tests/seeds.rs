@@ -56,7 +56,13 @@ fn a1_single_token_is_exactly_v<T: Element>() {
     // Entries 99 and 88 are outside the 2-block pool and beyond each sequence's length.
     let table = PageTable::from_padded(&[0, 99, 1, 88], 2, &[1, 1], bs).unwrap();
     let q: Vec<T> = rng.fill(2 * hq * d, 1.0);
-    let a = DecodeArgs { q: &q, num_qo_heads: hq, kv: PagedKv::new(&k, &v, layout).unwrap(), page_table: &table, opts: AttentionOptions::default() };
+    let a = DecodeArgs {
+        q: &q,
+        num_qo_heads: hq,
+        kv: PagedKv::new(&k, &v, layout).unwrap(),
+        page_table: &table,
+        opts: AttentionOptions::default(),
+    };
     for out in decode_all(&a) {
         for b in 0..2 {
             for h in 0..hq {
@@ -94,7 +100,13 @@ fn a2_three_tokens_hand_computed_softmax() {
     }
     let (k0, v0) = (k.clone(), v.clone());
     let table = PageTable::from_lists(&[[0u32]], &[3], bs).unwrap();
-    let a = DecodeArgs { q: &q, num_qo_heads: 1, kv: PagedKv::new(&k, &v, layout).unwrap(), page_table: &table, opts: AttentionOptions::default() };
+    let a = DecodeArgs {
+        q: &q,
+        num_qo_heads: 1,
+        kv: PagedKv::new(&k, &v, layout).unwrap(),
+        page_table: &table,
+        opts: AttentionOptions::default(),
+    };
     let qb: f64 = q.iter().zip(&base).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>() / (d as f64).sqrt();
     let s: Vec<f64> = mult.iter().map(|m| *m as f64 * qb).collect();
     let mx = s.iter().cloned().fold(f64::MIN, f64::max);
@@ -145,7 +157,10 @@ fn a3_prefill_equal_scores_with_empty_pool() {
 fn a3_a4_prefill_equal_scores_from_the_pool() {
     // A3 with the new tokens already appended, and A4: 2 history + 2 new tokens.
     let d = 8;
-    for (hist, rows) in [(0usize, vec![vec![1.0, 0.0, 0.0, 0.0], vec![0.5, 0.5, 0.0, 0.0]]), (2, vec![vec![1.0 / 3.0; 3], vec![0.25; 4]])] {
+    for (hist, rows) in [
+        (0usize, vec![vec![1.0, 0.0, 0.0, 0.0], vec![0.5, 0.5, 0.0, 0.0]]),
+        (2, vec![vec![1.0 / 3.0; 3], vec![0.25; 4]]),
+    ] {
         let total = hist + 2;
         let layout = KvLayout::new(3, 2, 1, d).unwrap();
         let table = PageTable::from_lists(&[[2u32, 0]], &[total], 2).unwrap();
@@ -182,7 +197,13 @@ fn a3_a4_prefill_equal_scores_from_the_pool() {
 
 /// Append `tokens` with the given slots on a poisoned pool with both the reference and the CPU
 /// kernel; both pools must be identical (no RoPE: values are copied exactly). Returns the pool K.
-fn append_layout(num_blocks: usize, bs: usize, hkv: usize, d: usize, slots: &[Option<u32>]) -> (Vec<f32>, Vec<f32>, KvLayout) {
+fn append_layout(
+    num_blocks: usize,
+    bs: usize,
+    hkv: usize,
+    d: usize,
+    slots: &[Option<u32>],
+) -> (Vec<f32>, Vec<f32>, KvLayout) {
     let mut rng = Rng::new(fresh_seed());
     let t = slots.len();
     let layout = KvLayout::new(num_blocks, bs, hkv, d).unwrap();
@@ -225,7 +246,8 @@ fn written_slots(pool: &[f32], layout: &KvLayout) -> Vec<usize> {
 #[test]
 fn b1_seventeen_tokens_fill_one_page_and_one_slot() {
     let bs = 16;
-    let slots: Vec<Option<u32>> = (0..17u32).map(|p| Some(if p < 16 { bs as u32 + p } else { 2 * bs as u32 })).collect();
+    let slots: Vec<Option<u32>> =
+        (0..17u32).map(|p| Some(if p < 16 { bs as u32 + p } else { 2 * bs as u32 })).collect();
     let (pk, pv, layout) = append_layout(3, bs, 8, 128, &slots);
     let want: Vec<usize> = (16..33).collect();
     assert_eq!(written_slots(&pk, &layout), want);
@@ -283,7 +305,15 @@ fn rms(a: &[bf16], b: &[bf16]) -> f64 {
 }
 
 /// Append one token of `seq` through the block manager and the CPU append kernel.
-fn append_token(m: &mut BlockManager, seq: u64, rng: &mut Rng, pk: &mut [bf16], pv: &mut [bf16], layout: KvLayout, hq: usize) {
+fn append_token(
+    m: &mut BlockManager,
+    seq: u64,
+    rng: &mut Rng,
+    pk: &mut [bf16],
+    pv: &mut [bf16],
+    layout: KvLayout,
+    hq: usize,
+) {
     let d = layout.head_dim;
     let r = m.append_tokens(seq, &[0]).unwrap();
     assert!(r.copy.is_none());
@@ -307,14 +337,20 @@ fn e1_two_hundred_decode_steps_on_fragmented_blocks() {
     let target = m.add_sequence(&[]).unwrap().seq;
     let mut spacers = Vec::new();
     for step in 0..200 {
-        if m.seq_len(target).unwrap() % bs == 0 {
+        if m.seq_len(target).unwrap().is_multiple_of(bs) {
             spacers.push(m.add_sequence(&[7; 4]).unwrap().seq);
         }
         append_token(&mut m, target, &mut rng, &mut pk, &mut pv, layout, h);
         let len = m.seq_len(target).unwrap();
         let table = PageTable::from_lists(&[m.block_table(target).unwrap()], &[len], bs).unwrap();
         let q: Vec<bf16> = rng.fill(h * d, 2.0);
-        let a = DecodeArgs { q: &q, num_qo_heads: h, kv: PagedKv::new(&pk, &pv, layout).unwrap(), page_table: &table, opts: AttentionOptions::default() };
+        let a = DecodeArgs {
+            q: &q,
+            num_qo_heads: h,
+            kv: PagedKv::new(&pk, &pv, layout).unwrap(),
+            page_table: &table,
+            opts: AttentionOptions::default(),
+        };
         let outs = decode_all(&a);
         for o in &outs[1..] {
             let e = rms(o, &outs[0]);
@@ -345,7 +381,13 @@ fn e2_gqa_batched_interleaved_writes() {
     }
     let table = PageTable::from_lists(&[m.block_table(a).unwrap(), m.block_table(b).unwrap()], &[10, 17], bs).unwrap();
     let q: Vec<bf16> = rng.fill(2 * hq * d, 2.0);
-    let args = DecodeArgs { q: &q, num_qo_heads: hq, kv: PagedKv::new(&pk, &pv, layout).unwrap(), page_table: &table, opts: AttentionOptions::default() };
+    let args = DecodeArgs {
+        q: &q,
+        num_qo_heads: hq,
+        kv: PagedKv::new(&pk, &pv, layout).unwrap(),
+        page_table: &table,
+        opts: AttentionOptions::default(),
+    };
     let outs = decode_all(&args);
     for o in &outs[1..] {
         assert_eq!(o.len(), 2 * 8 * 8);
@@ -364,7 +406,8 @@ fn e3_sliding_window_equals_attention_over_the_window() {
     let q: Vec<f32> = rng.fill(h * d, 3.0);
     // The query sits at position 11; window_left 6 covers positions [5, 12).
     let opts = AttentionOptions { window_left: Some(6), ..Default::default() };
-    let a = DecodeArgs { q: &q, num_qo_heads: h, kv: PagedKv::new(&pk, &pv, layout).unwrap(), page_table: &table, opts };
+    let a =
+        DecodeArgs { q: &q, num_qo_heads: h, kv: PagedKv::new(&pk, &pv, layout).unwrap(), page_table: &table, opts };
     // The same 7 tokens copied into a pool of their own, attended without a window.
     let win = KvLayout::new(7, 1, h, d).unwrap();
     let (mut wk, mut wv) = (Vec::new(), Vec::new());
@@ -374,7 +417,13 @@ fn e3_sliding_window_equals_attention_over_the_window() {
         wv.extend_from_slice(&pv[off..off + h * d]);
     }
     let wt = PageTable::from_lists(&[[0u32, 1, 2, 3, 4, 5, 6]], &[7], 1).unwrap();
-    let wa = DecodeArgs { q: &q, num_qo_heads: h, kv: PagedKv::new(&wk, &wv, win).unwrap(), page_table: &wt, opts: AttentionOptions::default() };
+    let wa = DecodeArgs {
+        q: &q,
+        num_qo_heads: h,
+        kv: PagedKv::new(&wk, &wv, win).unwrap(),
+        page_table: &wt,
+        opts: AttentionOptions::default(),
+    };
     let want = &decode_all(&wa)[0];
     let tol = Tolerance::for_dtype(pal_core::DType::F32);
     for o in decode_all(&a) {
@@ -395,7 +444,13 @@ fn f_batched_calls_are_bitwise_deterministic_and_isolated() {
     let plan = DecodePlan::with_chunk_tokens(&fx.page_table, &AttentionOptions::default(), 100);
     assert!(plan.is_split());
     let run = |fx: &pal_kernels::testing::PagedFixture<bf16>| {
-        let a = DecodeArgs { q: &q, num_qo_heads: hq, kv: fx.view(), page_table: &fx.page_table, opts: AttentionOptions::default() };
+        let a = DecodeArgs {
+            q: &q,
+            num_qo_heads: hq,
+            kv: fx.view(),
+            page_table: &fx.page_table,
+            opts: AttentionOptions::default(),
+        };
         let mut o = vec![bf16::NAN; q.len()];
         cpu::paged_decode(&a, &plan, &mut o).unwrap();
         o.iter().map(|x| x.to_bits()).collect::<Vec<_>>()

@@ -289,7 +289,7 @@ impl BlockManager {
         let mut slots = Vec::with_capacity(tokens.len());
         for &t in tokens {
             let pos = s.tokens.len();
-            if pos % bs == 0 && pos / bs == s.blocks.len() {
+            if pos.is_multiple_of(bs) && pos / bs == s.blocks.len() {
                 let b = self.take_block();
                 s.blocks.push(b);
             }

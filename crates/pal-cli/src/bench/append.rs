@@ -1,6 +1,6 @@
 //! Append cell: `batch * new_tokens` tokens written into scattered slots, RoPE fused on q and k.
 
-use super::timing::time_it;
+use super::timing::time_interleaved;
 use super::{random_vec, row, Ceilings, Cell, Row};
 use pal_core::{bf16, f16, DType, Element, KvLayout, PagedKvMut, PalError};
 use pal_kernels::testing::Rng;
@@ -19,8 +19,8 @@ fn typed<T: Element>(c: &Cell, ceil: &Ceilings) -> Result<Vec<Row>, PalError> {
     let (hq, hkv, d) = (c.hq, c.hkv, c.head_dim);
     // A pool twice the size needed, tokens scattered over it.
     let layout = KvLayout::new((2 * t).div_ceil(c.page), c.page, hkv, d)?;
-    let mut pk = vec![T::default(); layout.elems()];
-    let mut pv = vec![T::default(); layout.elems()];
+    let mut pk: Vec<T> = pal_core::alloc::large_vec(layout.elems());
+    let mut pv: Vec<T> = pal_core::alloc::large_vec(layout.elems());
     let mut slots: Vec<u32> = (0..layout.num_slots() as u32).collect();
     Rng::new(5).shuffle(&mut slots);
     let slots: Vec<Option<u32>> = slots[..t].iter().map(|&s| Some(s)).collect();
@@ -29,17 +29,45 @@ fn typed<T: Element>(c: &Cell, ceil: &Ceilings) -> Result<Vec<Row>, PalError> {
     let mut q: Vec<T> = random_vec(t * hq * d, 1);
     let k: Vec<T> = random_vec(t * hkv * d, 2);
     let v: Vec<T> = random_vec(t * hkv * d, 3);
+    let mut q2 = q.clone();
+    let (mut pk2, mut pv2) = (pk.clone(), pv.clone());
+    let times = time_interleaved(
+        c.budget,
+        &mut [
+            &mut || {
+                let args = AppendArgs {
+                    q: &mut q,
+                    num_qo_heads: hq,
+                    k: &k,
+                    v: &v,
+                    positions: &positions,
+                    slots: &slots,
+                    rope: Some(&rope),
+                };
+                let mut cache = PagedKvMut::new(&mut pk, &mut pv, layout).expect("sized above");
+                cpu::append_kv(args, &mut cache).expect("validated");
+            },
+            &mut || {
+                let args = AppendArgs {
+                    q: &mut q2,
+                    num_qo_heads: hq,
+                    k: &k,
+                    v: &v,
+                    positions: &positions,
+                    slots: &slots,
+                    rope: None,
+                };
+                let mut cache = PagedKvMut::new(&mut pk2, &mut pv2, layout).expect("sized above");
+                cpu::append_kv(args, &mut cache).expect("validated");
+            },
+        ],
+    );
     let mut rows = Vec::new();
-    for (name, r) in [("pal", Some(&rope)), ("pal-norope", None)] {
-        let timing = time_it(c.budget, || {
-            let args = AppendArgs { q: &mut q, num_qo_heads: hq, k: &k, v: &v, positions: &positions, slots: &slots, rope: r };
-            let mut cache = PagedKvMut::new(&mut pk, &mut pv, layout).expect("sized above");
-            cpu::append_kv(args, &mut cache).expect("validated");
-        });
+    for ((name, with_rope), timing) in [("pal", true), ("pal-norope", false)].into_iter().zip(&times) {
         // Bytes moved: q read and written (only with RoPE), k and v read, k and v written.
-        let q_bytes = if r.is_some() { 2 * t * hq * d } else { 0 };
+        let q_bytes = if with_rope { 2 * t * hq * d } else { 0 };
         let bytes = (q_bytes + 4 * t * hkv * d) as f64 * c.dtype.size() as f64;
-        let mut rw = row("append", name, c, &timing, bytes);
+        let mut rw = row("append", name, c, timing, bytes);
         rw.ceiling = "copy_gbps";
         rw.ceiling_value = ceil.copy_gbps;
         rw.frac_of_ceiling = rw.gbps / ceil.copy_gbps;

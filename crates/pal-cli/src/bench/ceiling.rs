@@ -12,7 +12,9 @@ const BUDGET: Duration = Duration::from_millis(600);
 pub fn read_bandwidth(mib: usize) -> f64 {
     let n = mib << 17; // u64 elements
     let mut buf = vec![0u64; n];
-    buf.par_chunks_mut(1 << 16).enumerate().for_each(|(i, c)| c.iter_mut().enumerate().for_each(|(j, x)| *x = (i ^ j) as u64));
+    buf.par_chunks_mut(1 << 16)
+        .enumerate()
+        .for_each(|(i, c)| c.iter_mut().enumerate().for_each(|(j, x)| *x = (i ^ j) as u64));
     let t = time_it(BUDGET, || {
         let s: u64 = buf.par_chunks(1 << 16).map(|c| c.iter().fold(0u64, |a, &x| a.wrapping_add(x))).sum();
         black_box(s);
@@ -37,7 +39,8 @@ pub fn fma_peak() -> f64 {
     let threads = rayon::current_num_threads();
     let iters = 1_000_000;
     let t = time_it(BUDGET, || {
-        let s: f32 = (0..threads).into_par_iter().map(|i| pal_kernels::cpu::fma_probe(iters, black_box(i as f32))).sum();
+        let s: f32 =
+            (0..threads).into_par_iter().map(|i| pal_kernels::cpu::fma_probe(iters, black_box(i as f32))).sum();
         black_box(s);
     });
     (threads * iters * 160) as f64 / t.median_ms / 1e6

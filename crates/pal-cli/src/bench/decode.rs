@@ -1,6 +1,6 @@
 //! Decode cell: one query token per sequence over `context` cached tokens.
 
-use super::timing::time_it;
+use super::timing::time_interleaved;
 use super::{add_ratios, fragmented_lists, random_vec, row, Ceilings, Cell, Row};
 use pal_core::{bf16, f16, AttentionOptions, DType, Element, KvLayout, PageTable, PagedKv, PalError};
 use pal_kernels::gather::{dense_decode, Contiguous};
@@ -27,20 +27,37 @@ fn typed<T: Element>(c: &Cell, ceil: &Ceilings) -> Result<Vec<Row>, PalError> {
     let mut out = vec![T::default(); q.len()];
     let mut dense_out = vec![T::default(); q.len()];
 
-    let pal = time_it(c.budget, || cpu::paged_decode(&a, &plan, &mut out).expect("validated"));
     let mut cont = Contiguous::<T>::for_table(&table, c.hkv, c.head_dim)?;
     cont.gather_from(&a.kv, &table);
-    let dense = time_it(c.budget, || dense_decode(&a, &cont, &mut dense_out).expect("validated"));
-    let gather = time_it(c.budget, || {
-        cont.gather_from(&a.kv, &table);
-        dense_decode(&a, &cont, &mut dense_out).expect("validated");
-    });
-    if out.iter().zip(&dense_out).any(|(x, y)| (x.to_f32() - y.to_f32()).abs() > 1e-2) {
+    let mut gather_out = vec![T::default(); q.len()];
+    let mut gather_cont = Contiguous::<T>::for_table(&table, c.hkv, c.head_dim)?;
+    let times = time_interleaved(
+        c.budget,
+        &mut [
+            &mut || cpu::paged_decode(&a, &plan, &mut out).expect("validated"),
+            &mut || {
+                gather_cont.gather_from(&a.kv, &table);
+                dense_decode(&a, &gather_cont, &mut gather_out).expect("validated");
+            },
+            &mut || dense_decode(&a, &cont, &mut dense_out).expect("validated"),
+        ],
+    );
+    let (pal, gather, dense) = (times[0], times[1], times[2]);
+    if out
+        .iter()
+        .zip(&dense_out)
+        .chain(out.iter().zip(&gather_out))
+        .any(|(x, y)| (x.to_f32() - y.to_f32()).abs() > 1e-2)
+    {
         return Err(PalError::invalid("bench", "paged and dense outputs disagree; run `pal selftest`"));
     }
     // Bytes a decode step must move: all K and V once, plus q in and out.
     let bytes = (2 * c.batch * c.context * c.hkv * c.head_dim + 2 * q.len()) as f64 * c.dtype.size() as f64;
-    let mut rows = vec![row("decode", "pal", c, &pal, bytes), row("decode", "gather", c, &gather, bytes), row("decode", "dense", c, &dense, bytes)];
+    let mut rows = vec![
+        row("decode", "pal", c, &pal, bytes),
+        row("decode", "gather", c, &gather, bytes),
+        row("decode", "dense", c, &dense, bytes),
+    ];
     for r in &mut rows {
         r.ceiling = "read_gbps";
         r.ceiling_value = ceil.read_gbps;

@@ -28,7 +28,7 @@ pub struct Args {
     /// auto, cpu or cuda.
     #[arg(long, default_value = "auto", value_parser = crate::parse_device)]
     pub device: Device,
-    /// Sequences per step, comma-separated (default: decode 1,8; prefill 1; append 1).
+    /// Sequences per step, comma-separated (default: decode 1,8; prefill 1; append 16).
     #[arg(long, value_delimiter = ',')]
     pub batch: Option<Vec<usize>>,
     /// KV tokens per sequence after the step, comma-separated (default: decode 4096,32768;
@@ -114,7 +114,9 @@ pub fn run(a: &Args, device: Device) -> Result<ExitCode, PalError> {
     }
     let batches = a.batch.clone().unwrap_or_else(|| match a.op {
         Op::Decode => vec![1, 8],
-        Op::Prefill | Op::Append => vec![1],
+        Op::Prefill => vec![1],
+        // 16 x 512 tokens: ~100 MB of q, k and v, well beyond the last-level cache.
+        Op::Append => vec![16],
     });
     let contexts = a.context.clone().unwrap_or_else(|| match a.op {
         Op::Decode => vec![4096, 32768],
@@ -129,7 +131,11 @@ pub fn run(a: &Args, device: Device) -> Result<ExitCode, PalError> {
         eprintln!("pal bench {:?} on {dev_name}", a.op);
         eprintln!("measuring ceilings (read, copy, fma)...");
     }
-    let ceil = Ceilings { read_gbps: ceiling::read_bandwidth(512), copy_gbps: ceiling::copy_bandwidth(256), fma_gflops: ceiling::fma_peak() };
+    let ceil = Ceilings {
+        read_gbps: ceiling::read_bandwidth(512),
+        copy_gbps: ceiling::copy_bandwidth(256),
+        fma_gflops: ceiling::fma_peak(),
+    };
     let cells: Vec<Cell> = batches
         .iter()
         .flat_map(|&batch| {
@@ -147,7 +153,10 @@ pub fn run(a: &Args, device: Device) -> Result<ExitCode, PalError> {
         })
         .collect();
     let bar = ProgressBar::new(cells.len() as u64);
-    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} cells {msg} [{elapsed}]").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} cells {msg} [{elapsed}]")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     let mut rows = Vec::new();
     for c in &cells {
         bar.set_message(format!("B={} L={}", c.batch, c.context));
@@ -172,7 +181,10 @@ pub fn run(a: &Args, device: Device) -> Result<ExitCode, PalError> {
 }
 
 fn print_table(rows: &[Row], c: &Ceilings) {
-    println!("ceilings: read {:.1} GB/s, copy {:.1} GB/s (read+write), f32 FMA {:.1} GFLOP/s", c.read_gbps, c.copy_gbps, c.fma_gflops);
+    println!(
+        "ceilings: read {:.1} GB/s, copy {:.1} GB/s (read+write), f32 FMA {:.1} GFLOP/s",
+        c.read_gbps, c.copy_gbps, c.fma_gflops
+    );
     println!(
         "{:<8} {:<11} {:>5} {:>7} {:>6} {:>5} {:>10} {:>9} {:>9} {:>7} {:>9} {:>9}",
         "op", "kernel", "batch", "context", "new", "dtype", "ms", "GB/s", "GFLOP/s", "ceil%", "x gather", "x dense"

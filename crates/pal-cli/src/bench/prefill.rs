@@ -1,7 +1,7 @@
 //! Prefill cell: `new_tokens` new queries per sequence attending causally to `context - new_tokens`
 //! cached tokens plus themselves.
 
-use super::timing::time_it;
+use super::timing::time_interleaved;
 use super::{add_ratios, fragmented_lists, random_vec, row, Ceilings, Cell, Row};
 use pal_core::{bf16, f16, AttentionOptions, DType, Element, KvLayout, PageTable, PagedKv, PalError};
 use pal_kernels::gather::{dense_prefill, Contiguous};
@@ -36,15 +36,28 @@ fn typed<T: Element>(c: &Cell, ceil: &Ceilings) -> Result<Vec<Row>, PalError> {
     let plan = PrefillPlan::new(&qo, &table, c.hq / c.hkv);
     let mut out = vec![T::default(); q.len()];
     let mut dense_out = vec![T::default(); q.len()];
-    let pal = time_it(c.budget, || cpu::paged_prefill(&a, &plan, &mut out).expect("validated"));
     let mut cont = Contiguous::<T>::for_table(&table, c.hkv, c.head_dim)?;
     cont.gather_from(&a.kv, &table);
-    let dense = time_it(c.budget, || dense_prefill(&a, &cont, &mut dense_out).expect("validated"));
-    let gather = time_it(c.budget, || {
-        cont.gather_from(&a.kv, &table);
-        dense_prefill(&a, &cont, &mut dense_out).expect("validated");
-    });
-    if out.iter().zip(&dense_out).any(|(x, y)| (x.to_f32() - y.to_f32()).abs() > 1e-2) {
+    let mut gather_out = vec![T::default(); q.len()];
+    let mut gather_cont = Contiguous::<T>::for_table(&table, c.hkv, c.head_dim)?;
+    let times = time_interleaved(
+        c.budget,
+        &mut [
+            &mut || cpu::paged_prefill(&a, &plan, &mut out).expect("validated"),
+            &mut || {
+                gather_cont.gather_from(&a.kv, &table);
+                dense_prefill(&a, &gather_cont, &mut gather_out).expect("validated");
+            },
+            &mut || dense_prefill(&a, &cont, &mut dense_out).expect("validated"),
+        ],
+    );
+    let (pal, gather, dense) = (times[0], times[1], times[2]);
+    if out
+        .iter()
+        .zip(&dense_out)
+        .chain(out.iter().zip(&gather_out))
+        .any(|(x, y)| (x.to_f32() - y.to_f32()).abs() > 1e-2)
+    {
         return Err(PalError::invalid("bench", "paged and dense outputs disagree; run `pal selftest`"));
     }
     // Causal pairs: query i of a sequence sees history + i + 1 keys. 4 FLOPs per pair and dim.
@@ -52,7 +65,11 @@ fn typed<T: Element>(c: &Cell, ceil: &Ceilings) -> Result<Vec<Row>, PalError> {
     let pairs = c.batch as f64 * (n as f64 * hist as f64 + (n * (n + 1) / 2) as f64);
     let flops = 4.0 * pairs * c.head_dim as f64 * c.hq as f64;
     let bytes = (2 * c.batch * c.context * c.hkv * c.head_dim + 2 * q.len()) as f64 * c.dtype.size() as f64;
-    let mut rows = vec![row("prefill", "pal", c, &pal, bytes), row("prefill", "gather", c, &gather, bytes), row("prefill", "dense", c, &dense, bytes)];
+    let mut rows = vec![
+        row("prefill", "pal", c, &pal, bytes),
+        row("prefill", "gather", c, &gather, bytes),
+        row("prefill", "dense", c, &dense, bytes),
+    ];
     for r in &mut rows {
         let gf = flops / r.ms / 1e6;
         r.gflops = Some(gf);

@@ -140,7 +140,14 @@ impl RowBlock {
 
     /// Attend every row to the KV tokens in `start..end` that it may see.
     #[inline(always)]
-    pub fn scan<I: Isa, KV: Element>(&mut self, isa: I, kv: &KvRows<'_, KV>, start: usize, end: usize, cap: Option<f32>) {
+    pub fn scan<I: Isa, KV: Element>(
+        &mut self,
+        isa: I,
+        kv: &KvRows<'_, KV>,
+        start: usize,
+        end: usize,
+        cap: Option<f32>,
+    ) {
         let (heads, rph, d, tile) = (self.heads, self.rows_per_head, self.d, self.tile);
         let rows = heads * rph;
         // Layout trick of the AVX2 bf16 loops: q and acc in swapped-quads order during the scan.

@@ -19,7 +19,9 @@ unsafe fn hsum(v: __m256) -> f32 {
 #[inline(always)]
 unsafe fn load8<KV: Element>(p: *const KV) -> __m256 {
     match KV::DTYPE {
-        DType::BF16 => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i)))),
+        DType::BF16 => {
+            _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p as *const __m128i))))
+        }
         DType::F16 => _mm256_cvtph_ps(_mm_loadu_si128(p as *const __m128i)),
         DType::F32 => _mm256_loadu_ps(p as *const f32),
     }
@@ -62,7 +64,7 @@ fn check_rows<KV>(kv: &[KV], offs: &[usize], hoff: usize, d: usize) {
 /// 16. Callers then keep q and the output accumulators in that order (see [`swap_quads`]).
 #[inline(always)]
 pub(crate) fn swaps_quads<KV: Element>(d: usize) -> bool {
-    KV::DTYPE == DType::BF16 && d % 16 == 0
+    KV::DTYPE == DType::BF16 && d.is_multiple_of(16)
 }
 
 /// Swap dims `4..8` and `8..12` of every 16 (its own inverse).
@@ -115,22 +117,40 @@ impl<KV: Element> Chunk<KV> for Bf16Swapped {
 /// type; `d` a multiple of 8. When [`swaps_quads`] holds, `q` must be in swapped-quads order.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub(crate) unsafe fn scores<KV: Element>(q: &[f32], rows: usize, kv: &[KV], offs: &[usize], hoff: usize, d: usize, s: &mut [f32], ld: usize) {
+pub(crate) unsafe fn scores<KV: Element>(
+    q: &[f32],
+    rows: usize,
+    kv: &[KV],
+    offs: &[usize],
+    hoff: usize,
+    d: usize,
+    s: &mut [f32],
+    ld: usize,
+) {
     check_rows(kv, offs, hoff, d);
-    assert!(q.len() >= rows * d && d % 8 == 0 && offs.len() <= ld);
+    assert!(q.len() >= rows * d && d.is_multiple_of(8) && offs.len() <= ld);
     assert!(rows == 0 || offs.is_empty() || s.len() >= (rows - 1) * ld + offs.len());
     if swaps_quads::<KV>(d) {
         scores_with::<KV, Bf16Swapped>(q, rows, kv, offs, hoff, d, s, ld)
-    } else if d % 16 == 0 {
+    } else if d.is_multiple_of(16) {
         scores_with::<KV, By16>(q, rows, kv, offs, hoff, d, s, ld)
     } else {
         scores_with::<KV, By8>(q, rows, kv, offs, hoff, d, s, ld)
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 #[inline(always)]
-unsafe fn scores_with<KV: Element, C: Chunk<KV>>(q: &[f32], rows: usize, kv: &[KV], offs: &[usize], hoff: usize, d: usize, s: &mut [f32], ld: usize) {
+unsafe fn scores_with<KV: Element, C: Chunk<KV>>(
+    q: &[f32],
+    rows: usize,
+    kv: &[KV],
+    offs: &[usize],
+    hoff: usize,
+    d: usize,
+    s: &mut [f32],
+    ld: usize,
+) {
     let n = offs.len();
     let (qp, sp) = (q.as_ptr(), s.as_mut_ptr());
     let ptrs = row_ptrs(kv, offs, hoff);
@@ -225,13 +245,22 @@ unsafe fn scores_with<KV: Element, C: Chunk<KV>>(q: &[f32], rows: usize, kv: &[K
 /// When [`swaps_quads`] holds, `acc` is in swapped-quads order.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub(crate) unsafe fn pv<KV: Element>(acc: &mut [f32], rows: usize, p: &[f32], ld: usize, kv: &[KV], offs: &[usize], hoff: usize, d: usize) {
+pub(crate) unsafe fn pv<KV: Element>(
+    acc: &mut [f32],
+    rows: usize,
+    p: &[f32],
+    ld: usize,
+    kv: &[KV],
+    offs: &[usize],
+    hoff: usize,
+    d: usize,
+) {
     check_rows(kv, offs, hoff, d);
-    assert!(acc.len() >= rows * d && d % 8 == 0 && offs.len() <= ld);
+    assert!(acc.len() >= rows * d && d.is_multiple_of(8) && offs.len() <= ld);
     assert!(rows == 0 || offs.is_empty() || p.len() >= (rows - 1) * ld + offs.len());
     if swaps_quads::<KV>(d) {
         pv_with::<KV, Bf16Swapped>(acc, rows, p, ld, kv, offs, hoff, d)
-    } else if d % 16 == 0 {
+    } else if d.is_multiple_of(16) {
         pv_with::<KV, By16>(acc, rows, p, ld, kv, offs, hoff, d)
     } else {
         pv_with::<KV, By8>(acc, rows, p, ld, kv, offs, hoff, d)
@@ -240,7 +269,16 @@ pub(crate) unsafe fn pv<KV: Element>(acc: &mut [f32], rows: usize, p: &[f32], ld
 
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn pv_with<KV: Element, C: Chunk<KV>>(acc: &mut [f32], rows: usize, p: &[f32], ld: usize, kv: &[KV], offs: &[usize], hoff: usize, d: usize) {
+unsafe fn pv_with<KV: Element, C: Chunk<KV>>(
+    acc: &mut [f32],
+    rows: usize,
+    p: &[f32],
+    ld: usize,
+    kv: &[KV],
+    offs: &[usize],
+    hoff: usize,
+    d: usize,
+) {
     let n = offs.len();
     let (ap, pp) = (acc.as_mut_ptr(), p.as_ptr());
     let ptrs = row_ptrs(kv, offs, hoff);
@@ -320,7 +358,10 @@ unsafe fn exp8(x: __m256) -> __m256 {
     use super::math::{LN2_HI, LN2_LO};
     let lo = _mm256_set1_ps(-87.0);
     let xc = _mm256_max_ps(x, lo);
-    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(xc, _mm256_set1_ps(std::f32::consts::LOG2_E)));
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+        xc,
+        _mm256_set1_ps(std::f32::consts::LOG2_E),
+    ));
     let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), xc);
     let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
     let mut p = _mm256_set1_ps(1.987_569_1e-4);
@@ -328,7 +369,7 @@ unsafe fn exp8(x: __m256) -> __m256 {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.333_452e-3));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.166_579_6e-2));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.666_666_5e-1));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.000_000_1e-1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5e-1));
     let e = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0));
     let s = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)));
     let v = _mm256_mul_ps(e, _mm256_castsi256_ps(s));

@@ -56,7 +56,11 @@ unsafe fn item_avx2<Q: Element, KV: Element>(
 }
 
 /// Decode attention for one query token per sequence. See [`DecodeArgs`] and [`DecodePlan`].
-pub fn paged_decode<Q: Element, KV: Element>(a: &DecodeArgs<'_, Q, KV>, plan: &DecodePlan, out: &mut [Q]) -> Result<()> {
+pub fn paged_decode<Q: Element, KV: Element>(
+    a: &DecodeArgs<'_, Q, KV>,
+    plan: &DecodePlan,
+    out: &mut [Q],
+) -> Result<()> {
     let sh = validate::decode(a, out.len())?;
     let (hq, hkv, d, g) = (sh.heads.num_qo_heads, sh.heads.num_kv_heads, sh.heads.head_dim, sh.heads.group_size());
     plan.check(a.page_table, &a.opts, hkv)?;

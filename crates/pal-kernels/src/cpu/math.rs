@@ -10,11 +10,31 @@ pub(crate) trait Isa: Copy + Send + Sync + 'static {
     /// `s[r * ld + t] = q_r · k_t` for `rows` query rows; key row `t` is `kv[offs[t] + hoff..][..d]`
     /// in storage type.
     #[allow(clippy::too_many_arguments)]
-    fn scores<KV: Element>(self, q: &[f32], rows: usize, kv: &[KV], offs: &[usize], hoff: usize, d: usize, s: &mut [f32], ld: usize);
+    fn scores<KV: Element>(
+        self,
+        q: &[f32],
+        rows: usize,
+        kv: &[KV],
+        offs: &[usize],
+        hoff: usize,
+        d: usize,
+        s: &mut [f32],
+        ld: usize,
+    );
     /// `acc[r] += sum_t p[r * ld + t] * v_t` for `rows` rows; value row `t` is
     /// `kv[offs[t] + hoff..][..d]`.
     #[allow(clippy::too_many_arguments)]
-    fn pv<KV: Element>(self, acc: &mut [f32], rows: usize, p: &[f32], ld: usize, kv: &[KV], offs: &[usize], hoff: usize, d: usize);
+    fn pv<KV: Element>(
+        self,
+        acc: &mut [f32],
+        rows: usize,
+        p: &[f32],
+        ld: usize,
+        kv: &[KV],
+        offs: &[usize],
+        hoff: usize,
+        d: usize,
+    );
     /// `x[i] = exp(x[i] - m)` (all `x[i] - m <= 0`); returns the sum.
     fn exp_shift_sum(self, x: &mut [f32], m: f32) -> f32;
     /// `exp(x)` for one `x <= 0`.
@@ -32,7 +52,17 @@ pub(crate) struct Plain;
 
 impl Isa for Plain {
     #[inline(always)]
-    fn scores<KV: Element>(self, q: &[f32], rows: usize, kv: &[KV], offs: &[usize], hoff: usize, d: usize, s: &mut [f32], ld: usize) {
+    fn scores<KV: Element>(
+        self,
+        q: &[f32],
+        rows: usize,
+        kv: &[KV],
+        offs: &[usize],
+        hoff: usize,
+        d: usize,
+        s: &mut [f32],
+        ld: usize,
+    ) {
         let mut k = [0f32; pal_core::HeadConfig::MAX_HEAD_DIM];
         for (t, &o) in offs.iter().enumerate() {
             KV::load_row(&kv[o + hoff..o + hoff + d], &mut k[..d]);
@@ -40,7 +70,17 @@ impl Isa for Plain {
         }
     }
     #[inline(always)]
-    fn pv<KV: Element>(self, acc: &mut [f32], rows: usize, p: &[f32], ld: usize, kv: &[KV], offs: &[usize], hoff: usize, d: usize) {
+    fn pv<KV: Element>(
+        self,
+        acc: &mut [f32],
+        rows: usize,
+        p: &[f32],
+        ld: usize,
+        kv: &[KV],
+        offs: &[usize],
+        hoff: usize,
+        d: usize,
+    ) {
         let mut v = [0f32; pal_core::HeadConfig::MAX_HEAD_DIM];
         for (t, &o) in offs.iter().enumerate() {
             KV::load_row(&kv[o + hoff..o + hoff + d], &mut v[..d]);
@@ -80,13 +120,33 @@ impl Avx2 {
 #[cfg(target_arch = "x86_64")]
 impl Isa for Avx2 {
     #[inline(always)]
-    fn scores<KV: Element>(self, q: &[f32], rows: usize, kv: &[KV], offs: &[usize], hoff: usize, d: usize, s: &mut [f32], ld: usize) {
+    fn scores<KV: Element>(
+        self,
+        q: &[f32],
+        rows: usize,
+        kv: &[KV],
+        offs: &[usize],
+        hoff: usize,
+        d: usize,
+        s: &mut [f32],
+        ld: usize,
+    ) {
         // SAFETY: an `Avx2` exists only when the CPU has AVX2, FMA and F16C; `scores` checks
         // every row against `kv` before reading.
         unsafe { super::avx2::scores(q, rows, kv, offs, hoff, d, s, ld) }
     }
     #[inline(always)]
-    fn pv<KV: Element>(self, acc: &mut [f32], rows: usize, p: &[f32], ld: usize, kv: &[KV], offs: &[usize], hoff: usize, d: usize) {
+    fn pv<KV: Element>(
+        self,
+        acc: &mut [f32],
+        rows: usize,
+        p: &[f32],
+        ld: usize,
+        kv: &[KV],
+        offs: &[usize],
+        hoff: usize,
+        d: usize,
+    ) {
         // SAFETY: as above.
         unsafe { super::avx2::pv(acc, rows, p, ld, kv, offs, hoff, d) }
     }
@@ -157,7 +217,12 @@ pub(crate) fn dot4<A: MulAdd>(q: &[f32], k: &[f32], d: usize) -> [f32; 4] {
     let (q2, rest) = rest.split_at(d);
     let q3 = &rest[..d];
     let mut acc = [[0f32; 8]; 4];
-    let it = k.chunks_exact(8).zip(q0.chunks_exact(8)).zip(q1.chunks_exact(8)).zip(q2.chunks_exact(8)).zip(q3.chunks_exact(8));
+    let it = k
+        .chunks_exact(8)
+        .zip(q0.chunks_exact(8))
+        .zip(q1.chunks_exact(8))
+        .zip(q2.chunks_exact(8))
+        .zip(q3.chunks_exact(8));
     for ((((kc, a), b), c), e) in it {
         for i in 0..8 {
             acc[0][i] = A::fma(a[i], kc[i], acc[0][i]);
@@ -209,7 +274,7 @@ pub(crate) fn exp_neg<A: MulAdd>(x: f32) -> f32 {
     p = A::fma(p, r, 8.333_452e-3);
     p = A::fma(p, r, 4.166_579_6e-2);
     p = A::fma(p, r, 1.666_666_5e-1);
-    p = A::fma(p, r, 5.000_000_1e-1);
+    p = A::fma(p, r, 5e-1);
     let e = A::fma(p, r * r, r) + 1.0;
     let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
     if x < -87.0 {
@@ -255,8 +320,7 @@ mod tests {
         for d in [8, 16, 24, 64, 80, 96, 128, 256] {
             let q: Vec<f32> = (0..4 * d).map(|i| ((i * 7919) % 113) as f32 / 50.0 - 1.0).collect();
             let k: Vec<f32> = (0..d).map(|i| ((i * 104729) % 97) as f32 / 40.0 - 1.2).collect();
-            let naive: Vec<f64> =
-                (0..4).map(|r| (0..d).map(|i| q[r * d + i] as f64 * k[i] as f64).sum()).collect();
+            let naive: Vec<f64> = (0..4).map(|r| (0..d).map(|i| q[r * d + i] as f64 * k[i] as f64).sum()).collect();
             let four = dot4::<PlainMulAdd>(&q, &k, d);
             for r in 0..4 {
                 assert!((four[r] as f64 - naive[r]).abs() < 1e-4);

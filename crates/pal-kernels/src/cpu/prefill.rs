@@ -78,7 +78,11 @@ unsafe fn item_avx2<Q: Element, KV: Element>(
 }
 
 /// Prefill / append attention over a paged cache. See [`PrefillArgs`] and [`PrefillPlan`].
-pub fn paged_prefill<Q: Element, KV: Element>(a: &PrefillArgs<'_, Q, KV>, plan: &PrefillPlan, out: &mut [Q]) -> Result<()> {
+pub fn paged_prefill<Q: Element, KV: Element>(
+    a: &PrefillArgs<'_, Q, KV>,
+    plan: &PrefillPlan,
+    out: &mut [Q],
+) -> Result<()> {
     let sh = validate::prefill(a, out.len())?;
     plan.check(a.qo_indptr, a.page_table)?;
     let (hq, hkv, d, g) = (sh.heads.num_qo_heads, sh.heads.num_kv_heads, sh.heads.head_dim, sh.heads.group_size());

@@ -1,0 +1,55 @@
+// PAL CUDA kernels: shared definitions. Compiled at run time by NVRTC; every kernel file is
+// specialised by the macros PAL_T (storage type of q/out), PAL_KV (storage type of the pool),
+// PAL_HEAD_DIM and PAL_GROUP, defined by the host before this header.
+#pragma once
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+
+#define PAL_NEG_INF (-__int_as_float(0x7f800000))
+
+// Convert 8 consecutive storage elements (one 16-byte load for 16-bit types) to f32.
+__device__ __forceinline__ void load8(const float* p, float* x) {
+    float4 a = *reinterpret_cast<const float4*>(p);
+    float4 b = *reinterpret_cast<const float4*>(p + 4);
+    x[0] = a.x; x[1] = a.y; x[2] = a.z; x[3] = a.w; x[4] = b.x; x[5] = b.y; x[6] = b.z; x[7] = b.w;
+}
+__device__ __forceinline__ void load8(const __nv_bfloat16* p, float* x) {
+    uint4 u = *reinterpret_cast<const uint4*>(p);
+    const unsigned int w[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        x[2 * i] = __uint_as_float(w[i] << 16);
+        x[2 * i + 1] = __uint_as_float(w[i] & 0xffff0000u);
+    }
+}
+__device__ __forceinline__ void load8(const __half* p, float* x) {
+    uint4 u = *reinterpret_cast<const uint4*>(p);
+    const __half2* h = reinterpret_cast<const __half2*>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        float2 f = __half22float2(h[i]);
+        x[2 * i] = f.x;
+        x[2 * i + 1] = f.y;
+    }
+}
+
+__device__ __forceinline__ float to_f32(float v) { return v; }
+__device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
+
+template <typename T> __device__ __forceinline__ T from_f32(float v);
+template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
+template <> __device__ __forceinline__ __half from_f32<__half>(float v) { return __float2half_rn(v); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+
+// Options shared by the attention kernels (passed by value).
+struct AttnOpts {
+    float scale;        // softmax scale
+    float soft_cap;     // <= 0: off
+    int window_left;    // < 0: off
+    int causal;         // prefill only
+};
+
+__device__ __forceinline__ float apply_cap(float s, float cap) {
+    return cap > 0.f ? cap * tanhf(s / cap) : s;
+}
