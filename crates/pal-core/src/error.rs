@@ -20,6 +20,9 @@ pub enum PalError {
     /// The requested backend is not available on this machine or build.
     #[error("device `{device}` unavailable: {reason}")]
     DeviceUnavailable { device: String, reason: String },
+    /// The device reported an error while running (driver, compiler, out of memory).
+    #[error("device `{device}` failed: {reason}")]
+    DeviceFailure { device: String, reason: String },
 }
 
 impl PalError {
@@ -33,7 +36,7 @@ impl PalError {
             | PalError::InvalidArgument { arg, .. }
             | PalError::OutOfPool { arg, .. }
             | PalError::EmptyBatch { arg, .. } => Some(arg),
-            PalError::DeviceUnavailable { .. } => None,
+            PalError::DeviceUnavailable { .. } | PalError::DeviceFailure { .. } => None,
         }
     }
 }

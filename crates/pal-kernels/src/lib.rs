@@ -14,6 +14,7 @@
 //! - [`gather`]: gather pages into contiguous K/V, then dense attention: the baseline to beat.
 //! - [`cpu`]: the optimized kernels (rayon over work items, f32 accumulation, AVX2/FMA when the
 //!   CPU has them).
+//! - [`cuda`]: NVIDIA GPUs; kernels compiled at run time by NVRTC, launched through cudarc.
 //!
 //! Every entry point validates its arguments before touching memory and returns a typed
 //! [`pal_core::PalError`] naming the argument at fault; outputs and the pool are untouched on error.
@@ -42,6 +43,7 @@
 
 mod args;
 pub mod cpu;
+pub mod cuda;
 pub mod gather;
 mod merge;
 mod plan;

@@ -8,7 +8,7 @@
 // `pal_merge` combines the chunks of a sequence.
 
 #define HD PAL_HEAD_DIM
-#define G PAL_GROUP
+#define G PAL_GROUP  // query heads per block: the GQA group, or a divisor of it when the group exceeds 8
 #define WARPS 4
 #define LPT_RAW (HD / 8)
 #define LPT (LPT_RAW <= 1 ? 1 : LPT_RAW <= 2 ? 2 : LPT_RAW <= 4 ? 4 : LPT_RAW <= 8 ? 8 : LPT_RAW <= 16 ? 16 : 32)
@@ -22,16 +22,16 @@ pal_decode(const PAL_T* __restrict__ q,            // [B, Hq, HD]
            const PAL_KV* __restrict__ v_cache,
            const int* __restrict__ indptr,         // [B+1]
            const int* __restrict__ indices,        // [nnz pages]
-           const int* __restrict__ seq_lens,       // [B]
            const int* __restrict__ chunk_seq,      // [chunks]
            const int* __restrict__ chunk_start,    // [chunks]
            const int* __restrict__ chunk_end,      // [chunks]
            float* __restrict__ part_o,             // [chunks, Hq, HD]
            float* __restrict__ part_lse,           // [chunks, Hq]
-           int num_kv_heads, int page_size, AttnOpts opts) {
+           int num_kv_heads, int group, int page_size, AttnOpts opts) {
     const int chunk = blockIdx.x;
     const int h = blockIdx.y;
-    const int hq = num_kv_heads * G;
+    const int hq = num_kv_heads * group;
+    const int head0 = h * group + blockIdx.z * G;  // first query head of this block
     const int b = chunk_seq[chunk];
     const int start = chunk_start[chunk], end = chunk_end[chunk];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -47,7 +47,7 @@ pal_decode(const PAL_T* __restrict__ q,            // [B, Hq, HD]
 #pragma unroll
     for (int g = 0; g < G; ++g) {
         if (active) {
-            const PAL_T* qp = q + ((long)b * hq + h * G + g) * HD + d0;
+            const PAL_T* qp = q + ((long)b * hq + head0 + g) * HD + d0;
 #pragma unroll
             for (int i = 0; i < 8; ++i) qv[g][i] = to_f32(qp[i]) * opts.scale;
         } else {
@@ -129,7 +129,7 @@ pal_decode(const PAL_T* __restrict__ q,            // [B, Hq, HD]
                 oo += sm_o[r][g][d] * w;
             }
         }
-        const long row = (long)chunk * hq + h * G + g;
+        const long row = (long)chunk * hq + head0 + g;
         part_o[row * HD + d] = ll > 0.f ? oo / ll : 0.f;
         if (d == 0) part_lse[row] = ll > 0.f ? mm + logf(ll) : PAL_NEG_INF;
     }

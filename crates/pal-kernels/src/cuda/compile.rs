@@ -1,0 +1,103 @@
+//! Kernel sources (embedded), their specialisations, and NVRTC compilation with an on-disk cache
+//! keyed by a hash of the full source, the architecture and the options.
+
+use super::toolkit::toolkit;
+use pal_core::DType;
+use std::hash::{Hash, Hasher};
+use std::path::PathBuf;
+
+const COMMON: &str = include_str!("kernels/common.cuh");
+const DECODE: &str = include_str!("kernels/decode.cu");
+
+/// One compiled specialisation of a kernel family.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Variant {
+    pub family: Family,
+    pub q: DType,
+    pub kv: DType,
+    pub head_dim: usize,
+    /// Query heads one block handles (decode).
+    pub group: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Family {
+    Decode,
+}
+
+pub fn cuda_type(d: DType) -> &'static str {
+    match d {
+        DType::F32 => "float",
+        DType::F16 => "__half",
+        DType::BF16 => "__nv_bfloat16",
+    }
+}
+
+impl Variant {
+    pub fn source(&self) -> String {
+        let body = match self.family {
+            Family::Decode => DECODE,
+        };
+        format!(
+            "#define PAL_T {}\n#define PAL_KV {}\n#define PAL_HEAD_DIM {}\n#define PAL_GROUP {}\n{}\n{}",
+            cuda_type(self.q),
+            cuda_type(self.kv),
+            self.head_dim,
+            self.group,
+            COMMON,
+            body
+        )
+    }
+
+    /// Every variant the library can launch, for ahead-of-time builds and the CI compile test.
+    pub fn all() -> Vec<Variant> {
+        let mut v = Vec::new();
+        for dt in DType::ALL {
+            for head_dim in [64, 80, 96, 128, 256] {
+                for group in 1..=8 {
+                    v.push(Variant { family: Family::Decode, q: dt, kv: dt, head_dim, group });
+                }
+            }
+        }
+        v
+    }
+}
+
+fn cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("PAL_KERNEL_CACHE") {
+        return d.into();
+    }
+    let home = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    home.join("pal").join("kernels")
+}
+
+/// PTX for `variant` on virtual architecture `arch` (e.g. `compute_90a`), from the disk cache or
+/// NVRTC. Returns the PTX text.
+pub fn compile(variant: &Variant, arch: &'static str) -> Result<String, String> {
+    let tk = toolkit()?;
+    let src = variant.source();
+    let opts = ["--std=c++17", "--use_fast_math", "-default-device"];
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (&src, arch, &opts[..], env!("CARGO_PKG_VERSION")).hash(&mut h);
+    let key = format!("{:016x}-{arch}.ptx", h.finish());
+    let path = cache_dir().join(&key);
+    if let Ok(ptx) = std::fs::read_to_string(&path) {
+        return Ok(ptx);
+    }
+    let copts = cudarc::nvrtc::CompileOptions {
+        arch: Some(arch),
+        include_paths: vec![tk.include_dir.display().to_string()],
+        options: opts.iter().map(|s| s.to_string()).collect(),
+        name: Some(format!("pal_{:?}_{}_{}_{}.cu", variant.family, variant.q, variant.head_dim, variant.group)),
+        ..Default::default()
+    };
+    let ptx = cudarc::nvrtc::compile_ptx_with_opts(&src, copts)
+        .map_err(|e| format!("NVRTC failed for {variant:?}: {e:?}"))?;
+    let text = ptx.to_src();
+    // A failed cache write only costs a recompile next time.
+    let _ = std::fs::create_dir_all(cache_dir()).and_then(|_| std::fs::write(&path, &text));
+    Ok(text)
+}

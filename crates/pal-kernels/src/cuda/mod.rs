@@ -1,0 +1,336 @@
+//! The CUDA backend: kernels embedded as CUDA C++ source, compiled at first use by NVRTC for the
+//! device's architecture (cached on disk), launched through cudarc with dynamic loading, so the
+//! same binary runs with or without a GPU.
+//!
+//! - [`CudaDevice::probe`]: finds the driver and a GPU (a typed error, never a panic, without one).
+//! - [`DevicePool`], [`DeviceTable`]: the KV pool and the page table in device memory.
+//! - [`CudaDecodePlan`]: split-KV partition sized from the SM count, with its workspace, built once
+//!   per step; [`paged_decode`] then allocates nothing and reads no host data.
+//! - [`paged_decode_host`]: validate, upload, run, download (tests and `pal selftest`).
+
+mod compile;
+mod toolkit;
+
+pub use compile::{compile as compile_variant, Family, Variant};
+pub use toolkit::{toolkit, Toolkit};
+
+use crate::{validate, DecodeArgs, DecodePlan};
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
+};
+use pal_core::{AttentionOptions, Element, HeadConfig, KvLayout, PageTable, PalError, Result};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+fn fail(e: impl std::fmt::Debug) -> PalError {
+    PalError::DeviceFailure { device: "cuda".into(), reason: format!("{e:?}") }
+}
+
+/// A GPU with its stream and compiled modules.
+pub struct CudaDevice {
+    ctx: Arc<CudaContext>,
+    stream: Arc<CudaStream>,
+    name: String,
+    arch: &'static str,
+    sm_count: usize,
+    functions: Mutex<HashMap<Variant, (Arc<CudaModule>, CudaFunction, CudaFunction)>>,
+}
+
+/// Virtual architecture to compile for, from the compute capability.
+fn arch_for(cc: (i32, i32)) -> &'static str {
+    match cc {
+        (9, 0) => "compute_90a",
+        (10, 0) => "compute_100",
+        (12, 0) => "compute_120",
+        (8, 9) => "compute_89",
+        (8, 6) => "compute_86",
+        (8, 0) => "compute_80",
+        (7, 5) => "compute_75",
+        _ => "compute_80",
+    }
+}
+
+impl CudaDevice {
+    /// Open GPU 0. Fails with [`PalError::DeviceUnavailable`] when there is no driver or no GPU.
+    pub fn probe() -> Result<Self> {
+        let unavailable = |reason: String| PalError::DeviceUnavailable { device: "cuda".into(), reason };
+        // SAFETY: only tries to dlopen the driver library.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(unavailable("no CUDA driver (libcuda) on this machine".into()));
+        }
+        let n = CudaContext::device_count().map_err(|e| unavailable(format!("{e:?}")))?;
+        if n < 1 {
+            return Err(unavailable("the driver reports no GPU".into()));
+        }
+        toolkit().map_err(unavailable)?;
+        let ctx = CudaContext::new(0).map_err(|e| unavailable(format!("{e:?}")))?;
+        let name = ctx.name().map_err(fail)?;
+        let cc = ctx.compute_capability().map_err(fail)?;
+        let sm_count = ctx
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .map_err(fail)? as usize;
+        let stream = ctx.default_stream();
+        Ok(CudaDevice { ctx, stream, name, arch: arch_for(cc), sm_count, functions: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn sm_count(&self) -> usize {
+        self.sm_count
+    }
+    pub fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+    /// The virtual architecture kernels are compiled for (`compute_90a` on Hopper).
+    pub fn arch(&self) -> &'static str {
+        self.arch
+    }
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+    pub fn synchronize(&self) -> Result<()> {
+        self.stream.synchronize().map_err(fail)
+    }
+
+    pub fn upload<T: DeviceRepr>(&self, host: &[T]) -> Result<CudaSlice<T>> {
+        if host.is_empty() {
+            return Err(PalError::invalid("upload", "cannot place an empty buffer on the device"));
+        }
+        self.stream.clone_htod(host).map_err(fail)
+    }
+    pub fn download<T: DeviceRepr + Default + Clone>(&self, dev: &CudaSlice<T>) -> Result<Vec<T>> {
+        self.stream.clone_dtoh(dev).map_err(fail)
+    }
+    pub fn zeros<T: DeviceRepr + cudarc::driver::ValidAsZeroBits>(&self, n: usize) -> Result<CudaSlice<T>> {
+        self.stream.alloc_zeros(n.max(1)).map_err(fail)
+    }
+
+    /// The decode and merge kernels of `variant`, compiled on first use.
+    fn decode_fns(&self, variant: &Variant) -> Result<(CudaFunction, CudaFunction)> {
+        let mut map = self.functions.lock().map_err(|_| fail("kernel cache poisoned"))?;
+        if let Some((_, d, m)) = map.get(variant) {
+            return Ok((d.clone(), m.clone()));
+        }
+        let ptx = compile::compile(variant, self.arch).map_err(fail)?;
+        let module = self.ctx.load_module(cudarc::nvrtc::Ptx::from_src(ptx)).map_err(fail)?;
+        let d = module.load_function("pal_decode").map_err(fail)?;
+        let m = module.load_function("pal_merge").map_err(fail)?;
+        map.insert(variant.clone(), (module, d.clone(), m.clone()));
+        Ok((d, m))
+    }
+}
+
+/// A KV pool (one layer) in device memory.
+pub struct DevicePool<KV> {
+    pub k: CudaSlice<KV>,
+    pub v: CudaSlice<KV>,
+    pub layout: KvLayout,
+}
+
+impl<KV: DeviceRepr> DevicePool<KV> {
+    pub fn upload(dev: &CudaDevice, k: &[KV], v: &[KV], layout: KvLayout) -> Result<Self> {
+        pal_core::check_len("k_cache", k.len(), layout.elems(), || format!("{layout:?}"))?;
+        pal_core::check_len("v_cache", v.len(), layout.elems(), || format!("{layout:?}"))?;
+        if layout.elems() == 0 {
+            return Err(PalError::invalid("k_cache", "an empty pool cannot live on the device"));
+        }
+        Ok(DevicePool { k: dev.upload(k)?, v: dev.upload(v)?, layout })
+    }
+}
+
+/// A page table in device memory, validated against a pool layout when made.
+pub struct DeviceTable {
+    pub host: PageTable,
+    indptr: CudaSlice<i32>,
+    indices: CudaSlice<i32>,
+}
+
+impl DeviceTable {
+    pub fn upload(dev: &CudaDevice, table: &PageTable, layout: &KvLayout) -> Result<Self> {
+        table.check_pool(layout.num_blocks)?;
+        if table.block_size() != layout.block_size {
+            return Err(PalError::invalid("page_table", "block size differs from the pool's"));
+        }
+        let to_i32 = |v: &[u32]| v.iter().map(|&x| x as i32).collect::<Vec<i32>>();
+        let mut indices = to_i32(table.indices());
+        if indices.is_empty() {
+            indices.push(0);
+        }
+        Ok(DeviceTable {
+            host: table.clone(),
+            indptr: dev.upload(&to_i32(table.indptr()))?,
+            indices: dev.upload(&indices)?,
+        })
+    }
+}
+
+/// Split-KV decode partition for the GPU, with the workspace for partial states.
+pub struct CudaDecodePlan {
+    pub host: DecodePlan,
+    heads: HeadConfig,
+    chunk_seq: CudaSlice<i32>,
+    chunk_start: CudaSlice<i32>,
+    chunk_end: CudaSlice<i32>,
+    seq_chunk_indptr: CudaSlice<i32>,
+    part_o: CudaSlice<f32>,
+    part_lse: CudaSlice<f32>,
+}
+
+/// Thread blocks per SM the decode plan aims for.
+const BLOCKS_PER_SM: usize = 4;
+/// Smallest chunk worth a block of its own.
+const MIN_CHUNK: usize = 128;
+
+impl CudaDecodePlan {
+    pub fn new(dev: &CudaDevice, table: &PageTable, heads: HeadConfig, opts: &AttentionOptions) -> Result<Self> {
+        heads.validate()?;
+        let visible: usize = table.seq_lens().iter().map(|&l| crate::plan::visible_range(l, opts).len()).sum();
+        let target = dev.sm_count * BLOCKS_PER_SM;
+        let per_block = (visible * heads.num_kv_heads).div_ceil(target.max(1)).max(MIN_CHUNK);
+        Self::with_chunk_tokens(dev, table, heads, opts, per_block)
+    }
+
+    /// A plan with a fixed chunk length (tests force split-KV with small chunks).
+    pub fn with_chunk_tokens(
+        dev: &CudaDevice,
+        table: &PageTable,
+        heads: HeadConfig,
+        opts: &AttentionOptions,
+        chunk: usize,
+    ) -> Result<Self> {
+        let host = DecodePlan::with_partition(table, opts, chunk, 1);
+        let (mut cs, mut st, mut en) = (Vec::new(), Vec::new(), Vec::new());
+        for (b, s, e) in host.chunks() {
+            cs.push(b as i32);
+            st.push(s as i32);
+            en.push(e as i32);
+        }
+        let ind: Vec<i32> =
+            (0..=table.batch()).map(|b| if b == 0 { 0 } else { host.seq_chunks(b - 1).end as i32 }).collect();
+        let n = host.num_chunks();
+        Ok(CudaDecodePlan {
+            heads,
+            chunk_seq: dev.upload(&cs)?,
+            chunk_start: dev.upload(&st)?,
+            chunk_end: dev.upload(&en)?,
+            seq_chunk_indptr: dev.upload(&ind)?,
+            part_o: dev.zeros(n * heads.num_qo_heads * heads.head_dim)?,
+            part_lse: dev.zeros(n * heads.num_qo_heads)?,
+            host,
+        })
+    }
+}
+
+/// Options as the kernels take them (`repr(C)`, matches `AttnOpts` in common.cuh).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct KernelOpts {
+    scale: f32,
+    soft_cap: f32,
+    window_left: i32,
+    causal: i32,
+}
+// SAFETY: plain-old-data with the same layout as the CUDA struct.
+unsafe impl DeviceRepr for KernelOpts {}
+
+impl KernelOpts {
+    fn new(o: &AttentionOptions, d: usize) -> Self {
+        KernelOpts {
+            scale: o.scale(d),
+            soft_cap: o.logit_soft_cap.unwrap_or(0.0),
+            window_left: o.window_left.map(|w| w.min(i32::MAX as u32) as i32).unwrap_or(-1),
+            causal: o.causal as i32,
+        }
+    }
+}
+
+/// Query heads per decode block: the group, or its largest divisor up to 8.
+fn block_group(g: usize) -> usize {
+    (1..=8.min(g)).rev().find(|s| g % s == 0).unwrap_or(1)
+}
+
+/// Decode on device buffers. `q` and `out` are `[batch, num_qo_heads, head_dim]`.
+#[allow(clippy::too_many_arguments)]
+pub fn paged_decode<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
+    dev: &CudaDevice,
+    q: &CudaSlice<Q>,
+    pool: &DevicePool<KV>,
+    table: &DeviceTable,
+    plan: &mut CudaDecodePlan,
+    opts: &AttentionOptions,
+    out: &mut CudaSlice<Q>,
+) -> Result<()> {
+    opts.validate()?;
+    let heads = plan.heads;
+    let (hq, hkv, d, g) = (heads.num_qo_heads, heads.num_kv_heads, heads.head_dim, heads.group_size());
+    if pool.layout.num_kv_heads != hkv || pool.layout.head_dim != d {
+        return Err(PalError::invalid("plan", "was built for other head counts than the pool's"));
+    }
+    plan.host.check(&table.host, opts, hkv)?;
+    let batch = table.host.batch();
+    pal_core::check_len("q", q.len(), batch * hq * d, || format!("[{batch}, {hq}, {d}]"))?;
+    pal_core::check_len("out", out.len(), batch * hq * d, || format!("[{batch}, {hq}, {d}]"))?;
+    if table.host.seq_lens().contains(&0) {
+        return Err(PalError::invalid("page_table", "a sequence holds no token; decode needs at least one"));
+    }
+    let s = block_group(g);
+    let variant = Variant { family: Family::Decode, q: Q::DTYPE, kv: KV::DTYPE, head_dim: d, group: s };
+    let (fd, fm) = dev.decode_fns(&variant)?;
+    let kopts = KernelOpts::new(opts, d);
+    let (hkv_i, g_i, page_i, hq_i) = (hkv as i32, g as i32, pool.layout.block_size as i32, hq as i32);
+    let chunks = plan.host.num_chunks() as u32;
+    let cfg =
+        LaunchConfig { grid_dim: (chunks, hkv as u32, (g / s) as u32), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    let mut b = dev.stream.launch_builder(&fd);
+    b.arg(q)
+        .arg(&pool.k)
+        .arg(&pool.v)
+        .arg(&table.indptr)
+        .arg(&table.indices)
+        .arg(&plan.chunk_seq)
+        .arg(&plan.chunk_start)
+        .arg(&plan.chunk_end)
+        .arg(&mut plan.part_o)
+        .arg(&mut plan.part_lse)
+        .arg(&hkv_i)
+        .arg(&g_i)
+        .arg(&page_i)
+        .arg(&kopts);
+    // SAFETY: argument types and order match `pal_decode`; every buffer was sized and every index
+    // validated on the host (page ids in the pool, chunk ranges within each sequence).
+    unsafe { b.launch(cfg) }.map_err(fail)?;
+    let mcfg = LaunchConfig {
+        grid_dim: (batch as u32, hq as u32, 1),
+        block_dim: (d.min(128) as u32, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut m = dev.stream.launch_builder(&fm);
+    m.arg(&plan.part_o).arg(&plan.part_lse).arg(&plan.seq_chunk_indptr).arg(out).arg(&hq_i);
+    // SAFETY: as above; `out` holds batch * hq * d elements.
+    unsafe { m.launch(mcfg) }.map_err(fail)?;
+    Ok(())
+}
+
+/// Validate on the host exactly like the CPU backend, then upload, decode on the GPU, download.
+/// `chunk_tokens` forces a split-KV chunk length (`None`: the device plan).
+pub fn paged_decode_host<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
+    dev: &CudaDevice,
+    a: &DecodeArgs<'_, Q, KV>,
+    chunk_tokens: Option<usize>,
+    out: &mut [Q],
+) -> Result<()> {
+    let sh = validate::decode(a, out.len())?;
+    let pool = DevicePool::upload(dev, a.kv.k, a.kv.v, a.kv.layout)?;
+    let table = DeviceTable::upload(dev, a.page_table, &a.kv.layout)?;
+    let mut plan = match chunk_tokens {
+        Some(c) => CudaDecodePlan::with_chunk_tokens(dev, a.page_table, sh.heads, &a.opts, c)?,
+        None => CudaDecodePlan::new(dev, a.page_table, sh.heads, &a.opts)?,
+    };
+    let q = dev.upload(a.q)?;
+    let mut o = dev.upload(out)?;
+    paged_decode(dev, &q, &pool, &table, &mut plan, &a.opts, &mut o)?;
+    let host = dev.download(&o)?;
+    out.copy_from_slice(&host);
+    Ok(())
+}
