@@ -2,16 +2,19 @@
 
 use pal_core::{Device, PalError};
 
-/// Resolve `--device`: `auto` runs on CUDA when this build has a CUDA backend and a GPU is present,
-/// and on the CPU otherwise; `cuda` fails clearly when it cannot be honoured.
+/// Resolve `--device`: `auto` runs on CUDA when a GPU (driver, device and NVRTC) is usable, and on
+/// the CPU otherwise with a one-line notice; `cuda` fails clearly when it cannot be honoured.
 pub fn resolve(requested: Device) -> Result<Device, PalError> {
     match requested {
         Device::Cpu => Ok(Device::Cpu),
-        Device::Auto => Ok(Device::Cpu),
-        Device::Cuda => Err(PalError::DeviceUnavailable {
-            device: "cuda".into(),
-            reason: "this build of pal has no CUDA backend yet; use --device cpu".into(),
-        }),
+        Device::Cuda => pal_kernels::cuda::CudaDevice::probe().map(|_| Device::Cuda),
+        Device::Auto => match pal_kernels::cuda::CudaDevice::probe() {
+            Ok(_) => Ok(Device::Cuda),
+            Err(e) => {
+                eprintln!("note: no usable GPU ({e}); running on the CPU");
+                Ok(Device::Cpu)
+            }
+        },
     }
 }
 

@@ -169,15 +169,28 @@ pub enum Backend {
     /// The CPU kernels with a plan that forces split-KV, so the merge path is exercised.
     CpuSplit,
     Gather,
+    /// The CUDA kernels with the device's own plan (decode only, so far).
+    Cuda,
+    /// The CUDA kernels with small chunks, forcing split-KV and the merge kernel.
+    CudaSplit,
 }
 
 impl Backend {
+    /// The CPU-side backends.
     pub const ALL: [Backend; 3] = [Backend::Cpu, Backend::CpuSplit, Backend::Gather];
+    /// The GPU backends.
+    pub const CUDA: [Backend; 2] = [Backend::Cuda, Backend::CudaSplit];
+    /// Whether this backend runs `op` ("decode" or "prefill") yet.
+    pub fn supports(self, op: &str) -> bool {
+        !matches!(self, Backend::Cuda | Backend::CudaSplit) || op == "decode"
+    }
     pub fn name(self) -> &'static str {
         match self {
             Backend::Cpu => "cpu",
             Backend::CpuSplit => "cpu-split",
             Backend::Gather => "gather",
+            Backend::Cuda => "cuda",
+            Backend::CudaSplit => "cuda-split",
         }
     }
 }
@@ -296,14 +309,34 @@ pub struct Outcome {
 
 /// Run `case` on `backends` with fresh data from `seed`, comparing each to the reference.
 pub fn run_case(case: &AttnCase, seed: u64, backends: &[Backend]) -> Result<Vec<Outcome>> {
+    run_case_on(case, seed, backends, None)
+}
+
+/// [`run_case`] with a GPU for the CUDA backends (which are skipped for ops they do not run).
+pub fn run_case_on(
+    case: &AttnCase,
+    seed: u64,
+    backends: &[Backend],
+    gpu: Option<&crate::cuda::CudaDevice>,
+) -> Result<Vec<Outcome>> {
+    let backends: Vec<Backend> = backends.iter().copied().filter(|b| b.supports(case.op())).collect();
     match case.dtype {
-        DType::F32 => run_typed::<f32>(case, seed, backends),
-        DType::F16 => run_typed::<f16>(case, seed, backends),
-        DType::BF16 => run_typed::<bf16>(case, seed, backends),
+        DType::F32 => run_typed::<f32>(case, seed, &backends, gpu),
+        DType::F16 => run_typed::<f16>(case, seed, &backends, gpu),
+        DType::BF16 => run_typed::<bf16>(case, seed, &backends, gpu),
     }
 }
 
-fn run_typed<T: Element>(case: &AttnCase, seed: u64, backends: &[Backend]) -> Result<Vec<Outcome>> {
+fn no_gpu() -> pal_core::PalError {
+    pal_core::PalError::DeviceUnavailable { device: "cuda".into(), reason: "no GPU was given to the test".into() }
+}
+
+fn run_typed<T: Element + cudarc::driver::DeviceRepr>(
+    case: &AttnCase,
+    seed: u64,
+    backends: &[Backend],
+    gpu: Option<&crate::cuda::CudaDevice>,
+) -> Result<Vec<Outcome>> {
     let mut rng = Rng::new(seed);
     let tol = Tolerance::for_dtype(case.dtype);
     let d = case.head_dim;
@@ -336,6 +369,8 @@ fn run_typed<T: Element>(case: &AttnCase, seed: u64, backends: &[Backend]) -> Re
                             cpu::paged_decode(&a, &plan, out)
                         }
                         Backend::Gather => gather::paged_decode(&a, out),
+                        Backend::Cuda => crate::cuda::paged_decode_host(gpu.ok_or_else(no_gpu)?, &a, None, out),
+                        Backend::CudaSplit => crate::cuda::paged_decode_host(gpu.ok_or_else(no_gpu)?, &a, Some(7), out),
                     }
                 };
                 outcomes.push(check(be, &want, &tol, q.len(), run)?);
@@ -372,6 +407,7 @@ fn run_typed<T: Element>(case: &AttnCase, seed: u64, backends: &[Backend]) -> Re
                             cpu::paged_prefill(&a, &plan, out)
                         }
                         Backend::Gather => gather::paged_prefill(&a, out),
+                        Backend::Cuda | Backend::CudaSplit => Err(no_gpu()),
                     }
                 };
                 outcomes.push(check(be, &want, &tol, q.len(), run)?);

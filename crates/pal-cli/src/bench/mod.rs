@@ -4,6 +4,7 @@
 mod append;
 mod ceiling;
 mod decode;
+mod decode_cuda;
 mod prefill;
 mod timing;
 
@@ -126,15 +127,36 @@ pub fn run(a: &Args, device: Device) -> Result<ExitCode, PalError> {
     if batches.contains(&0) || contexts.contains(&0) || a.new_tokens == 0 {
         return Err(PalError::invalid("batch/context/new-tokens", "every value must be at least 1"));
     }
-    let dev_name = format!("{device}: {}", crate::device::cpu_name());
+    let gpu = match device {
+        Device::Cuda => {
+            if a.op != Op::Decode {
+                return Err(PalError::DeviceUnavailable {
+                    device: "cuda".into(),
+                    reason: format!("the CUDA backend runs decode so far, not {:?}; use --device cpu", a.op),
+                });
+            }
+            Some(pal_kernels::cuda::CudaDevice::probe()?)
+        }
+        _ => None,
+    };
+    let dev_name = match &gpu {
+        Some(g) => format!("cuda: {} ({}, {} SMs)", g.name(), g.arch(), g.sm_count()),
+        None => format!("{device}: {}", crate::device::cpu_name()),
+    };
     if !a.json {
         eprintln!("pal bench {:?} on {dev_name}", a.op);
-        eprintln!("measuring ceilings (read, copy, fma)...");
+        eprintln!("measuring ceilings...");
     }
-    let ceil = Ceilings {
-        read_gbps: ceiling::read_bandwidth(512),
-        copy_gbps: ceiling::copy_bandwidth(256),
-        fma_gflops: ceiling::fma_peak(),
+    let ceil = match &gpu {
+        Some(g) => {
+            let buf = g.zeros::<u8>(2 << 30)?;
+            Ceilings { read_gbps: g.read_bandwidth(&buf, 20)?, copy_gbps: 0.0, fma_gflops: 0.0 }
+        }
+        None => Ceilings {
+            read_gbps: ceiling::read_bandwidth(512),
+            copy_gbps: ceiling::copy_bandwidth(256),
+            fma_gflops: ceiling::fma_peak(),
+        },
     };
     let cells: Vec<Cell> = batches
         .iter()
@@ -160,10 +182,11 @@ pub fn run(a: &Args, device: Device) -> Result<ExitCode, PalError> {
     let mut rows = Vec::new();
     for c in &cells {
         bar.set_message(format!("B={} L={}", c.batch, c.context));
-        let mut r = match a.op {
-            Op::Decode => decode::run(c, &ceil)?,
-            Op::Prefill => prefill::run(c, &ceil)?,
-            Op::Append => append::run(c, &ceil)?,
+        let mut r = match (a.op, &gpu) {
+            (Op::Decode, Some(g)) => decode_cuda::run(g, c, ceil.read_gbps)?,
+            (Op::Decode, None) => decode::run(c, &ceil)?,
+            (Op::Prefill, _) => prefill::run(c, &ceil)?,
+            (Op::Append, _) => append::run(c, &ceil)?,
         };
         for row in &mut r {
             row.device = dev_name.clone();

@@ -33,7 +33,7 @@ pub struct CudaDevice {
     name: String,
     arch: &'static str,
     sm_count: usize,
-    functions: Mutex<HashMap<Variant, (Arc<CudaModule>, CudaFunction, CudaFunction)>>,
+    functions: Mutex<HashMap<Variant, Arc<DecodeFns>>>,
 }
 
 /// Virtual architecture to compile for, from the compute capability.
@@ -106,19 +106,71 @@ impl CudaDevice {
         self.stream.alloc_zeros(n.max(1)).map_err(fail)
     }
 
-    /// The decode and merge kernels of `variant`, compiled on first use.
-    fn decode_fns(&self, variant: &Variant) -> Result<(CudaFunction, CudaFunction)> {
+    /// The kernels of a decode `variant`, compiled on first use.
+    fn decode_fns(&self, variant: &Variant) -> Result<Arc<DecodeFns>> {
         let mut map = self.functions.lock().map_err(|_| fail("kernel cache poisoned"))?;
-        if let Some((_, d, m)) = map.get(variant) {
-            return Ok((d.clone(), m.clone()));
+        if let Some(f) = map.get(variant) {
+            return Ok(f.clone());
         }
         let ptx = compile::compile(variant, self.arch).map_err(fail)?;
         let module = self.ctx.load_module(cudarc::nvrtc::Ptx::from_src(ptx)).map_err(fail)?;
-        let d = module.load_function("pal_decode").map_err(fail)?;
-        let m = module.load_function("pal_merge").map_err(fail)?;
-        map.insert(variant.clone(), (module, d.clone(), m.clone()));
-        Ok((d, m))
+        let f = Arc::new(DecodeFns {
+            decode: module.load_function("pal_decode").map_err(fail)?,
+            merge: module.load_function("pal_merge").map_err(fail)?,
+            gather: module.load_function("pal_gather").map_err(fail)?,
+            read_probe: module.load_function("pal_read_probe").map_err(fail)?,
+            _module: module,
+        });
+        map.insert(variant.clone(), f.clone());
+        Ok(f)
     }
+
+    /// Device read bandwidth in GB/s: a streaming read of `src` (the decode ceiling), timed with
+    /// CUDA events over `iters` launches.
+    pub fn read_bandwidth(&self, src: &CudaSlice<u8>, iters: usize) -> Result<f64> {
+        let f = self.decode_fns(&Variant {
+            family: Family::Decode,
+            q: pal_core::DType::BF16,
+            kv: pal_core::DType::BF16,
+            head_dim: 128,
+            group: 1,
+        })?;
+        let words = (src.len() / 16) as i64;
+        let blocks = (self.sm_count * 8) as u32;
+        let mut sink = self.zeros::<u32>(blocks as usize)?;
+        let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (512, 1, 1), shared_mem_bytes: 0 };
+        let ms = self.time_ms(iters, || {
+            let mut b = self.stream.launch_builder(&f.read_probe);
+            b.arg(src).arg(&words).arg(&mut sink);
+            // SAFETY: `src` holds `words` 16-byte words; `sink` has one slot per block.
+            unsafe { b.launch(cfg) }.map(|_| ()).map_err(fail)
+        })?;
+        Ok((words * 16) as f64 / ms / 1e6)
+    }
+
+    /// Mean milliseconds of `f` over `iters` runs, after 3 warm-up runs, timed with CUDA events.
+    pub fn time_ms(&self, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+        for _ in 0..3 {
+            f()?;
+        }
+        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self.stream.record_event(flags).map_err(fail)?;
+        for _ in 0..iters.max(1) {
+            f()?;
+        }
+        let end = self.stream.record_event(flags).map_err(fail)?;
+        end.synchronize().map_err(fail)?;
+        Ok(start.elapsed_ms(&end).map_err(fail)? as f64 / iters.max(1) as f64)
+    }
+}
+
+/// The kernels of one decode variant.
+struct DecodeFns {
+    decode: CudaFunction,
+    merge: CudaFunction,
+    gather: CudaFunction,
+    read_probe: CudaFunction,
+    _module: Arc<CudaModule>,
 }
 
 /// A KV pool (one layer) in device memory.
@@ -276,13 +328,14 @@ pub fn paged_decode<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     }
     let s = block_group(g);
     let variant = Variant { family: Family::Decode, q: Q::DTYPE, kv: KV::DTYPE, head_dim: d, group: s };
-    let (fd, fm) = dev.decode_fns(&variant)?;
+    let fns = dev.decode_fns(&variant)?;
+    let (fd, fm) = (&fns.decode, &fns.merge);
     let kopts = KernelOpts::new(opts, d);
     let (hkv_i, g_i, page_i, hq_i) = (hkv as i32, g as i32, pool.layout.block_size as i32, hq as i32);
     let chunks = plan.host.num_chunks() as u32;
     let cfg =
         LaunchConfig { grid_dim: (chunks, hkv as u32, (g / s) as u32), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
-    let mut b = dev.stream.launch_builder(&fd);
+    let mut b = dev.stream.launch_builder(fd);
     b.arg(q)
         .arg(&pool.k)
         .arg(&pool.v)
@@ -305,7 +358,7 @@ pub fn paged_decode<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
         block_dim: (d.min(128) as u32, 1, 1),
         shared_mem_bytes: 0,
     };
-    let mut m = dev.stream.launch_builder(&fm);
+    let mut m = dev.stream.launch_builder(fm);
     m.arg(&plan.part_o).arg(&plan.part_lse).arg(&plan.seq_chunk_indptr).arg(out).arg(&hq_i);
     // SAFETY: as above; `out` holds batch * hq * d elements.
     unsafe { m.launch(mcfg) }.map_err(fail)?;
@@ -332,5 +385,55 @@ pub fn paged_decode_host<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     paged_decode(dev, &q, &pool, &table, &mut plan, &a.opts, &mut o)?;
     let host = dev.download(&o)?;
     out.copy_from_slice(&host);
+    Ok(())
+}
+
+/// Gather-then-dense baseline on the GPU, step 1: copy every sequence of `table` into `dst`
+/// (a pool whose block `b` holds sequence `b`, block size = the longest sequence).
+pub fn gather<KV: Element + DeviceRepr>(
+    dev: &CudaDevice,
+    pool: &DevicePool<KV>,
+    table: &DeviceTable,
+    seq_lens: &CudaSlice<i32>,
+    dst: &mut DevicePool<KV>,
+) -> Result<()> {
+    let batch = table.host.batch();
+    let max_len = table.host.seq_lens().iter().copied().max().unwrap_or(0);
+    if dst.layout.num_blocks != batch
+        || dst.layout.block_size != max_len.max(1)
+        || dst.layout.token_stride() != pool.layout.token_stride()
+    {
+        return Err(PalError::invalid(
+            "dst",
+            "must be a pool of one block per sequence, block size = longest sequence",
+        ));
+    }
+    if (pool.layout.token_stride() * std::mem::size_of::<KV>()) % 16 != 0 {
+        return Err(PalError::invalid("k_cache", "token rows must be a multiple of 16 bytes"));
+    }
+    pal_core::check_len("seq_lens", seq_lens.len(), batch, || format!("[{batch}]"))?;
+    let variant =
+        Variant { family: Family::Decode, q: KV::DTYPE, kv: KV::DTYPE, head_dim: pool.layout.head_dim, group: 1 };
+    let f = dev.decode_fns(&variant)?;
+    let max_pages = table.host.seq_lens().iter().map(|l| l.div_ceil(pool.layout.block_size)).max().unwrap_or(0);
+    let (page_i, max_i, tok_i) = (pool.layout.block_size as i32, max_len as i32, pool.layout.token_stride() as i32);
+    let cfg = LaunchConfig {
+        grid_dim: (batch as u32, max_pages.max(1) as u32, 1),
+        block_dim: (256, 1, 1),
+        shared_mem_bytes: 0,
+    };
+    let mut b = dev.stream.launch_builder(&f.gather);
+    b.arg(&pool.k)
+        .arg(&pool.v)
+        .arg(&table.indptr)
+        .arg(&table.indices)
+        .arg(seq_lens)
+        .arg(&mut dst.k)
+        .arg(&mut dst.v)
+        .arg(&page_i)
+        .arg(&max_i)
+        .arg(&tok_i);
+    // SAFETY: page ids were checked against the pool; `dst` holds batch * max_len token rows.
+    unsafe { b.launch(cfg) }.map_err(fail)?;
     Ok(())
 }

@@ -10,7 +10,10 @@
 #define HD PAL_HEAD_DIM
 #define G PAL_GROUP  // query heads per block: the GQA group, or a divisor of it when the group exceeds 8
 #define WARPS 4
-#define LPT_RAW (HD / 8)
+// Dims per lane: 16 (two 16-byte words of bf16) for wide heads, 8 otherwise.
+#define VEC ((HD % 16 == 0 && HD >= 128) ? 16 : 8)
+#define P8 (VEC / 8)
+#define LPT_RAW (HD / VEC)
 #define LPT (LPT_RAW <= 1 ? 1 : LPT_RAW <= 2 ? 2 : LPT_RAW <= 4 ? 4 : LPT_RAW <= 8 ? 8 : LPT_RAW <= 16 ? 16 : 32)
 #define GROUPS_PER_WARP (32 / LPT)
 #define GROUPS (WARPS * GROUPS_PER_WARP)
@@ -37,93 +40,150 @@ pal_decode(const PAL_T* __restrict__ q,            // [B, Hq, HD]
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int sub = lane / LPT, li = lane % LPT;
     const int grp = warp * GROUPS_PER_WARP + sub;
-    const bool active = li * 8 < HD;
-    const int d0 = li * 8;
+    const bool active = li * VEC < HD;
+    const int d0 = li * VEC;
     const int* pages = indices + indptr[b];
     const long token_stride = (long)num_kv_heads * HD;
+    // Power-of-two pages (the common case) avoid a division per token.
+    const int page_shift = (page_size & (page_size - 1)) == 0 ? __ffs(page_size) - 1 : -1;
 
-    // q for the G heads, this lane's 8 dims, pre-scaled.
-    float qv[G][8];
+    // q for the G heads, this lane's VEC dims, pre-scaled.
+    float qv[G][VEC];
 #pragma unroll
     for (int g = 0; g < G; ++g) {
-        if (active) {
-            const PAL_T* qp = q + ((long)b * hq + head0 + g) * HD + d0;
+        const PAL_T* qp = q + ((long)b * hq + head0 + g) * HD + d0;
 #pragma unroll
-            for (int i = 0; i < 8; ++i) qv[g][i] = to_f32(qp[i]) * opts.scale;
-        } else {
-#pragma unroll
-            for (int i = 0; i < 8; ++i) qv[g][i] = 0.f;
-        }
+        for (int i = 0; i < VEC; ++i) qv[g][i] = active ? to_f32(qp[i]) * opts.scale : 0.f;
     }
-    float m[G], l[G], acc[G][8];
+    float m[G], l[G], acc[G][VEC];
 #pragma unroll
     for (int g = 0; g < G; ++g) {
         m[g] = PAL_NEG_INF; l[g] = 0.f;
 #pragma unroll
-        for (int i = 0; i < 8; ++i) acc[g][i] = 0.f;
+        for (int i = 0; i < VEC; ++i) acc[g][i] = 0.f;
     }
 
-    for (int base = start + grp; base < end; base += GROUPS * UNROLL) {
-        // Issue the loads of UNROLL tokens before using any of them.
-        float kx[UNROLL][8], vx[UNROLL][8];
+    // The loop bound is uniform across the block so that whole warps reach every shuffle.
+    for (int base0 = start; base0 < end; base0 += GROUPS * UNROLL) {
+        // Issue the loads of UNROLL tokens (kept packed) before using any of them.
+        Pack8<PAL_KV> kx[UNROLL][P8], vx[UNROLL][P8];
         bool ok[UNROLL];
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) {
-            const int j = base + u * GROUPS;
+            const int j = base0 + grp + u * GROUPS;
             ok[u] = j < end;
             if (ok[u] && active) {
-                const long slot = (long)pages[j / page_size] * page_size + j % page_size;
+                const int pg = page_shift >= 0 ? (j >> page_shift) : j / page_size;
+                const int po = page_shift >= 0 ? (j & (page_size - 1)) : j - pg * page_size;
+                const long slot = (long)pages[pg] * page_size + po;
                 const long off = slot * token_stride + (long)h * HD + d0;
-                load8(k_cache + off, kx[u]);
-                load8(v_cache + off, vx[u]);
+#pragma unroll
+                for (int c = 0; c < P8; ++c) {
+                    kx[u][c].load(k_cache + off + 8 * c);
+                    vx[u][c].load(v_cache + off + 8 * c);
+                }
             } else {
 #pragma unroll
-                for (int i = 0; i < 8; ++i) { kx[u][i] = 0.f; vx[u][i] = 0.f; }
+                for (int c = 0; c < P8; ++c) { kx[u][c].zero(); vx[u][c].zero(); }
             }
+        }
+        // Scores of the UNROLL tokens for every head, reduced across the token group's lanes.
+        float s[G][UNROLL];
+#pragma unroll
+        for (int u = 0; u < UNROLL; ++u) {
+            float kf[VEC];
+#pragma unroll
+            for (int c = 0; c < P8; ++c) kx[u][c].widen(kf + 8 * c);
+#pragma unroll
+            for (int g = 0; g < G; ++g) {
+                float t = 0.f;
+#pragma unroll
+                for (int i = 0; i < VEC; ++i) t = fmaf(qv[g][i], kf[i], t);
+                s[g][u] = t;
+            }
+        }
+#pragma unroll
+        for (int o = LPT / 2; o > 0; o >>= 1)
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+#pragma unroll
+                for (int u = 0; u < UNROLL; ++u) s[g][u] += __shfl_xor_sync(0xffffffffu, s[g][u], o, LPT);
+        // One online-softmax step per head for the whole tile of UNROLL tokens.
+        float p[G][UNROLL];
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+            float mt = m[g];
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) {
+                s[g][u] = ok[u] ? apply_cap(s[g][u], opts.soft_cap) : PAL_NEG_INF;
+                mt = fmaxf(mt, s[g][u]);
+            }
+            const float alpha = mt == PAL_NEG_INF ? 1.f : __expf(m[g] - mt);
+            float sum = 0.f;
+#pragma unroll
+            for (int u = 0; u < UNROLL; ++u) {
+                p[g][u] = ok[u] ? __expf(s[g][u] - mt) : 0.f;
+                sum += p[g][u];
+            }
+            l[g] = l[g] * alpha + sum;
+            m[g] = mt;
+#pragma unroll
+            for (int i = 0; i < VEC; ++i) acc[g][i] *= alpha;
         }
 #pragma unroll
         for (int u = 0; u < UNROLL; ++u) {
-            if (!ok[u]) continue;
+            float vf[VEC];
 #pragma unroll
-            for (int g = 0; g < G; ++g) {
-                float s = 0.f;
+            for (int c = 0; c < P8; ++c) vx[u][c].widen(vf + 8 * c);
 #pragma unroll
-                for (int i = 0; i < 8; ++i) s += qv[g][i] * kx[u][i];
+            for (int g = 0; g < G; ++g)
 #pragma unroll
-                for (int o = LPT / 2; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o, LPT);
-                s = apply_cap(s, opts.soft_cap);
-                const float m_new = fmaxf(m[g], s);
-                const float alpha = __expf(m[g] - m_new);
-                const float p = __expf(s - m_new);
-                l[g] = l[g] * alpha + p;
-#pragma unroll
-                for (int i = 0; i < 8; ++i) acc[g][i] = acc[g][i] * alpha + p * vx[u][i];
-                m[g] = m_new;
-            }
+                for (int i = 0; i < VEC; ++i) acc[g][i] = fmaf(p[g][u], vf[i], acc[g][i]);
         }
     }
 
-    // Merge the GROUPS token groups of the block through shared memory.
-    __shared__ float sm_m[GROUPS][G], sm_l[GROUPS][G];
-    __shared__ float sm_o[GROUPS][G][HD];
-    if (li == 0) {
+    // Merge the token groups of each warp with shuffles (lanes with the same dims), then the warps
+    // of the block through shared memory.
 #pragma unroll
-        for (int g = 0; g < G; ++g) { sm_m[grp][g] = m[g]; sm_l[grp][g] = l[g]; }
+    for (int o = LPT; o < 32; o <<= 1) {
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+            const float mo = __shfl_xor_sync(0xffffffffu, m[g], o);
+            const float lo = __shfl_xor_sync(0xffffffffu, l[g], o);
+            const float mn = fmaxf(m[g], mo);
+            const float a = m[g] == PAL_NEG_INF ? 0.f : __expf(m[g] - mn);
+            const float c = mo == PAL_NEG_INF ? 0.f : __expf(mo - mn);
+            l[g] = l[g] * a + lo * c;
+            m[g] = mn;
+#pragma unroll
+            for (int i = 0; i < VEC; ++i) {
+                const float ao = __shfl_xor_sync(0xffffffffu, acc[g][i], o);
+                acc[g][i] = acc[g][i] * a + ao * c;
+            }
+        }
     }
-    if (active) {
+    __shared__ float sm_m[WARPS][G], sm_l[WARPS][G];
+    __shared__ float sm_o[WARPS][G][HD];
+    if (sub == 0) {
+        if (li == 0) {
 #pragma unroll
-        for (int g = 0; g < G; ++g)
+            for (int g = 0; g < G; ++g) { sm_m[warp][g] = m[g]; sm_l[warp][g] = l[g]; }
+        }
+        if (active) {
 #pragma unroll
-            for (int i = 0; i < 8; ++i) sm_o[grp][g][d0 + i] = acc[g][i];
+            for (int g = 0; g < G; ++g)
+#pragma unroll
+                for (int i = 0; i < VEC; ++i) sm_o[warp][g][d0 + i] = acc[g][i];
+        }
     }
     __syncthreads();
     for (int e = threadIdx.x; e < G * HD; e += WARPS * 32) {
         const int g = e / HD, d = e % HD;
         float mm = PAL_NEG_INF;
-        for (int r = 0; r < GROUPS; ++r) mm = fmaxf(mm, sm_m[r][g]);
+        for (int r = 0; r < WARPS; ++r) mm = fmaxf(mm, sm_m[r][g]);
         float ll = 0.f, oo = 0.f;
         if (mm != PAL_NEG_INF) {
-            for (int r = 0; r < GROUPS; ++r) {
+            for (int r = 0; r < WARPS; ++r) {
                 const float w = __expf(sm_m[r][g] - mm);
                 ll += sm_l[r][g] * w;
                 oo += sm_o[r][g][d] * w;
@@ -153,4 +213,39 @@ extern "C" __global__ void pal_merge(const float* __restrict__ part_o, const flo
         }
         out[((long)b * hq + hh) * HD + d] = from_f32<PAL_T>(ww > 0.f ? oo / ww : 0.f);
     }
+}
+
+// Gather-then-dense baseline, step 1: copy the pages of each sequence into a contiguous buffer
+// laid out as a pool whose block b holds sequence b (block size `max_len`). Grid (batch, pages).
+extern "C" __global__ void pal_gather(const PAL_KV* __restrict__ k_cache, const PAL_KV* __restrict__ v_cache,
+                                      const int* __restrict__ indptr, const int* __restrict__ indices,
+                                      const int* __restrict__ seq_lens, PAL_KV* __restrict__ k_dst,
+                                      PAL_KV* __restrict__ v_dst, int page_size, int max_len, int token_elems) {
+    const int b = blockIdx.x, p = blockIdx.y;
+    const int npages = indptr[b + 1] - indptr[b];
+    if (p >= npages) return;
+    const int first = p * page_size;
+    const int n = min(page_size, seq_lens[b] - first);
+    const long src = (long)indices[indptr[b] + p] * page_size * token_elems;
+    const long dst = ((long)b * max_len + first) * token_elems;
+    const long count = (long)n * token_elems * sizeof(PAL_KV) / 16;  // 16-byte words
+    const uint4* ks = reinterpret_cast<const uint4*>(k_cache + src);
+    const uint4* vs = reinterpret_cast<const uint4*>(v_cache + src);
+    uint4* kd = reinterpret_cast<uint4*>(k_dst + dst);
+    uint4* vd = reinterpret_cast<uint4*>(v_dst + dst);
+    for (long i = threadIdx.x; i < count; i += blockDim.x) {
+        kd[i] = ks[i];
+        vd[i] = vs[i];
+    }
+}
+
+// Read-bandwidth probe (the decode ceiling): every thread streams 16-byte words, XOR-folds them
+// and writes one word per block so the loads cannot be removed.
+extern "C" __global__ void pal_read_probe(const uint4* __restrict__ src, long words, unsigned int* __restrict__ sink) {
+    unsigned int acc = 0;
+    for (long i = (long)blockIdx.x * blockDim.x + threadIdx.x; i < words; i += (long)gridDim.x * blockDim.x) {
+        const uint4 w = src[i];
+        acc ^= w.x ^ w.y ^ w.z ^ w.w;
+    }
+    if (acc == 0x12345678u) sink[blockIdx.x] = acc;
 }

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# One GPU session: correctness (selftest on the GPU, compute-sanitizer memcheck + racecheck),
+# then PAL's decode benchmark and the Python peers on the same shapes, results under $OUT.
+# Usage on the GPU machine: bench/gpu_run.sh PATH_TO_PAL_BINARY
+set -u
+PAL=${1:-./target/release/pal}
+OUT=${OUT:-bench/results/gpu}
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+# Peers that travel as wheels (FlashInfer, built from its sdist: see BENCHMARKS.md).
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+fi
+export TORCH_CUDA_ARCH_LIST=9.0a FLASHINFER_CUDA_ARCH_LIST=9.0a
+log="$OUT/gpu_log.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv | tee "$log"
+echo "== selftest --device cuda" | tee -a "$log"
+"$PAL" selftest --device cuda > "$OUT/selftest_cuda.txt" 2>&1; echo "selftest exit $?" | tee -a "$log"
+tail -n 3 "$OUT/selftest_cuda.txt" | tee -a "$log"
+small=(bench decode --device cuda --batch 3 --context 97,300 --page 8 --hq 8 --hkv 2 --head-dim 64 --budget-ms 1)
+for tool in memcheck racecheck; do
+  echo "== compute-sanitizer $tool" | tee -a "$log"
+  compute-sanitizer --tool $tool --error-exitcode 9 "$PAL" "${small[@]}" > /tmp/san.txt 2>&1; echo "$tool exit $?" | tee -a "$log"
+  grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Error|error" /tmp/san.txt | head -n 5 | tee -a "$log"
+done
+# Registers and spills of the decode kernels as ptxas sees them.
+for f in ~/.cache/pal/kernels/*.ptx; do ptxas -arch=sm_90a -v "$f" -o /dev/null 2>&1 | grep -E "Used|spill" | head -4; done >> "$log" 2>&1
+grid=(--batch 1,8,32 --context 1024,4096,16384,32768)
+for shape in "llama 32 8 128" "smollm 9 3 64" "mha 32 32 128"; do
+  set -- $shape
+  echo "== pal bench decode $1" | tee -a "$log"
+  "$PAL" bench decode --device cuda "${grid[@]}" --hq $2 --hkv $3 --head-dim $4 --budget-ms 150 --json > "$OUT/pal_$1.json" 2>>"$log"
+  echo "== peers $1" | tee -a "$log"
+  fi_flag=""; [ "$1" = llama ] || fi_flag=--no-flashinfer
+  timeout 420 python3 bench/peers/decode_peers.py --batch 1,8,32 --context 1024,4096,16384,32768 --hq $2 --hkv $3 --head-dim $4 --budget-ms 150 $fi_flag > "$OUT/peers_$1.json" 2>>"$log"; echo "peers exit $?" | tee -a "$log"
+done
+echo done | tee -a "$log"
