@@ -24,7 +24,7 @@ for tool in memcheck racecheck; do
   grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Error|error" /tmp/san.txt | head -n 5 | tee -a "$log"
 done
 # Registers and spills of the decode kernels as ptxas sees them.
-for f in ~/.cache/pal/kernels/*.ptx; do ptxas -arch=sm_90a -v "$f" -o /dev/null 2>&1 | grep -E "Used|spill" | head -4; done >> "$log" 2>&1
+for f in ~/.cache/pal/kernels/*.ptx; do /usr/local/cuda/bin/ptxas -arch=sm_90a -v "$f" -o /dev/null 2>&1 | grep -E "Used|spill" | head -4; done >> "$log" 2>&1
 grid=(--batch 1,8,32 --context 1024,4096,16384,32768)
 for shape in "llama 32 8 128" "smollm 9 3 64" "mha 32 32 128"; do
   set -- $shape
