@@ -2,6 +2,7 @@
 //! keyed by a hash of the full source, the architecture and the options.
 
 use super::toolkit::toolkit;
+use super::tuning;
 use pal_core::DType;
 use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
@@ -39,11 +40,13 @@ impl Variant {
             Family::Decode => DECODE,
         };
         format!(
-            "#define PAL_T {}\n#define PAL_KV {}\n#define PAL_HEAD_DIM {}\n#define PAL_GROUP {}\n{}\n{}",
+            "#define PAL_T {}\n#define PAL_KV {}\n#define PAL_HEAD_DIM {}\n#define PAL_GROUP {}\n#define PAL_UNROLL {}\n#define PAL_LOAD_HINT {}\n{}\n{}",
             cuda_type(self.q),
             cuda_type(self.kv),
             self.head_dim,
             self.group,
+            tuning::unroll(),
+            tuning::load_hint() as u8,
             COMMON,
             body
         )

@@ -10,6 +10,7 @@
 
 mod compile;
 mod toolkit;
+pub mod tuning;
 
 pub use compile::{compile as compile_variant, Family, Variant};
 pub use toolkit::{toolkit, Toolkit};
@@ -229,8 +230,6 @@ pub struct CudaDecodePlan {
     part_lse: CudaSlice<f32>,
 }
 
-/// Thread blocks per SM the decode plan aims for.
-const BLOCKS_PER_SM: usize = 4;
 /// Smallest chunk worth a block of its own.
 const MIN_CHUNK: usize = 128;
 
@@ -238,7 +237,7 @@ impl CudaDecodePlan {
     pub fn new(dev: &CudaDevice, table: &PageTable, heads: HeadConfig, opts: &AttentionOptions) -> Result<Self> {
         heads.validate()?;
         let visible: usize = table.seq_lens().iter().map(|&l| crate::plan::visible_range(l, opts).len()).sum();
-        let target = dev.sm_count * BLOCKS_PER_SM;
+        let target = dev.sm_count * tuning::blocks_per_sm();
         let per_block = (visible * heads.num_kv_heads).div_ceil(target.max(1)).max(MIN_CHUNK);
         Self::with_chunk_tokens(dev, table, heads, opts, per_block)
     }
@@ -299,7 +298,7 @@ impl KernelOpts {
 
 /// Query heads per decode block: the group, or its largest divisor up to 8.
 fn block_group(g: usize) -> usize {
-    (1..=8.min(g)).rev().find(|s| g % s == 0).unwrap_or(1)
+    (1..=8.min(g)).rev().find(|s| g.is_multiple_of(*s)).unwrap_or(1)
 }
 
 /// Decode on device buffers. `q` and `out` are `[batch, num_qo_heads, head_dim]`.
@@ -408,7 +407,7 @@ pub fn gather<KV: Element + DeviceRepr>(
             "must be a pool of one block per sequence, block size = longest sequence",
         ));
     }
-    if (pool.layout.token_stride() * std::mem::size_of::<KV>()) % 16 != 0 {
+    if !(pool.layout.token_stride() * std::mem::size_of::<KV>()).is_multiple_of(16) {
         return Err(PalError::invalid("k_cache", "token rows must be a multiple of 16 bytes"));
     }
     pal_core::check_len("seq_lens", seq_lens.len(), batch, || format!("[{batch}]"))?;

@@ -14,11 +14,8 @@ pub struct Toolkit {
 }
 
 fn candidates() -> Vec<PathBuf> {
-    let mut roots: Vec<PathBuf> = ["PAL_CUDA_ROOT", "CUDA_HOME", "CUDA_PATH"]
-        .iter()
-        .filter_map(|v| std::env::var_os(v))
-        .map(PathBuf::from)
-        .collect();
+    let mut roots: Vec<PathBuf> =
+        ["PAL_CUDA_ROOT", "CUDA_HOME", "CUDA_PATH"].iter().filter_map(std::env::var_os).map(PathBuf::from).collect();
     roots.push("/usr/local/cuda".into());
     // Python wheels: ask the interpreter for its site-packages directories.
     for py in ["python3", "python"] {

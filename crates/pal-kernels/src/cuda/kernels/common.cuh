@@ -21,9 +21,23 @@ template <> struct Pack8<float> {
         x[0] = a.x; x[1] = a.y; x[2] = a.z; x[3] = a.w; x[4] = b.x; x[5] = b.y; x[6] = b.z; x[7] = b.w;
     }
 };
+// A 16-byte streaming load of read-once K/V: no L1 allocation, and (with PAL_LOAD_HINT) a hint
+// that L2 fetch the whole 256-byte block (one head row of 128 bf16).
+__device__ __forceinline__ uint4 load_stream(const void* p) {
+    uint4 w;
+#if PAL_LOAD_HINT
+    asm volatile("ld.global.nc.L1::no_allocate.L2::256B.v4.u32 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(w.x), "=r"(w.y), "=r"(w.z), "=r"(w.w)
+                 : "l"(p));
+#else
+    w = *reinterpret_cast<const uint4*>(p);
+#endif
+    return w;
+}
+
 template <> struct Pack8<__nv_bfloat16> {
     uint4 w;
-    __device__ __forceinline__ void load(const __nv_bfloat16* p) { w = *reinterpret_cast<const uint4*>(p); }
+    __device__ __forceinline__ void load(const __nv_bfloat16* p) { w = load_stream(p); }
     __device__ __forceinline__ void zero() { w = make_uint4(0u, 0u, 0u, 0u); }
     __device__ __forceinline__ void widen(float* x) const {
         const unsigned int u[4] = {w.x, w.y, w.z, w.w};
@@ -36,7 +50,7 @@ template <> struct Pack8<__nv_bfloat16> {
 };
 template <> struct Pack8<__half> {
     uint4 w;
-    __device__ __forceinline__ void load(const __half* p) { w = *reinterpret_cast<const uint4*>(p); }
+    __device__ __forceinline__ void load(const __half* p) { w = load_stream(p); }
     __device__ __forceinline__ void zero() { w = make_uint4(0u, 0u, 0u, 0u); }
     __device__ __forceinline__ void widen(float* x) const {
         const __half2* h = reinterpret_cast<const __half2*>(&w);

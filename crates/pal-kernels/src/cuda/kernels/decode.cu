@@ -17,7 +17,10 @@
 #define LPT (LPT_RAW <= 1 ? 1 : LPT_RAW <= 2 ? 2 : LPT_RAW <= 4 ? 4 : LPT_RAW <= 8 ? 8 : LPT_RAW <= 16 ? 16 : 32)
 #define GROUPS_PER_WARP (32 / LPT)
 #define GROUPS (WARPS * GROUPS_PER_WARP)
-#define UNROLL 4
+#ifndef PAL_UNROLL
+#define PAL_UNROLL 4
+#endif
+#define UNROLL PAL_UNROLL  // tokens per token group whose loads are in flight together
 
 extern "C" __global__ void __launch_bounds__(WARPS * 32)
 pal_decode(const PAL_T* __restrict__ q,            // [B, Hq, HD]
@@ -195,23 +198,56 @@ pal_decode(const PAL_T* __restrict__ q,            // [B, Hq, HD]
     }
 }
 
-// Merge the chunks of each sequence: one block per (sequence, query head), HD threads.
-extern "C" __global__ void pal_merge(const float* __restrict__ part_o, const float* __restrict__ part_lse,
-                                     const int* __restrict__ seq_chunk_indptr, PAL_T* __restrict__ out, int hq) {
+// Merge the chunks of each sequence: one block per (sequence, query head). Chunk weights are
+// computed in parallel into shared memory (in slices of MERGE_SLICE chunks), then every thread
+// sums its dims over the chunks with independent loads.
+#define MERGE_THREADS 128
+#define MERGE_SLICE 256
+extern "C" __global__ void __launch_bounds__(MERGE_THREADS)
+pal_merge(const float* __restrict__ part_o, const float* __restrict__ part_lse,
+          const int* __restrict__ seq_chunk_indptr, PAL_T* __restrict__ out, int hq) {
     const int b = blockIdx.x, hh = blockIdx.y;
     const int c0 = seq_chunk_indptr[b], c1 = seq_chunk_indptr[b + 1];
+    __shared__ float red[MERGE_THREADS / 32];
+    __shared__ float w[MERGE_SLICE];
+    // Block-wide max of the chunks' log-sum-exp.
     float mm = PAL_NEG_INF;
-    for (int c = c0; c < c1; ++c) mm = fmaxf(mm, part_lse[(long)c * hq + hh]);
-    for (int d = threadIdx.x; d < HD; d += blockDim.x) {
-        float ww = 0.f, oo = 0.f;
-        if (mm != PAL_NEG_INF) {
-            for (int c = c0; c < c1; ++c) {
-                const float w = __expf(part_lse[(long)c * hq + hh] - mm);
-                ww += w;
-                oo += w * part_o[((long)c * hq + hh) * HD + d];
+    for (int c = c0 + threadIdx.x; c < c1; c += MERGE_THREADS) mm = fmaxf(mm, part_lse[(long)c * hq + hh]);
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) mm = fmaxf(mm, __shfl_xor_sync(0xffffffffu, mm, o));
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = mm;
+    __syncthreads();
+    mm = red[0];
+#pragma unroll
+    for (int i = 1; i < MERGE_THREADS / 32; ++i) mm = fmaxf(mm, red[i]);
+    float acc[(HD + MERGE_THREADS - 1) / MERGE_THREADS];
+#pragma unroll
+    for (int k = 0; k < (HD + MERGE_THREADS - 1) / MERGE_THREADS; ++k) acc[k] = 0.f;
+    float total = 0.f;
+    for (int s0 = c0; s0 < c1; s0 += MERGE_SLICE) {
+        const int n = min(MERGE_SLICE, c1 - s0);
+        __syncthreads();
+        for (int i = threadIdx.x; i < n; i += MERGE_THREADS) {
+            const float l = part_lse[(long)(s0 + i) * hq + hh];
+            w[i] = (mm == PAL_NEG_INF || l == PAL_NEG_INF) ? 0.f : __expf(l - mm);
+        }
+        __syncthreads();
+        for (int i = 0; i < n; ++i) total += w[i];
+#pragma unroll
+        for (int k = 0; k < (HD + MERGE_THREADS - 1) / MERGE_THREADS; ++k) {
+            const int d = threadIdx.x + k * MERGE_THREADS;
+            if (d < HD) {
+                float a = 0.f;
+#pragma unroll 8
+                for (int i = 0; i < n; ++i) a = fmaf(w[i], part_o[((long)(s0 + i) * hq + hh) * HD + d], a);
+                acc[k] += a;
             }
         }
-        out[((long)b * hq + hh) * HD + d] = from_f32<PAL_T>(ww > 0.f ? oo / ww : 0.f);
+    }
+#pragma unroll
+    for (int k = 0; k < (HD + MERGE_THREADS - 1) / MERGE_THREADS; ++k) {
+        const int d = threadIdx.x + k * MERGE_THREADS;
+        if (d < HD) out[((long)b * hq + hh) * HD + d] = from_f32<PAL_T>(total > 0.f ? acc[k] / total : 0.f);
     }
 }
 
