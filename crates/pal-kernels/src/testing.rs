@@ -173,16 +173,18 @@ pub enum Backend {
     Cuda,
     /// The CUDA kernels with small chunks, forcing split-KV and the merge kernel.
     CudaSplit,
+    /// The CUDA kernels with one chunk per sequence: the decode kernel writes the output itself.
+    CudaWhole,
 }
 
 impl Backend {
     /// The CPU-side backends.
     pub const ALL: [Backend; 3] = [Backend::Cpu, Backend::CpuSplit, Backend::Gather];
     /// The GPU backends.
-    pub const CUDA: [Backend; 2] = [Backend::Cuda, Backend::CudaSplit];
+    pub const CUDA: [Backend; 3] = [Backend::Cuda, Backend::CudaSplit, Backend::CudaWhole];
     /// Whether this backend runs `op` ("decode" or "prefill") yet.
     pub fn supports(self, op: &str) -> bool {
-        !matches!(self, Backend::Cuda | Backend::CudaSplit) || op == "decode"
+        !matches!(self, Backend::Cuda | Backend::CudaSplit | Backend::CudaWhole) || op == "decode"
     }
     pub fn name(self) -> &'static str {
         match self {
@@ -191,6 +193,7 @@ impl Backend {
             Backend::Gather => "gather",
             Backend::Cuda => "cuda",
             Backend::CudaSplit => "cuda-split",
+            Backend::CudaWhole => "cuda-whole",
         }
     }
 }
@@ -371,6 +374,9 @@ fn run_typed<T: Element + cudarc::driver::DeviceRepr>(
                         Backend::Gather => gather::paged_decode(&a, out),
                         Backend::Cuda => crate::cuda::paged_decode_host(gpu.ok_or_else(no_gpu)?, &a, None, out),
                         Backend::CudaSplit => crate::cuda::paged_decode_host(gpu.ok_or_else(no_gpu)?, &a, Some(7), out),
+                        Backend::CudaWhole => {
+                            crate::cuda::paged_decode_host(gpu.ok_or_else(no_gpu)?, &a, Some(usize::MAX), out)
+                        }
                     }
                 };
                 outcomes.push(check(be, &want, &tol, q.len(), run)?);
@@ -407,7 +413,7 @@ fn run_typed<T: Element + cudarc::driver::DeviceRepr>(
                             cpu::paged_prefill(&a, &plan, out)
                         }
                         Backend::Gather => gather::paged_prefill(&a, out),
-                        Backend::Cuda | Backend::CudaSplit => Err(no_gpu()),
+                        Backend::Cuda | Backend::CudaSplit | Backend::CudaWhole => Err(no_gpu()),
                     }
                 };
                 outcomes.push(check(be, &want, &tol, q.len(), run)?);

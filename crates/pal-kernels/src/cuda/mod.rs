@@ -236,9 +236,16 @@ const MIN_CHUNK: usize = 128;
 impl CudaDecodePlan {
     pub fn new(dev: &CudaDevice, table: &PageTable, heads: HeadConfig, opts: &AttentionOptions) -> Result<Self> {
         heads.validate()?;
+        // Without a split, blocks = sequences x KV heads x query sub-groups. When that already
+        // fills the GPU, splitting only adds a merge pass: write the output directly.
+        let sub_groups = heads.group_size() / block_group(heads.group_size());
+        let unsplit_blocks = table.batch() * heads.num_kv_heads * sub_groups;
+        if unsplit_blocks >= dev.sm_count {
+            return Self::with_chunk_tokens(dev, table, heads, opts, usize::MAX);
+        }
         let visible: usize = table.seq_lens().iter().map(|&l| crate::plan::visible_range(l, opts).len()).sum();
         let target = dev.sm_count * tuning::blocks_per_sm();
-        let per_block = (visible * heads.num_kv_heads).div_ceil(target.max(1)).max(MIN_CHUNK);
+        let per_block = (visible * heads.num_kv_heads * sub_groups).div_ceil(target.max(1)).max(MIN_CHUNK);
         Self::with_chunk_tokens(dev, table, heads, opts, per_block)
     }
 
@@ -332,6 +339,8 @@ pub fn paged_decode<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     let kopts = KernelOpts::new(opts, d);
     let (hkv_i, g_i, page_i, hq_i) = (hkv as i32, g as i32, pool.layout.block_size as i32, hq as i32);
     let chunks = plan.host.num_chunks() as u32;
+    // One chunk per sequence: the decode kernel writes the output itself, no merge pass.
+    let direct = i32::from(!plan.host.is_split());
     let cfg =
         LaunchConfig { grid_dim: (chunks, hkv as u32, (g / s) as u32), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
     let mut b = dev.stream.launch_builder(fd);
@@ -345,6 +354,8 @@ pub fn paged_decode<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
         .arg(&plan.chunk_end)
         .arg(&mut plan.part_o)
         .arg(&mut plan.part_lse)
+        .arg(&mut *out)
+        .arg(&direct)
         .arg(&hkv_i)
         .arg(&g_i)
         .arg(&page_i)
@@ -352,6 +363,9 @@ pub fn paged_decode<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     // SAFETY: argument types and order match `pal_decode`; every buffer was sized and every index
     // validated on the host (page ids in the pool, chunk ranges within each sequence).
     unsafe { b.launch(cfg) }.map_err(fail)?;
+    if direct == 1 {
+        return Ok(());
+    }
     let mcfg = LaunchConfig {
         grid_dim: (batch as u32, hq as u32, 1),
         block_dim: (d.min(128) as u32, 1, 1),

@@ -33,6 +33,8 @@ pal_decode(const PAL_T* __restrict__ q,            // [B, Hq, HD]
            const int* __restrict__ chunk_end,      // [chunks]
            float* __restrict__ part_o,             // [chunks, Hq, HD]
            float* __restrict__ part_lse,           // [chunks, Hq]
+           PAL_T* __restrict__ out,                // [B, Hq, HD], written directly when `direct`
+           int direct,                             // 1: one chunk per sequence, no merge pass
            int num_kv_heads, int group, int page_size, AttnOpts opts) {
     const int chunk = blockIdx.x;
     const int h = blockIdx.y;
@@ -192,9 +194,13 @@ pal_decode(const PAL_T* __restrict__ q,            // [B, Hq, HD]
                 oo += sm_o[r][g][d] * w;
             }
         }
-        const long row = (long)chunk * hq + head0 + g;
-        part_o[row * HD + d] = ll > 0.f ? oo / ll : 0.f;
-        if (d == 0) part_lse[row] = ll > 0.f ? mm + logf(ll) : PAL_NEG_INF;
+        if (direct) {
+            out[((long)b * hq + head0 + g) * HD + d] = from_f32<PAL_T>(ll > 0.f ? oo / ll : 0.f);
+        } else {
+            const long row = (long)chunk * hq + head0 + g;
+            part_o[row * HD + d] = ll > 0.f ? oo / ll : 0.f;
+            if (d == 0) part_lse[row] = ll > 0.f ? mm + logf(ll) : PAL_NEG_INF;
+        }
     }
 }
 
