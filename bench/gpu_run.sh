@@ -31,7 +31,7 @@ for shape in "llama 32 8 128" "smollm 9 3 64" "mha 32 32 128"; do
   echo "== pal bench decode $1" | tee -a "$log"
   "$PAL" bench decode --device cuda "${grid[@]}" --hq $2 --hkv $3 --head-dim $4 --budget-ms 150 --json > "$OUT/pal_$1.json" 2>>"$log"
   echo "== peers $1" | tee -a "$log"
-  fi_flag=""; [ "$1" = llama ] || fi_flag=--no-flashinfer
-  timeout 420 python3 bench/peers/decode_peers.py --batch 1,8,32 --context 1024,4096,16384,32768 --hq $2 --hkv $3 --head-dim $4 --budget-ms 150 $fi_flag > "$OUT/peers_$1.json" 2>>"$log"; echo "peers exit $?" | tee -a "$log"
+  lim=420; [ "$1" = llama ] || lim=170
+  timeout $lim python3 bench/peers/decode_peers.py --batch 1,8,32 --context 1024,4096,16384,32768 --hq $2 --hkv $3 --head-dim $4 --budget-ms 150 --out "$OUT/peers_$1.json" 2>>"$log"; echo "peers exit $?" | tee -a "$log"
 done
 echo done | tee -a "$log"

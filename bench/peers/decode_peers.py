@@ -47,6 +47,7 @@ def main():
     ap.add_argument("--page", type=int, default=16)
     ap.add_argument("--budget-ms", type=float, default=300)
     ap.add_argument("--no-flashinfer", action="store_true", help="skip FlashInfer (its JIT build takes minutes)")
+    ap.add_argument("--out", help="write the JSON array here after every cell (a timeout keeps what was measured)")
     a = ap.parse_args()
     dev = torch.cuda.get_device_name()
     ceil = read_ceiling()
@@ -105,9 +106,16 @@ def main():
                                  head_dim=d, page=page, dtype="bf16", ms=ms, gbps=bytes_ / ms / 1e6,
                                  ceiling="read_gbps", ceiling_value=ceil, frac_of_ceiling=bytes_ / ms / 1e6 / ceil,
                                  max_abs_vs_sdpa=err))
+                if a.out:
+                    with open(a.out, "w") as f:
+                        json.dump(rows, f, indent=1)
             del k_pool, v_pool, kd, vd
             torch.cuda.empty_cache()
-    print(json.dumps(rows, indent=1))
+    if a.out:
+        with open(a.out, "w") as f:
+            json.dump(rows, f, indent=1)
+    else:
+        print(json.dumps(rows, indent=1))
 
 
 if __name__ == "__main__":
