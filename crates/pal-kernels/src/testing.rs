@@ -472,6 +472,9 @@ pub fn selftest_grid(rng: &mut Rng, quick: bool) -> Vec<AttnCase> {
         cases.push(AttnCase::decode("C padded table", vec![16, 32, 48, 25], 8, 2, 64, 16, dt));
         cases.push(AttnCase::decode("C full pages", vec![32, 48], 8, 2, 64, 16, dt));
         cases.push(AttnCase::decode("C length 1", vec![1], 8, 2, 64, 16, dt));
+        // SmolLM2 attention (GQA 9:3, D=64) and odd groups.
+        cases.push(AttnCase::decode("C smollm shape", vec![1000, 17, 300, 64], 9, 3, 64, 16, dt));
+        cases.push(AttnCase::decode("C group 5", vec![70, 129], 10, 2, 128, 16, dt));
         let d_shapes: &[(usize, usize, usize, usize, usize, usize)] = &[
             (1, 0, 16, 4, 4, 64),
             (1, 128, 16, 4, 4, 64),
@@ -492,7 +495,7 @@ pub fn selftest_grid(rng: &mut Rng, quick: bool) -> Vec<AttnCase> {
     for i in 0..n_random {
         let batch = [1, 12, 17][rng.below(3)];
         let page = [1, 8, 16, 32][rng.below(4)];
-        let group = [1, 4, 8][rng.below(3)];
+        let group = [1, 3, 4, 6, 8][rng.below(5)];
         let hkv = [1, 2][rng.below(2)];
         let d = [64, 80, 96, 128, 256][rng.below(5)];
         let dt = DType::ALL[rng.below(3)];

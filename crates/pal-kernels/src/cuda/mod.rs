@@ -230,6 +230,8 @@ pub struct CudaDecodePlan {
     part_lse: CudaSlice<f32>,
 }
 
+/// Threads of a merge block; must equal `MERGE_THREADS` in decode.cu (the kernel strides by it).
+const MERGE_THREADS: u32 = 128;
 /// Smallest chunk worth a block of its own.
 const MIN_CHUNK: usize = 128;
 
@@ -368,7 +370,7 @@ pub fn paged_decode<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     }
     let mcfg = LaunchConfig {
         grid_dim: (batch as u32, hq as u32, 1),
-        block_dim: (d.min(128) as u32, 1, 1),
+        block_dim: (MERGE_THREADS, 1, 1),
         shared_mem_bytes: 0,
     };
     let mut m = dev.stream.launch_builder(fm);
