@@ -368,11 +368,8 @@ pub fn paged_decode<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     if direct == 1 {
         return Ok(());
     }
-    let mcfg = LaunchConfig {
-        grid_dim: (batch as u32, hq as u32, 1),
-        block_dim: (MERGE_THREADS, 1, 1),
-        shared_mem_bytes: 0,
-    };
+    let mcfg =
+        LaunchConfig { grid_dim: (batch as u32, hq as u32, 1), block_dim: (MERGE_THREADS, 1, 1), shared_mem_bytes: 0 };
     let mut m = dev.stream.launch_builder(fm);
     m.arg(&plan.part_o).arg(&plan.part_lse).arg(&plan.seq_chunk_indptr).arg(out).arg(&hq_i);
     // SAFETY: as above; `out` holds batch * hq * d elements.
