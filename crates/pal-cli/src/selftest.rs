@@ -1,7 +1,7 @@
 //! `pal selftest`: the correctness grid against the f64 reference, as a table.
 
 use pal_core::Device;
-use pal_kernels::testing::{fresh_seed, run_case_on, selftest_grid, Backend, Rng};
+use pal_kernels::testing::{append_cases, fresh_seed, run_append_case, run_case_on, selftest_grid, Backend, Rng};
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
@@ -43,13 +43,33 @@ pub fn run(a: &Args, device: Device) -> Result<ExitCode, pal_core::PalError> {
             backends.len()
         );
         if gpu.is_some() {
-            println!("(the CUDA backend runs decode so far; prefill cases are checked on the CPU grid only)");
+            println!("(the CUDA backend runs decode and append so far; prefill cases are checked on the CPU grid only)");
         }
         println!("{:<26} {:<7} {:<10} {:>10} {:>10} {:>5}  shape", "case", "op", "backend", "max_abs", "rms", "pass");
     }
     let (mut passed, mut failed) = (0, 0);
+    let mut rows: Vec<(String, &'static str, String, Vec<pal_kernels::testing::Outcome>)> = Vec::new();
     for case in &cases {
-        let outcomes = run_case_on(case, rng.next_u64(), &backends, gpu.as_ref())?;
+        rows.push((case.name.clone(), case.op(), case.shape(), run_case_on(case, rng.next_u64(), &backends, gpu.as_ref())?));
+    }
+    let app_backends: Vec<Backend> = match &gpu {
+        Some(_) => vec![Backend::Cuda],
+        None => vec![Backend::Cpu],
+    };
+    for c in append_cases() {
+        let shape = format!(
+            "T={} Hq={} Hkv={} D={} page={} {} rope={}",
+            c.tokens,
+            c.hq,
+            c.hkv,
+            c.head_dim,
+            c.page,
+            c.dtype,
+            c.rope.map(|r| format!("{:?}{}", r.style, if r.llama3.is_some() { "+llama3" } else { "" })).unwrap_or("none".into())
+        );
+        rows.push((c.name.clone(), "append", shape, run_append_case(&c, rng.next_u64(), &app_backends, gpu.as_ref())?));
+    }
+    for (name, op, shape, outcomes) in rows {
         for o in outcomes {
             let ok = o.pass && o.deterministic;
             if ok {
@@ -61,16 +81,16 @@ pub fn run(a: &Args, device: Device) -> Result<ExitCode, pal_core::PalError> {
                 println!(
                     "{}",
                     serde_json::json!({
-                        "case": case.name, "op": case.op(), "backend": o.backend.name(), "shape": case.shape(),
-                        "dtype": case.dtype.name(), "max_abs": o.err.max_abs, "rms": o.err.rms,
+                        "case": name, "op": op, "backend": o.backend.name(), "shape": shape,
+                        "max_abs": o.err.max_abs, "rms": o.err.rms,
                         "non_finite": o.err.non_finite, "deterministic": o.deterministic, "pass": ok,
                     })
                 );
             } else {
                 println!(
                     "{:<26} {:<7} {:<10} {:>10.2e} {:>10.2e} {:>5}  {}",
-                    case.name,
-                    case.op(),
+                    name,
+                    op,
                     o.backend.name(),
                     o.err.max_abs,
                     o.err.rms,
@@ -81,7 +101,7 @@ pub fn run(a: &Args, device: Device) -> Result<ExitCode, pal_core::PalError> {
                     } else {
                         "FAIL"
                     },
-                    case.shape()
+                    shape
                 );
             }
         }

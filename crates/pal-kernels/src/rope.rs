@@ -121,6 +121,10 @@ impl Rope {
         let h = self.rotary_dim / 2;
         (&self.cos[pos * h..(pos + 1) * h], &self.sin[pos * h..(pos + 1) * h])
     }
+    /// The whole cos and sin tables, `[max_position, rotary_dim / 2]` each.
+    pub(crate) fn tables(&self) -> (&[f32], &[f32]) {
+        (&self.cos, &self.sin)
+    }
     /// Indices `(a, b)` of the pair rotated by frequency `i`.
     #[inline(always)]
     pub(crate) fn pair(&self, i: usize) -> (usize, usize) {

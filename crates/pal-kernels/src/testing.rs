@@ -518,3 +518,104 @@ pub fn selftest_grid(rng: &mut Rng, quick: bool) -> Vec<AttnCase> {
     }
     cases
 }
+
+/// One `append_kv` correctness case: random tokens at random positions into scattered slots (some
+/// padding), with or without RoPE.
+#[derive(Clone, Debug)]
+pub struct AppendCase {
+    pub name: String,
+    pub tokens: usize,
+    pub hq: usize,
+    pub hkv: usize,
+    pub head_dim: usize,
+    pub page: usize,
+    pub dtype: DType,
+    pub rope: Option<crate::RopeConfig>,
+}
+
+/// Append cases for the selftest: both pair layouts, Llama-3 scaling, partial rotary, no RoPE.
+pub fn append_cases() -> Vec<AppendCase> {
+    use crate::{Llama3Scaling, RopeConfig, RopeStyle};
+    let llama3 = Llama3Scaling { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position: 8192.0 };
+    let mut v = Vec::new();
+    for dt in DType::ALL {
+        let cfgs: [(Option<RopeConfig>, usize); 5] = [
+            (Some(RopeConfig::new(RopeStyle::AdjacentPairs, 10000.0)), 64),
+            (Some(RopeConfig::new(RopeStyle::HalfSplit, 10000.0)), 128),
+            (Some(RopeConfig { llama3: Some(llama3), ..RopeConfig::new(RopeStyle::HalfSplit, 500000.0) }), 128),
+            (Some(RopeConfig { rotary_dim: Some(32), ..RopeConfig::new(RopeStyle::AdjacentPairs, 10000.0) }), 80),
+            (None, 256),
+        ];
+        for (i, (rope, d)) in cfgs.into_iter().enumerate() {
+            v.push(AppendCase { name: format!("B append #{i}"), tokens: 37, hq: 8, hkv: 2, head_dim: d, page: 16, dtype: dt, rope });
+        }
+    }
+    v
+}
+
+/// Run an append case on `backends` (Cpu and Cuda run appends) against the reference.
+pub fn run_append_case(c: &AppendCase, seed: u64, backends: &[Backend], gpu: Option<&crate::cuda::CudaDevice>) -> Result<Vec<Outcome>> {
+    match c.dtype {
+        DType::F32 => run_append_typed::<f32>(c, seed, backends, gpu),
+        DType::F16 => run_append_typed::<f16>(c, seed, backends, gpu),
+        DType::BF16 => run_append_typed::<bf16>(c, seed, backends, gpu),
+    }
+}
+
+fn run_append_typed<T: Element + cudarc::driver::DeviceRepr>(
+    c: &AppendCase,
+    seed: u64,
+    backends: &[Backend],
+    gpu: Option<&crate::cuda::CudaDevice>,
+) -> Result<Vec<Outcome>> {
+    use crate::{AppendArgs, Rope};
+    use pal_core::PagedKvMut;
+    let mut rng = Rng::new(seed);
+    let (t, d) = (c.tokens, c.head_dim);
+    let max_pos = 40000;
+    let rope = c.rope.map(|cfg| Rope::new(cfg, d, max_pos)).transpose()?;
+    let layout = KvLayout::new((2 * t).div_ceil(c.page) + 1, c.page, c.hkv, d)?;
+    let positions: Vec<u32> = (0..t).map(|_| rng.below(max_pos) as u32).collect();
+    let mut all: Vec<u32> = (0..layout.num_slots() as u32).collect();
+    rng.shuffle(&mut all);
+    let slots: Vec<Option<u32>> = (0..t).map(|i| if i % 5 == 3 { None } else { Some(all[i]) }).collect();
+    let q0: Vec<T> = rng.fill(t * c.hq * d, 1.0);
+    let k: Vec<T> = rng.fill(t * c.hkv * d, 1.0);
+    let v: Vec<T> = rng.fill(t * c.hkv * d, 1.0);
+    let run = |be: Option<Backend>| -> Result<(Vec<T>, Vec<T>, Vec<T>)> {
+        let mut q = q0.clone();
+        let mut pk = vec![T::poison(); layout.elems()];
+        let mut pv = vec![T::poison(); layout.elems()];
+        let args = AppendArgs { q: &mut q, num_qo_heads: c.hq, k: &k, v: &v, positions: &positions, slots: &slots, rope: rope.as_ref() };
+        let mut cache = PagedKvMut::new(&mut pk, &mut pv, layout)?;
+        match be {
+            None => reference::append_kv(args, &mut cache)?,
+            Some(Backend::Cuda) => crate::cuda::append_kv_host(gpu.ok_or_else(no_gpu)?, args, &mut cache)?,
+            Some(_) => cpu::append_kv(args, &mut cache)?,
+        }
+        Ok((q, pk, pv))
+    };
+    let want = run(None)?;
+    let tol = Tolerance::for_dtype(c.dtype);
+    // Untouched slots must stay poisoned (NaN) exactly where the reference left them.
+    let zero_nan = |x: &[T]| x.iter().map(|v| if v.to_f64().is_nan() { T::from_f32(0.0) } else { *v }).collect::<Vec<T>>();
+    let nan_mask = |x: &[T]| x.iter().map(|v| v.to_f64().is_nan()).collect::<Vec<bool>>();
+    let mut out = Vec::new();
+    for &be in backends.iter().filter(|b| matches!(b, Backend::Cpu | Backend::Cuda)) {
+        let got = run(Some(be))?;
+        let again = run(Some(be))?;
+        let mut err = ErrStats::compare(&got.0, &want.0, &tol);
+        for (g, w) in [(&got.1, &want.1), (&got.2, &want.2)] {
+            let e = ErrStats::compare(&zero_nan(g), &zero_nan(w), &tol);
+            err.max_abs = err.max_abs.max(e.max_abs);
+            err.rms = err.rms.max(e.rms);
+            err.worst_excess = err.worst_excess.max(e.worst_excess);
+            if nan_mask(g) != nan_mask(w) {
+                err.non_finite += 1;
+            }
+        }
+        let bits = |x: &(Vec<T>, Vec<T>, Vec<T>)| x.0.iter().chain(&x.1).chain(&x.2).map(|v| v.to_f64().to_bits()).collect::<Vec<_>>();
+        out.push(Outcome { backend: be, err, pass: err.passes(&tol), deterministic: bits(&got) == bits(&again) });
+    }
+    Ok(out)
+}

@@ -19,10 +19,16 @@ fn every_kernel_variant_compiles_for_hopper() {
     let dir = std::env::temp_dir().join(format!("pal-kernel-cache-test-{}", std::process::id()));
     std::env::set_var("PAL_KERNEL_CACHE", &dir);
     let variants = Variant::all();
-    assert!(variants.len() >= 120);
+    assert!(variants.len() >= 135);
     for v in &variants {
         let ptx = compile_variant(v, "compute_90a").unwrap_or_else(|e| panic!("{e}"));
-        assert!(ptx.contains(".entry pal_decode") && ptx.contains(".entry pal_merge"), "{v:?}");
+        let entries: &[&str] = match v.family {
+            pal_kernels::cuda::Family::Decode => &[".entry pal_decode", ".entry pal_merge", ".entry pal_gather"],
+            pal_kernels::cuda::Family::Append => &[".entry pal_append"],
+        };
+        for e in entries {
+            assert!(ptx.contains(e), "{v:?} lacks {e}");
+        }
         assert!(ptx.contains(".target sm_90a"), "{v:?}");
     }
     // A second compile of the same variant comes from the disk cache.

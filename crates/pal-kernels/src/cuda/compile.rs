@@ -9,6 +9,7 @@ use std::path::PathBuf;
 
 const COMMON: &str = include_str!("kernels/common.cuh");
 const DECODE: &str = include_str!("kernels/decode.cu");
+const APPEND: &str = include_str!("kernels/append.cu");
 
 /// One compiled specialisation of a kernel family.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -24,6 +25,8 @@ pub struct Variant {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
     Decode,
+    /// KV append with fused RoPE (`group` unused, 1).
+    Append,
 }
 
 pub fn cuda_type(d: DType) -> &'static str {
@@ -38,6 +41,7 @@ impl Variant {
     pub fn source(&self) -> String {
         let body = match self.family {
             Family::Decode => DECODE,
+            Family::Append => APPEND,
         };
         format!(
             "#define PAL_T {}\n#define PAL_KV {}\n#define PAL_HEAD_DIM {}\n#define PAL_GROUP {}\n#define PAL_UNROLL {}\n#define PAL_LOAD_HINT {}\n{}\n{}",
@@ -60,6 +64,7 @@ impl Variant {
                 for group in 1..=8 {
                     v.push(Variant { family: Family::Decode, q: dt, kv: dt, head_dim, group });
                 }
+                v.push(Variant { family: Family::Append, q: dt, kv: dt, head_dim, group: 1 });
             }
         }
         v

@@ -15,11 +15,11 @@ pub mod tuning;
 pub use compile::{compile as compile_variant, Family, Variant};
 pub use toolkit::{toolkit, Toolkit};
 
-use crate::{validate, DecodeArgs, DecodePlan};
+use crate::{validate, AppendArgs, DecodeArgs, DecodePlan, Rope, RopeStyle};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
 };
-use pal_core::{AttentionOptions, Element, HeadConfig, KvLayout, PageTable, PalError, Result};
+use pal_core::{AttentionOptions, Element, HeadConfig, KvLayout, PageTable, PagedKvMut, PalError, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -35,6 +35,9 @@ pub struct CudaDevice {
     arch: &'static str,
     sm_count: usize,
     functions: Mutex<HashMap<Variant, Arc<DecodeFns>>>,
+    append_fns: Mutex<HashMap<Variant, (Arc<CudaModule>, CudaFunction)>>,
+    /// Stands in for buffers a kernel is told not to read (the RoPE table without RoPE).
+    placeholder: CudaSlice<f32>,
 }
 
 /// Virtual architecture to compile for, from the compute capability.
@@ -71,7 +74,17 @@ impl CudaDevice {
             .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(fail)? as usize;
         let stream = ctx.default_stream();
-        Ok(CudaDevice { ctx, stream, name, arch: arch_for(cc), sm_count, functions: Mutex::new(HashMap::new()) })
+        let placeholder = stream.alloc_zeros::<f32>(1).map_err(fail)?;
+        Ok(CudaDevice {
+            placeholder,
+            ctx,
+            stream,
+            name,
+            arch: arch_for(cc),
+            sm_count,
+            functions: Mutex::new(HashMap::new()),
+            append_fns: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -123,6 +136,19 @@ impl CudaDevice {
             _module: module,
         });
         map.insert(variant.clone(), f.clone());
+        Ok(f)
+    }
+
+    /// The append kernel of `variant`, compiled on first use.
+    fn append_fn(&self, variant: &Variant) -> Result<CudaFunction> {
+        let mut map = self.append_fns.lock().map_err(|_| fail("kernel cache poisoned"))?;
+        if let Some((_, f)) = map.get(variant) {
+            return Ok(f.clone());
+        }
+        let ptx = compile::compile(variant, self.arch).map_err(fail)?;
+        let module = self.ctx.load_module(cudarc::nvrtc::Ptx::from_src(ptx)).map_err(fail)?;
+        let f = module.load_function("pal_append").map_err(fail)?;
+        map.insert(variant.clone(), (module, f.clone()));
         Ok(f)
     }
 
@@ -447,5 +473,115 @@ pub fn gather<KV: Element + DeviceRepr>(
         .arg(&tok_i);
     // SAFETY: page ids were checked against the pool; `dst` holds batch * max_len token rows.
     unsafe { b.launch(cfg) }.map_err(fail)?;
+    Ok(())
+}
+
+/// A RoPE cos/sin table in device memory.
+pub struct DeviceRope {
+    cos: CudaSlice<f32>,
+    sin: CudaSlice<f32>,
+    head_dim: usize,
+    rotary_dim: usize,
+    max_position: usize,
+    style: RopeStyle,
+}
+
+impl DeviceRope {
+    pub fn upload(dev: &CudaDevice, rope: &Rope) -> Result<Self> {
+        let (c, s) = rope.tables();
+        Ok(DeviceRope {
+            cos: dev.upload(c)?,
+            sin: dev.upload(s)?,
+            head_dim: rope.head_dim(),
+            rotary_dim: rope.rotary_dim(),
+            max_position: rope.max_position(),
+            style: rope.config().style,
+        })
+    }
+}
+
+/// New tokens for [`append_kv`] in device memory. `slots` uses -1 for padding (the host API takes
+/// `Option<u32>`; [`append_kv_host`] converts).
+pub struct DeviceAppend<'a, Q> {
+    pub q: &'a mut CudaSlice<Q>,
+    pub k: &'a CudaSlice<Q>,
+    pub v: &'a CudaSlice<Q>,
+    pub positions: &'a CudaSlice<i32>,
+    pub slots: &'a CudaSlice<i32>,
+    pub tokens: usize,
+    pub num_qo_heads: usize,
+}
+
+/// Append on device buffers: rotate q in place, write rotated k and v into their slots. Tokens
+/// whose slot or position is out of range are skipped on the device; [`append_kv_host`] rejects
+/// them (and duplicate slots) with a typed error first.
+pub fn append_kv<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
+    dev: &CudaDevice,
+    a: DeviceAppend<'_, Q>,
+    rope: Option<&DeviceRope>,
+    pool: &mut DevicePool<KV>,
+) -> Result<()> {
+    let (t, hq, hkv, d) = (a.tokens, a.num_qo_heads, pool.layout.num_kv_heads, pool.layout.head_dim);
+    HeadConfig::new(hq, hkv, d)?;
+    pal_core::check_len("q", a.q.len(), t * hq * d, || format!("[{t}, {hq}, {d}]"))?;
+    pal_core::check_len("k", a.k.len(), t * hkv * d, || format!("[{t}, {hkv}, {d}]"))?;
+    pal_core::check_len("v", a.v.len(), t * hkv * d, || format!("[{t}, {hkv}, {d}]"))?;
+    pal_core::check_len("positions", a.positions.len(), t, || format!("[{t}]"))?;
+    pal_core::check_len("slots", a.slots.len(), t, || format!("[{t}]"))?;
+    if let Some(r) = rope {
+        if r.head_dim != d {
+            return Err(PalError::invalid("rope", format!("built for head_dim {}, pool has {d}", r.head_dim)));
+        }
+    }
+    let f = dev.append_fn(&Variant { family: Family::Append, q: Q::DTYPE, kv: KV::DTYPE, head_dim: d, group: 1 })?;
+    // Without RoPE the kernel never reads the table.
+    let (cos, sin) = match rope {
+        Some(r) => (&r.cos, &r.sin),
+        None => (&dev.placeholder, &dev.placeholder),
+    };
+    let (hq_i, hkv_i) = (hq as i32, hkv as i32);
+    let rot = rope.map(|r| r.rotary_dim as i32).unwrap_or(0);
+    let style = rope.map(|r| i32::from(r.style == RopeStyle::HalfSplit)).unwrap_or(0);
+    let use_rope = i32::from(rope.is_some());
+    let num_slots = pool.layout.num_slots() as i64;
+    let max_pos = rope.map(|r| r.max_position.min(i32::MAX as usize) as i32).unwrap_or(0);
+    let cfg = LaunchConfig { grid_dim: (t as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    let mut b = dev.stream.launch_builder(&f);
+    b.arg(a.q).arg(a.k).arg(a.v).arg(a.positions).arg(a.slots).arg(cos).arg(sin);
+    b.arg(&mut pool.k).arg(&mut pool.v).arg(&hq_i).arg(&hkv_i).arg(&rot).arg(&style).arg(&use_rope);
+    b.arg(&num_slots).arg(&max_pos);
+    // SAFETY: buffer sizes checked above; the kernel skips tokens whose slot or position lies
+    // outside the pool or the table. Duplicate slots (a race) are rejected by `append_kv_host`;
+    // direct callers must not pass them.
+    unsafe { b.launch(cfg) }.map_err(fail)?;
+    Ok(())
+}
+
+/// Validate exactly like the CPU backend, then upload, append on the GPU, and download q and the
+/// pool back into the host buffers.
+pub fn append_kv_host<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
+    dev: &CudaDevice,
+    a: AppendArgs<'_, Q>,
+    cache: &mut PagedKvMut<'_, KV>,
+) -> Result<()> {
+    let heads = validate::append(&a, &cache.layout, cache.k.len(), cache.v.len())?;
+    let t = a.positions.len();
+    let mut pool = DevicePool::upload(dev, cache.k, cache.v, cache.layout)?;
+    let rope = a.rope.map(|r| DeviceRope::upload(dev, r)).transpose()?;
+    if let Some(r) = &rope {
+        if r.max_position == 0 {
+            return Err(PalError::invalid("rope", "empty table"));
+        }
+    }
+    let mut q = dev.upload(a.q)?;
+    let k = dev.upload(a.k)?;
+    let v = dev.upload(a.v)?;
+    let positions = dev.upload(&a.positions.iter().map(|&p| p as i32).collect::<Vec<_>>())?;
+    let slots = dev.upload(&a.slots.iter().map(|s| s.map(|x| x as i32).unwrap_or(-1)).collect::<Vec<_>>())?;
+    let da = DeviceAppend { q: &mut q, k: &k, v: &v, positions: &positions, slots: &slots, tokens: t, num_qo_heads: heads.num_qo_heads };
+    append_kv(dev, da, rope.as_ref(), &mut pool)?;
+    a.q.copy_from_slice(&dev.download(&q)?);
+    cache.k.copy_from_slice(&dev.download(&pool.k)?);
+    cache.v.copy_from_slice(&dev.download(&pool.v)?);
     Ok(())
 }
