@@ -43,14 +43,21 @@ pub fn run(a: &Args, device: Device) -> Result<ExitCode, pal_core::PalError> {
             backends.len()
         );
         if gpu.is_some() {
-            println!("(the CUDA backend runs decode and append so far; prefill cases are checked on the CPU grid only)");
+            println!(
+                "(the CUDA backend runs decode and append so far; prefill cases are checked on the CPU grid only)"
+            );
         }
         println!("{:<26} {:<7} {:<10} {:>10} {:>10} {:>5}  shape", "case", "op", "backend", "max_abs", "rms", "pass");
     }
     let (mut passed, mut failed) = (0, 0);
     let mut rows: Vec<(String, &'static str, String, Vec<pal_kernels::testing::Outcome>)> = Vec::new();
     for case in &cases {
-        rows.push((case.name.clone(), case.op(), case.shape(), run_case_on(case, rng.next_u64(), &backends, gpu.as_ref())?));
+        rows.push((
+            case.name.clone(),
+            case.op(),
+            case.shape(),
+            run_case_on(case, rng.next_u64(), &backends, gpu.as_ref())?,
+        ));
     }
     let app_backends: Vec<Backend> = match &gpu {
         Some(_) => vec![Backend::Cuda],
@@ -65,7 +72,9 @@ pub fn run(a: &Args, device: Device) -> Result<ExitCode, pal_core::PalError> {
             c.head_dim,
             c.page,
             c.dtype,
-            c.rope.map(|r| format!("{:?}{}", r.style, if r.llama3.is_some() { "+llama3" } else { "" })).unwrap_or("none".into())
+            c.rope
+                .map(|r| format!("{:?}{}", r.style, if r.llama3.is_some() { "+llama3" } else { "" }))
+                .unwrap_or("none".into())
         );
         rows.push((c.name.clone(), "append", shape, run_append_case(&c, rng.next_u64(), &app_backends, gpu.as_ref())?));
     }

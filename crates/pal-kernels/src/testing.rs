@@ -536,7 +536,8 @@ pub struct AppendCase {
 /// Append cases for the selftest: both pair layouts, Llama-3 scaling, partial rotary, no RoPE.
 pub fn append_cases() -> Vec<AppendCase> {
     use crate::{Llama3Scaling, RopeConfig, RopeStyle};
-    let llama3 = Llama3Scaling { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position: 8192.0 };
+    let llama3 =
+        Llama3Scaling { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position: 8192.0 };
     let mut v = Vec::new();
     for dt in DType::ALL {
         let cfgs: [(Option<RopeConfig>, usize); 5] = [
@@ -547,14 +548,28 @@ pub fn append_cases() -> Vec<AppendCase> {
             (None, 256),
         ];
         for (i, (rope, d)) in cfgs.into_iter().enumerate() {
-            v.push(AppendCase { name: format!("B append #{i}"), tokens: 37, hq: 8, hkv: 2, head_dim: d, page: 16, dtype: dt, rope });
+            v.push(AppendCase {
+                name: format!("B append #{i}"),
+                tokens: 37,
+                hq: 8,
+                hkv: 2,
+                head_dim: d,
+                page: 16,
+                dtype: dt,
+                rope,
+            });
         }
     }
     v
 }
 
 /// Run an append case on `backends` (Cpu and Cuda run appends) against the reference.
-pub fn run_append_case(c: &AppendCase, seed: u64, backends: &[Backend], gpu: Option<&crate::cuda::CudaDevice>) -> Result<Vec<Outcome>> {
+pub fn run_append_case(
+    c: &AppendCase,
+    seed: u64,
+    backends: &[Backend],
+    gpu: Option<&crate::cuda::CudaDevice>,
+) -> Result<Vec<Outcome>> {
     match c.dtype {
         DType::F32 => run_append_typed::<f32>(c, seed, backends, gpu),
         DType::F16 => run_append_typed::<f16>(c, seed, backends, gpu),
@@ -586,7 +601,15 @@ fn run_append_typed<T: Element + cudarc::driver::DeviceRepr>(
         let mut q = q0.clone();
         let mut pk = vec![T::poison(); layout.elems()];
         let mut pv = vec![T::poison(); layout.elems()];
-        let args = AppendArgs { q: &mut q, num_qo_heads: c.hq, k: &k, v: &v, positions: &positions, slots: &slots, rope: rope.as_ref() };
+        let args = AppendArgs {
+            q: &mut q,
+            num_qo_heads: c.hq,
+            k: &k,
+            v: &v,
+            positions: &positions,
+            slots: &slots,
+            rope: rope.as_ref(),
+        };
         let mut cache = PagedKvMut::new(&mut pk, &mut pv, layout)?;
         match be {
             None => reference::append_kv(args, &mut cache)?,
@@ -598,7 +621,8 @@ fn run_append_typed<T: Element + cudarc::driver::DeviceRepr>(
     let want = run(None)?;
     let tol = Tolerance::for_dtype(c.dtype);
     // Untouched slots must stay poisoned (NaN) exactly where the reference left them.
-    let zero_nan = |x: &[T]| x.iter().map(|v| if v.to_f64().is_nan() { T::from_f32(0.0) } else { *v }).collect::<Vec<T>>();
+    let zero_nan =
+        |x: &[T]| x.iter().map(|v| if v.to_f64().is_nan() { T::from_f32(0.0) } else { *v }).collect::<Vec<T>>();
     let nan_mask = |x: &[T]| x.iter().map(|v| v.to_f64().is_nan()).collect::<Vec<bool>>();
     let mut out = Vec::new();
     for &be in backends.iter().filter(|b| matches!(b, Backend::Cpu | Backend::Cuda)) {
@@ -614,7 +638,9 @@ fn run_append_typed<T: Element + cudarc::driver::DeviceRepr>(
                 err.non_finite += 1;
             }
         }
-        let bits = |x: &(Vec<T>, Vec<T>, Vec<T>)| x.0.iter().chain(&x.1).chain(&x.2).map(|v| v.to_f64().to_bits()).collect::<Vec<_>>();
+        let bits = |x: &(Vec<T>, Vec<T>, Vec<T>)| {
+            x.0.iter().chain(&x.1).chain(&x.2).map(|v| v.to_f64().to_bits()).collect::<Vec<_>>()
+        };
         out.push(Outcome { backend: be, err, pass: err.passes(&tol), deterministic: bits(&got) == bits(&again) });
     }
     Ok(out)

@@ -578,7 +578,15 @@ pub fn append_kv_host<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     let v = dev.upload(a.v)?;
     let positions = dev.upload(&a.positions.iter().map(|&p| p as i32).collect::<Vec<_>>())?;
     let slots = dev.upload(&a.slots.iter().map(|s| s.map(|x| x as i32).unwrap_or(-1)).collect::<Vec<_>>())?;
-    let da = DeviceAppend { q: &mut q, k: &k, v: &v, positions: &positions, slots: &slots, tokens: t, num_qo_heads: heads.num_qo_heads };
+    let da = DeviceAppend {
+        q: &mut q,
+        k: &k,
+        v: &v,
+        positions: &positions,
+        slots: &slots,
+        tokens: t,
+        num_qo_heads: heads.num_qo_heads,
+    };
     append_kv(dev, da, rope.as_ref(), &mut pool)?;
     a.q.copy_from_slice(&dev.download(&q)?);
     cache.k.copy_from_slice(&dev.download(&pool.k)?);
