@@ -34,4 +34,6 @@ for shape in "llama 32 8 128" "smollm 9 3 64" "mha 32 32 128"; do
   lim=420; [ "$1" = llama ] || lim=170
   timeout $lim python3 bench/peers/decode_peers.py --batch 1,8,32 --context 1024,4096,16384,32768 --hq $2 --hkv $3 --head-dim $4 --budget-ms 150 --out "$OUT/peers_$1.json" 2>>"$log"; echo "peers exit $?" | tee -a "$log"
 done
+echo "== pal bench append (cuda)" | tee -a "$log"
+"$PAL" bench append --device cuda --batch 16,64 --context 4096 --new-tokens 512 2>>"$log" | tee -a "$log"
 echo done | tee -a "$log"

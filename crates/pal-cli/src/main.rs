@@ -4,9 +4,11 @@
 //!   any failure.
 //! - `pal bench decode|prefill|append`: PAL's fused kernel beside gather-then-dense and dense
 //!   attention, with the machine's ceilings measured in the same run.
+//! - `pal kernels build`: compile every CUDA kernel variant into the on-disk cache.
 
 mod bench;
 mod device;
+mod kernels;
 mod selftest;
 
 use clap::{Parser, Subcommand};
@@ -29,6 +31,9 @@ enum Cmd {
     Selftest(selftest::Args),
     /// Time PAL against gather-then-dense and dense attention, with the measured ceiling.
     Bench(bench::Args),
+    /// CUDA kernels: `pal kernels build` compiles every variant ahead of time.
+    #[command(subcommand)]
+    Kernels(kernels::Cmd),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +47,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Selftest(a) => device::resolve(a.device).and_then(|d| selftest::run(&a, d)),
         Cmd::Bench(a) => device::resolve(a.device).and_then(|d| bench::run(&a, d)),
+        Cmd::Kernels(k) => kernels::run(&k),
     };
     match result {
         Ok(code) => code,

@@ -2,6 +2,7 @@
 //! the machine's ceiling measured in the same run. See BENCHMARKS.md for the method.
 
 mod append;
+mod append_cuda;
 mod ceiling;
 mod decode;
 mod decode_cuda;
@@ -129,10 +130,10 @@ pub fn run(a: &Args, device: Device) -> Result<ExitCode, PalError> {
     }
     let gpu = match device {
         Device::Cuda => {
-            if a.op != Op::Decode {
+            if a.op == Op::Prefill {
                 return Err(PalError::DeviceUnavailable {
                     device: "cuda".into(),
-                    reason: format!("the CUDA backend runs decode so far, not {:?}; use --device cpu", a.op),
+                    reason: "the CUDA backend runs decode and append so far, not prefill; use --device cpu".into(),
                 });
             }
             Some(pal_kernels::cuda::CudaDevice::probe()?)
@@ -150,7 +151,8 @@ pub fn run(a: &Args, device: Device) -> Result<ExitCode, PalError> {
     let ceil = match &gpu {
         Some(g) => {
             let buf = g.zeros::<u8>(2 << 30)?;
-            Ceilings { read_gbps: g.read_bandwidth(&buf, 20)?, copy_gbps: 0.0, fma_gflops: 0.0 }
+            let mut dst = g.zeros::<u8>(2 << 30)?;
+            Ceilings { read_gbps: g.read_bandwidth(&buf, 20)?, copy_gbps: g.copy_bandwidth(&buf, &mut dst, 10)?, fma_gflops: 0.0 }
         }
         None => Ceilings {
             read_gbps: ceiling::read_bandwidth(512),
@@ -186,7 +188,8 @@ pub fn run(a: &Args, device: Device) -> Result<ExitCode, PalError> {
             (Op::Decode, Some(g)) => decode_cuda::run(g, c, ceil.read_gbps)?,
             (Op::Decode, None) => decode::run(c, &ceil)?,
             (Op::Prefill, _) => prefill::run(c, &ceil)?,
-            (Op::Append, _) => append::run(c, &ceil)?,
+            (Op::Append, Some(g)) => append_cuda::run(g, c, ceil.copy_gbps)?,
+            (Op::Append, None) => append::run(c, &ceil)?,
         };
         for row in &mut r {
             row.device = dev_name.clone();

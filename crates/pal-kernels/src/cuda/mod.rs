@@ -175,6 +175,14 @@ impl CudaDevice {
         Ok((words * 16) as f64 / ms / 1e6)
     }
 
+    /// Device copy bandwidth in GB/s (bytes read plus bytes written) of a device-to-device copy of
+    /// `src` into `dst` (the append ceiling).
+    pub fn copy_bandwidth(&self, src: &CudaSlice<u8>, dst: &mut CudaSlice<u8>, iters: usize) -> Result<f64> {
+        let n = src.len().min(dst.len());
+        let ms = self.time_ms(iters, || self.stream.memcpy_dtod(src, dst).map_err(fail))?;
+        Ok((2 * n) as f64 / ms / 1e6)
+    }
+
     /// Mean milliseconds of `f` over `iters` runs, after 3 warm-up runs, timed with CUDA events.
     pub fn time_ms(&self, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
         for _ in 0..3 {
