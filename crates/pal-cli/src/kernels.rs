@@ -27,11 +27,15 @@ pub fn run(cmd: &Cmd) -> Result<ExitCode, PalError> {
             let variants = Variant::all();
             eprintln!("NVRTC {} -> {arch}, {} variants", tk.nvrtc_lib.display(), variants.len());
             let bar = ProgressBar::new(variants.len() as u64);
-            bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]").unwrap_or_else(|_| ProgressStyle::default_bar()));
+            bar.set_style(
+                ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed}]")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
             let t = std::time::Instant::now();
             for v in &variants {
                 bar.set_message(format!("{:?} {} D={} g={}", v.family, v.q, v.head_dim, v.group));
-                compile_variant(v, arch).map_err(|reason| PalError::DeviceFailure { device: "nvrtc".into(), reason })?;
+                compile_variant(v, arch)
+                    .map_err(|reason| PalError::DeviceFailure { device: "nvrtc".into(), reason })?;
                 bar.inc(1);
             }
             bar.finish_and_clear();

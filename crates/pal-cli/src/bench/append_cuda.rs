@@ -36,7 +36,15 @@ fn typed<T: Element + cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBi
     let mut rows = Vec::new();
     for (name, r) in [("pal", Some(&rope)), ("pal-norope", None)] {
         let mut call = || {
-            let a = DeviceAppend { q: &mut q, k: &k, v: &v, positions: &positions, slots: &slots, tokens: t, num_qo_heads: hq };
+            let a = DeviceAppend {
+                q: &mut q,
+                k: &k,
+                v: &v,
+                positions: &positions,
+                slots: &slots,
+                tokens: t,
+                num_qo_heads: hq,
+            };
             append_kv(dev, a, r, &mut pool)
         };
         let once = dev.time_ms(1, &mut call)?.max(1e-3);

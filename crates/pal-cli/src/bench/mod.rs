@@ -152,7 +152,11 @@ pub fn run(a: &Args, device: Device) -> Result<ExitCode, PalError> {
         Some(g) => {
             let buf = g.zeros::<u8>(2 << 30)?;
             let mut dst = g.zeros::<u8>(2 << 30)?;
-            Ceilings { read_gbps: g.read_bandwidth(&buf, 20)?, copy_gbps: g.copy_bandwidth(&buf, &mut dst, 10)?, fma_gflops: 0.0 }
+            Ceilings {
+                read_gbps: g.read_bandwidth(&buf, 20)?,
+                copy_gbps: g.copy_bandwidth(&buf, &mut dst, 10)?,
+                fma_gflops: 0.0,
+            }
         }
         None => Ceilings {
             read_gbps: ceiling::read_bandwidth(512),
