@@ -540,11 +540,13 @@ pub fn append_cases() -> Vec<AppendCase> {
         Llama3Scaling { factor: 8.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position: 8192.0 };
     let mut v = Vec::new();
     for dt in DType::ALL {
-        let cfgs: [(Option<RopeConfig>, usize); 5] = [
+        let cfgs: [(Option<RopeConfig>, usize); 6] = [
             (Some(RopeConfig::new(RopeStyle::AdjacentPairs, 10000.0)), 64),
             (Some(RopeConfig::new(RopeStyle::HalfSplit, 10000.0)), 128),
             (Some(RopeConfig { llama3: Some(llama3), ..RopeConfig::new(RopeStyle::HalfSplit, 500000.0) }), 128),
             (Some(RopeConfig { rotary_dim: Some(32), ..RopeConfig::new(RopeStyle::AdjacentPairs, 10000.0) }), 80),
+            // rotary_dim not a multiple of 16: the GPU's scalar append path.
+            (Some(RopeConfig { rotary_dim: Some(24), ..RopeConfig::new(RopeStyle::HalfSplit, 10000.0) }), 64),
             (None, 256),
         ];
         for (i, (rope, d)) in cfgs.into_iter().enumerate() {

@@ -24,7 +24,7 @@ fn every_kernel_variant_compiles_for_hopper() {
         let ptx = compile_variant(v, "compute_90a").unwrap_or_else(|e| panic!("{e}"));
         let entries: &[&str] = match v.family {
             pal_kernels::cuda::Family::Decode => &[".entry pal_decode", ".entry pal_merge", ".entry pal_gather"],
-            pal_kernels::cuda::Family::Append => &[".entry pal_append"],
+            pal_kernels::cuda::Family::Append => &[".entry pal_append(", ".entry pal_append_vec("],
         };
         for e in entries {
             assert!(ptx.contains(e), "{v:?} lacks {e}");

@@ -35,7 +35,7 @@ pub struct CudaDevice {
     arch: &'static str,
     sm_count: usize,
     functions: Mutex<HashMap<Variant, Arc<DecodeFns>>>,
-    append_fns: Mutex<HashMap<Variant, (Arc<CudaModule>, CudaFunction)>>,
+    append_fns: Mutex<HashMap<Variant, (Arc<CudaModule>, CudaFunction, CudaFunction)>>,
     /// Stands in for buffers a kernel is told not to read (the RoPE table without RoPE).
     placeholder: CudaSlice<f32>,
 }
@@ -139,17 +139,18 @@ impl CudaDevice {
         Ok(f)
     }
 
-    /// The append kernel of `variant`, compiled on first use.
-    fn append_fn(&self, variant: &Variant) -> Result<CudaFunction> {
+    /// The append kernels of `variant` (scalar, vectorised), compiled on first use.
+    fn append_fns(&self, variant: &Variant) -> Result<(CudaFunction, CudaFunction)> {
         let mut map = self.append_fns.lock().map_err(|_| fail("kernel cache poisoned"))?;
-        if let Some((_, f)) = map.get(variant) {
-            return Ok(f.clone());
+        if let Some((_, f, v)) = map.get(variant) {
+            return Ok((f.clone(), v.clone()));
         }
         let ptx = compile::compile(variant, self.arch).map_err(fail)?;
         let module = self.ctx.load_module(cudarc::nvrtc::Ptx::from_src(ptx)).map_err(fail)?;
         let f = module.load_function("pal_append").map_err(fail)?;
-        map.insert(variant.clone(), (module, f.clone()));
-        Ok(f)
+        let v = module.load_function("pal_append_vec").map_err(fail)?;
+        map.insert(variant.clone(), (module, f.clone(), v.clone()));
+        Ok((f, v))
     }
 
     /// Device read bandwidth in GB/s: a streaming read of `src` (the decode ceiling), timed with
@@ -541,7 +542,8 @@ pub fn append_kv<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
             return Err(PalError::invalid("rope", format!("built for head_dim {}, pool has {d}", r.head_dim)));
         }
     }
-    let f = dev.append_fn(&Variant { family: Family::Append, q: Q::DTYPE, kv: KV::DTYPE, head_dim: d, group: 1 })?;
+    let (scalar, vector) =
+        dev.append_fns(&Variant { family: Family::Append, q: Q::DTYPE, kv: KV::DTYPE, head_dim: d, group: 1 })?;
     // Without RoPE the kernel never reads the table.
     let (cos, sin) = match rope {
         Some(r) => (&r.cos, &r.sin),
@@ -553,10 +555,27 @@ pub fn append_kv<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     let use_rope = i32::from(rope.is_some());
     let num_slots = pool.layout.num_slots() as i64;
     let max_pos = rope.map(|r| r.max_position.min(i32::MAX as usize) as i32).unwrap_or(0);
-    let cfg = LaunchConfig { grid_dim: (t as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
-    let mut b = dev.stream.launch_builder(&f);
-    b.arg(a.q).arg(a.k).arg(a.v).arg(a.positions).arg(a.slots).arg(cos).arg(sin);
-    b.arg(&mut pool.k).arg(&mut pool.v).arg(&hq_i).arg(&hkv_i).arg(&rot).arg(&style).arg(&use_rope);
+    // The vectorised kernel needs whole 16-byte words in each rotated half (rotary_dim % 16 == 0).
+    let vectorised = rope.is_none_or(|r| r.rotary_dim % 16 == 0);
+    let t_i = t as i32;
+    let mut b;
+    let cfg;
+    if vectorised {
+        const TOKENS_PER_BLOCK: usize = 4; // matches append.cu
+        cfg = LaunchConfig {
+            grid_dim: (t.div_ceil(TOKENS_PER_BLOCK) as u32, 1, 1),
+            block_dim: (128, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        b = dev.stream.launch_builder(&vector);
+        b.arg(a.q).arg(a.k).arg(a.v).arg(a.positions).arg(a.slots).arg(cos).arg(sin);
+        b.arg(&mut pool.k).arg(&mut pool.v).arg(&t_i).arg(&hq_i).arg(&hkv_i).arg(&rot).arg(&style).arg(&use_rope);
+    } else {
+        cfg = LaunchConfig { grid_dim: (t as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        b = dev.stream.launch_builder(&scalar);
+        b.arg(a.q).arg(a.k).arg(a.v).arg(a.positions).arg(a.slots).arg(cos).arg(sin);
+        b.arg(&mut pool.k).arg(&mut pool.v).arg(&hq_i).arg(&hkv_i).arg(&rot).arg(&style).arg(&use_rope);
+    }
     b.arg(&num_slots).arg(&max_pos);
     // SAFETY: buffer sizes checked above; the kernel skips tokens whose slot or position lies
     // outside the pool or the table. Duplicate slots (a race) are rejected by `append_kv_host`;

@@ -63,6 +63,32 @@ template <> struct Pack8<__half> {
     }
 };
 
+// Store 8 f32 values as 8 storage elements (one 16-byte word for 16-bit types).
+__device__ __forceinline__ void store8(float* p, const float* x) {
+    *reinterpret_cast<float4*>(p) = make_float4(x[0], x[1], x[2], x[3]);
+    *reinterpret_cast<float4*>(p + 4) = make_float4(x[4], x[5], x[6], x[7]);
+}
+__device__ __forceinline__ void store8(__nv_bfloat16* p, const float* x) {
+    uint4 w;
+    unsigned int* u = reinterpret_cast<unsigned int*>(&w);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        __nv_bfloat162 h = __floats2bfloat162_rn(x[2 * i], x[2 * i + 1]);
+        u[i] = *reinterpret_cast<unsigned int*>(&h);
+    }
+    *reinterpret_cast<uint4*>(p) = w;
+}
+__device__ __forceinline__ void store8(__half* p, const float* x) {
+    uint4 w;
+    unsigned int* u = reinterpret_cast<unsigned int*>(&w);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+        __half2 h = __floats2half2_rn(x[2 * i], x[2 * i + 1]);
+        u[i] = *reinterpret_cast<unsigned int*>(&h);
+    }
+    *reinterpret_cast<uint4*>(p) = w;
+}
+
 __device__ __forceinline__ float to_f32(float v) { return v; }
 __device__ __forceinline__ float to_f32(__half v) { return __half2float(v); }
 __device__ __forceinline__ float to_f32(__nv_bfloat16 v) { return __bfloat162float(v); }
