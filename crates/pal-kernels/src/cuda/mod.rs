@@ -7,6 +7,8 @@
 //! - [`CudaDecodePlan`]: split-KV partition sized from the SM count, with its workspace, built once
 //!   per step; [`paged_decode`] then allocates nothing and reads no host data.
 //! - [`paged_decode_host`]: validate, upload, run, download (tests and `pal selftest`).
+//! - [`append_kv`] / [`append_kv_host`]: KV append with fused RoPE ([`DeviceRope`] holds the table).
+//! - Not yet: prefill on the GPU, and a dispatch policy that falls back to the gather path.
 
 mod compile;
 mod toolkit;
