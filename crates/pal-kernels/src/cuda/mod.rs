@@ -37,7 +37,7 @@ pub struct CudaDevice {
     arch: &'static str,
     sm_count: usize,
     functions: Mutex<HashMap<Variant, Arc<DecodeFns>>>,
-    append_fns: Mutex<HashMap<Variant, (Arc<CudaModule>, CudaFunction, CudaFunction)>>,
+    append_fns: Mutex<HashMap<Variant, Arc<AppendFns>>>,
     /// Stands in for buffers a kernel is told not to read (the RoPE table without RoPE).
     placeholder: CudaSlice<f32>,
 }
@@ -128,8 +128,7 @@ impl CudaDevice {
         if let Some(f) = map.get(variant) {
             return Ok(f.clone());
         }
-        let ptx = compile::compile(variant, self.arch).map_err(fail)?;
-        let module = self.ctx.load_module(cudarc::nvrtc::Ptx::from_src(ptx)).map_err(fail)?;
+        let module = self.load(variant)?;
         let f = Arc::new(DecodeFns {
             decode: module.load_function("pal_decode").map_err(fail)?,
             merge: module.load_function("pal_merge").map_err(fail)?,
@@ -141,18 +140,26 @@ impl CudaDevice {
         Ok(f)
     }
 
-    /// The append kernels of `variant` (scalar, vectorised), compiled on first use.
-    fn append_fns(&self, variant: &Variant) -> Result<(CudaFunction, CudaFunction)> {
+    /// The append kernels of `variant`, compiled on first use.
+    fn append_fns(&self, variant: &Variant) -> Result<Arc<AppendFns>> {
         let mut map = self.append_fns.lock().map_err(|_| fail("kernel cache poisoned"))?;
-        if let Some((_, f, v)) = map.get(variant) {
-            return Ok((f.clone(), v.clone()));
+        if let Some(f) = map.get(variant) {
+            return Ok(f.clone());
         }
+        let module = self.load(variant)?;
+        let f = Arc::new(AppendFns {
+            scalar: module.load_function("pal_append").map_err(fail)?,
+            vector: module.load_function("pal_append_vec").map_err(fail)?,
+            _module: module,
+        });
+        map.insert(variant.clone(), f.clone());
+        Ok(f)
+    }
+
+    /// Compile (or take from the disk cache) and load the module of `variant`.
+    fn load(&self, variant: &Variant) -> Result<Arc<CudaModule>> {
         let ptx = compile::compile(variant, self.arch).map_err(fail)?;
-        let module = self.ctx.load_module(cudarc::nvrtc::Ptx::from_src(ptx)).map_err(fail)?;
-        let f = module.load_function("pal_append").map_err(fail)?;
-        let v = module.load_function("pal_append_vec").map_err(fail)?;
-        map.insert(variant.clone(), (module, f.clone(), v.clone()));
-        Ok((f, v))
+        self.ctx.load_module(cudarc::nvrtc::Ptx::from_src(ptx)).map_err(fail)
     }
 
     /// Device read bandwidth in GB/s: a streaming read of `src` (the decode ceiling), timed with
@@ -208,6 +215,13 @@ struct DecodeFns {
     merge: CudaFunction,
     gather: CudaFunction,
     read_probe: CudaFunction,
+    _module: Arc<CudaModule>,
+}
+
+/// The kernels of one append variant.
+struct AppendFns {
+    scalar: CudaFunction,
+    vector: CudaFunction,
     _module: Arc<CudaModule>,
 }
 
@@ -544,8 +558,7 @@ pub fn append_kv<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
             return Err(PalError::invalid("rope", format!("built for head_dim {}, pool has {d}", r.head_dim)));
         }
     }
-    let (scalar, vector) =
-        dev.append_fns(&Variant { family: Family::Append, q: Q::DTYPE, kv: KV::DTYPE, head_dim: d, group: 1 })?;
+    let fns = dev.append_fns(&Variant { family: Family::Append, q: Q::DTYPE, kv: KV::DTYPE, head_dim: d, group: 1 })?;
     // Without RoPE the kernel never reads the table.
     let (cos, sin) = match rope {
         Some(r) => (&r.cos, &r.sin),
@@ -569,12 +582,12 @@ pub fn append_kv<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
             block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         };
-        b = dev.stream.launch_builder(&vector);
+        b = dev.stream.launch_builder(&fns.vector);
         b.arg(a.q).arg(a.k).arg(a.v).arg(a.positions).arg(a.slots).arg(cos).arg(sin);
         b.arg(&mut pool.k).arg(&mut pool.v).arg(&t_i).arg(&hq_i).arg(&hkv_i).arg(&rot).arg(&style).arg(&use_rope);
     } else {
         cfg = LaunchConfig { grid_dim: (t as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
-        b = dev.stream.launch_builder(&scalar);
+        b = dev.stream.launch_builder(&fns.scalar);
         b.arg(a.q).arg(a.k).arg(a.v).arg(a.positions).arg(a.slots).arg(cos).arg(sin);
         b.arg(&mut pool.k).arg(&mut pool.v).arg(&hq_i).arg(&hkv_i).arg(&rot).arg(&style).arg(&use_rope);
     }
