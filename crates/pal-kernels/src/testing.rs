@@ -175,16 +175,18 @@ pub enum Backend {
     CudaSplit,
     /// The CUDA kernels with one chunk per sequence: the decode kernel writes the output itself.
     CudaWhole,
+    /// The CUDA decode step captured into a CUDA graph and replayed.
+    CudaGraph,
 }
 
 impl Backend {
     /// The CPU-side backends.
     pub const ALL: [Backend; 3] = [Backend::Cpu, Backend::CpuSplit, Backend::Gather];
     /// The GPU backends.
-    pub const CUDA: [Backend; 3] = [Backend::Cuda, Backend::CudaSplit, Backend::CudaWhole];
+    pub const CUDA: [Backend; 4] = [Backend::Cuda, Backend::CudaSplit, Backend::CudaWhole, Backend::CudaGraph];
     /// Whether this backend runs `op` ("decode" or "prefill") yet.
     pub fn supports(self, op: &str) -> bool {
-        !matches!(self, Backend::Cuda | Backend::CudaSplit | Backend::CudaWhole) || op == "decode"
+        !matches!(self, Backend::Cuda | Backend::CudaSplit | Backend::CudaWhole | Backend::CudaGraph) || op == "decode"
     }
     pub fn name(self) -> &'static str {
         match self {
@@ -194,6 +196,7 @@ impl Backend {
             Backend::Cuda => "cuda",
             Backend::CudaSplit => "cuda-split",
             Backend::CudaWhole => "cuda-whole",
+            Backend::CudaGraph => "cuda-graph",
         }
     }
 }
@@ -377,6 +380,7 @@ fn run_typed<T: Element + cudarc::driver::DeviceRepr>(
                         Backend::CudaWhole => {
                             crate::cuda::paged_decode_host(gpu.ok_or_else(no_gpu)?, &a, Some(usize::MAX), out)
                         }
+                        Backend::CudaGraph => crate::cuda::paged_decode_host_graph(gpu.ok_or_else(no_gpu)?, &a, out),
                     }
                 };
                 outcomes.push(check(be, &want, &tol, q.len(), run)?);
@@ -413,7 +417,7 @@ fn run_typed<T: Element + cudarc::driver::DeviceRepr>(
                             cpu::paged_prefill(&a, &plan, out)
                         }
                         Backend::Gather => gather::paged_prefill(&a, out),
-                        Backend::Cuda | Backend::CudaSplit | Backend::CudaWhole => Err(no_gpu()),
+                        Backend::Cuda | Backend::CudaSplit | Backend::CudaWhole | Backend::CudaGraph => Err(no_gpu()),
                     }
                 };
                 outcomes.push(check(be, &want, &tol, q.len(), run)?);

@@ -75,7 +75,12 @@ impl CudaDevice {
         let sm_count = ctx
             .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
             .map_err(fail)? as usize;
-        let stream = ctx.default_stream();
+        // One stream of our own (the legacy default stream cannot be captured into a graph). All
+        // work of a `CudaDevice` is ordered on it, so cudarc's cross-stream event tracking is not
+        // needed, and it would insert event waits into graph captures.
+        // SAFETY: nothing in PAL uses a second stream of this context.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream().map_err(|e| unavailable(format!("{e:?}")))?;
         let placeholder = stream.alloc_zeros::<f32>(1).map_err(fail)?;
         Ok(CudaDevice {
             placeholder,
@@ -428,6 +433,27 @@ pub fn paged_decode<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     Ok(())
 }
 
+/// Capture one decode step (the decode and merge launches) into a CUDA graph. Replaying the graph
+/// reruns the step on the same buffers, so the caller updates q and the pool in place between
+/// replays. Run the step once before capturing, so that its kernels are already compiled.
+#[allow(clippy::too_many_arguments)]
+pub fn capture_decode<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
+    dev: &CudaDevice,
+    q: &CudaSlice<Q>,
+    pool: &DevicePool<KV>,
+    table: &DeviceTable,
+    plan: &mut CudaDecodePlan,
+    opts: &AttentionOptions,
+    out: &mut CudaSlice<Q>,
+) -> Result<cudarc::driver::CudaGraph> {
+    use cudarc::driver::sys::{CUgraphInstantiate_flags, CUstreamCaptureMode};
+    dev.stream.begin_capture(CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_THREAD_LOCAL).map_err(fail)?;
+    let run = paged_decode(dev, q, pool, table, plan, opts, out);
+    let graph = dev.stream.end_capture(CUgraphInstantiate_flags(0)).map_err(fail);
+    run?;
+    graph?.ok_or_else(|| fail("the capture recorded no work"))
+}
+
 /// Validate on the host exactly like the CPU backend, then upload, decode on the GPU, download.
 /// `chunk_tokens` forces a split-KV chunk length (`None`: the device plan).
 pub fn paged_decode_host<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
@@ -446,6 +472,29 @@ pub fn paged_decode_host<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     let q = dev.upload(a.q)?;
     let mut o = dev.upload(out)?;
     paged_decode(dev, &q, &pool, &table, &mut plan, &a.opts, &mut o)?;
+    let host = dev.download(&o)?;
+    out.copy_from_slice(&host);
+    Ok(())
+}
+
+/// [`paged_decode_host`] through a CUDA graph: run once, poison the output, capture the step,
+/// replay the graph, download. Shows that a decode step is capturable and replays correctly.
+pub fn paged_decode_host_graph<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
+    dev: &CudaDevice,
+    a: &DecodeArgs<'_, Q, KV>,
+    out: &mut [Q],
+) -> Result<()> {
+    let sh = validate::decode(a, out.len())?;
+    let pool = DevicePool::upload(dev, a.kv.k, a.kv.v, a.kv.layout)?;
+    let table = DeviceTable::upload(dev, a.page_table, &a.kv.layout)?;
+    let mut plan = CudaDecodePlan::new(dev, a.page_table, sh.heads, &a.opts)?;
+    let q = dev.upload(a.q)?;
+    let mut o = dev.upload(out)?;
+    paged_decode(dev, &q, &pool, &table, &mut plan, &a.opts, &mut o)?;
+    let poison = vec![Q::poison(); out.len()];
+    dev.stream.memcpy_htod(&poison, &mut o).map_err(fail)?;
+    let graph = capture_decode(dev, &q, &pool, &table, &mut plan, &a.opts, &mut o)?;
+    graph.launch().map_err(fail)?;
     let host = dev.download(&o)?;
     out.copy_from_slice(&host);
     Ok(())
