@@ -44,8 +44,8 @@ fn typed<T: Element>(c: &Cell, ceil: &Ceilings) -> Result<Vec<Row>, PalError> {
                     slots: &slots,
                     rope: Some(&rope),
                 };
-                let mut cache = PagedKvMut::new(&mut pk, &mut pv, layout).expect("sized above");
-                cpu::append_kv(args, &mut cache).expect("validated");
+                let mut cache = PagedKvMut::new(&mut pk, &mut pv, layout)?;
+                cpu::append_kv(args, &mut cache)
             },
             &mut || {
                 let args = AppendArgs {
@@ -57,11 +57,11 @@ fn typed<T: Element>(c: &Cell, ceil: &Ceilings) -> Result<Vec<Row>, PalError> {
                     slots: &slots,
                     rope: None,
                 };
-                let mut cache = PagedKvMut::new(&mut pk2, &mut pv2, layout).expect("sized above");
-                cpu::append_kv(args, &mut cache).expect("validated");
+                let mut cache = PagedKvMut::new(&mut pk2, &mut pv2, layout)?;
+                cpu::append_kv(args, &mut cache)
             },
         ],
-    );
+    )?;
     let mut rows = Vec::new();
     for ((name, with_rope), timing) in [("pal", true), ("pal-norope", false)].into_iter().zip(&times) {
         // Bytes moved: q read and written (only with RoPE), k and v read, k and v written.

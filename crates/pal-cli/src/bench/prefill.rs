@@ -43,14 +43,14 @@ fn typed<T: Element>(c: &Cell, ceil: &Ceilings) -> Result<Vec<Row>, PalError> {
     let times = time_interleaved(
         c.budget,
         &mut [
-            &mut || cpu::paged_prefill(&a, &plan, &mut out).expect("validated"),
+            &mut || cpu::paged_prefill(&a, &plan, &mut out),
             &mut || {
                 gather_cont.gather_from(&a.kv, &table);
-                dense_prefill(&a, &gather_cont, &mut gather_out).expect("validated");
+                dense_prefill(&a, &gather_cont, &mut gather_out)
             },
-            &mut || dense_prefill(&a, &cont, &mut dense_out).expect("validated"),
+            &mut || dense_prefill(&a, &cont, &mut dense_out),
         ],
-    );
+    )?;
     let (pal, gather, dense) = (times[0], times[1], times[2]);
     if out
         .iter()
