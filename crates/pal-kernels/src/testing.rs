@@ -184,9 +184,14 @@ impl Backend {
     pub const ALL: [Backend; 3] = [Backend::Cpu, Backend::CpuSplit, Backend::Gather];
     /// The GPU backends.
     pub const CUDA: [Backend; 4] = [Backend::Cuda, Backend::CudaSplit, Backend::CudaWhole, Backend::CudaGraph];
-    /// Whether this backend runs `op` ("decode" or "prefill") yet.
-    pub fn supports(self, op: &str) -> bool {
-        !matches!(self, Backend::Cuda | Backend::CudaSplit | Backend::CudaWhole | Backend::CudaGraph) || op == "decode"
+    /// Whether this backend runs `case` yet (the GPU has no ragged-K/V prefill, and its whole-
+    /// sequence and graph variants are decode-only).
+    pub fn supports(self, case: &AttnCase) -> bool {
+        match self {
+            Backend::Cpu | Backend::CpuSplit | Backend::Gather => true,
+            Backend::Cuda | Backend::CudaSplit => case.new_lens.is_none() || !case.ragged_new,
+            Backend::CudaWhole | Backend::CudaGraph => case.new_lens.is_none(),
+        }
     }
     pub fn name(self) -> &'static str {
         match self {
@@ -325,7 +330,7 @@ pub fn run_case_on(
     backends: &[Backend],
     gpu: Option<&crate::cuda::CudaDevice>,
 ) -> Result<Vec<Outcome>> {
-    let backends: Vec<Backend> = backends.iter().copied().filter(|b| b.supports(case.op())).collect();
+    let backends: Vec<Backend> = backends.iter().copied().filter(|b| b.supports(case)).collect();
     match case.dtype {
         DType::F32 => run_typed::<f32>(case, seed, &backends, gpu),
         DType::F16 => run_typed::<f16>(case, seed, &backends, gpu),
@@ -417,7 +422,9 @@ fn run_typed<T: Element + cudarc::driver::DeviceRepr>(
                             cpu::paged_prefill(&a, &plan, out)
                         }
                         Backend::Gather => gather::paged_prefill(&a, out),
-                        Backend::Cuda | Backend::CudaSplit | Backend::CudaWhole | Backend::CudaGraph => Err(no_gpu()),
+                        Backend::Cuda => crate::cuda::paged_prefill_host(gpu.ok_or_else(no_gpu)?, &a, 512, out),
+                        Backend::CudaSplit => crate::cuda::paged_prefill_host(gpu.ok_or_else(no_gpu)?, &a, 7, out),
+                        Backend::CudaWhole | Backend::CudaGraph => Err(no_gpu()),
                     }
                 };
                 outcomes.push(check(be, &want, &tol, q.len(), run)?);

@@ -8,7 +8,9 @@
 //!   per step; [`paged_decode`] then allocates nothing and reads no host data.
 //! - [`paged_decode_host`]: validate, upload, run, download (tests and `pal selftest`).
 //! - [`append_kv`] / [`append_kv_host`]: KV append with fused RoPE ([`DeviceRope`] holds the table).
-//! - Not yet: prefill on the GPU, and a dispatch policy that falls back to the gather path.
+//! - [`paged_prefill`] / [`paged_prefill_host`]: a correctness path that runs the decode kernels
+//!   once per new token ([`CudaPrefillPlan`]); a tensor-core prefill is still to come.
+//! - Not yet: a dispatch policy that falls back to the gather path.
 
 mod compile;
 mod toolkit;
@@ -274,16 +276,61 @@ impl DeviceTable {
     }
 }
 
+/// The device side of a split-KV partition, shared by decode and prefill: chunk `c` attends query
+/// row `chunk_row[c]` to tokens `chunk_start[c]..chunk_end[c]` of page-table row `chunk_seq[c]`;
+/// the chunks of query row `r` are `row_chunk_indptr[r]..row_chunk_indptr[r+1]`.
+struct SplitWork {
+    chunk_seq: CudaSlice<i32>,
+    chunk_row: CudaSlice<i32>,
+    chunk_start: CudaSlice<i32>,
+    chunk_end: CudaSlice<i32>,
+    row_chunk_indptr: CudaSlice<i32>,
+    part_o: CudaSlice<f32>,
+    part_lse: CudaSlice<f32>,
+    num_chunks: usize,
+    rows: usize,
+    /// Every row has exactly one chunk: the kernel writes the output, no merge pass.
+    direct: bool,
+}
+
+impl SplitWork {
+    /// `chunks`: `(page-table row, query row, start, end)`, grouped by query row in order.
+    fn upload(
+        dev: &CudaDevice,
+        chunks: &[(usize, usize, usize, usize)],
+        rows: usize,
+        heads: HeadConfig,
+    ) -> Result<Self> {
+        let col =
+            |f: fn(&(usize, usize, usize, usize)) -> usize| chunks.iter().map(|c| f(c) as i32).collect::<Vec<i32>>();
+        let mut indptr = vec![0i32; rows + 1];
+        for c in chunks {
+            indptr[c.1 + 1] += 1;
+        }
+        for r in 0..rows {
+            indptr[r + 1] += indptr[r];
+        }
+        let n = chunks.len();
+        Ok(SplitWork {
+            chunk_seq: dev.upload(&col(|c| c.0))?,
+            chunk_row: dev.upload(&col(|c| c.1))?,
+            chunk_start: dev.upload(&col(|c| c.2))?,
+            chunk_end: dev.upload(&col(|c| c.3))?,
+            row_chunk_indptr: dev.upload(&indptr)?,
+            part_o: dev.zeros(n * heads.num_qo_heads * heads.head_dim)?,
+            part_lse: dev.zeros(n * heads.num_qo_heads)?,
+            num_chunks: n,
+            rows,
+            direct: n == rows,
+        })
+    }
+}
+
 /// Split-KV decode partition for the GPU, with the workspace for partial states.
 pub struct CudaDecodePlan {
     pub host: DecodePlan,
     heads: HeadConfig,
-    chunk_seq: CudaSlice<i32>,
-    chunk_start: CudaSlice<i32>,
-    chunk_end: CudaSlice<i32>,
-    seq_chunk_indptr: CudaSlice<i32>,
-    part_o: CudaSlice<f32>,
-    part_lse: CudaSlice<f32>,
+    work: SplitWork,
 }
 
 /// Threads of a merge block; must equal `MERGE_THREADS` in decode.cu (the kernel strides by it).
@@ -316,24 +363,63 @@ impl CudaDecodePlan {
         chunk: usize,
     ) -> Result<Self> {
         let host = DecodePlan::with_partition(table, opts, chunk, 1);
-        let (mut cs, mut st, mut en) = (Vec::new(), Vec::new(), Vec::new());
-        for (b, s, e) in host.chunks() {
-            cs.push(b as i32);
-            st.push(s as i32);
-            en.push(e as i32);
+        let chunks: Vec<_> = host.chunks().map(|(b, s, e)| (b, b, s, e)).collect();
+        let work = SplitWork::upload(dev, &chunks, table.batch(), heads)?;
+        Ok(CudaDecodePlan { host, heads, work })
+    }
+}
+
+/// Prefill partition for the GPU: every new token is a query row attending to its visible range
+/// of its sequence (causal and window limits folded into the range), cut into chunks.
+///
+/// This path reuses the decode kernels row by row: correct for every option, but it re-reads the
+/// history once per query token, so it is a correctness path, not a fast prefill (no tensor cores).
+pub struct CudaPrefillPlan {
+    qo_indptr: Vec<u32>,
+    seq_lens: Vec<usize>,
+    opts: AttentionOptions,
+    heads: HeadConfig,
+    work: SplitWork,
+}
+
+impl CudaPrefillPlan {
+    /// Plan for new tokens whose K/V is already in the pool (the last tokens of each sequence).
+    pub fn new(
+        dev: &CudaDevice,
+        qo_indptr: &[u32],
+        table: &PageTable,
+        heads: HeadConfig,
+        opts: &AttentionOptions,
+        chunk_tokens: usize,
+    ) -> Result<Self> {
+        heads.validate()?;
+        let chunk = chunk_tokens.max(1);
+        let mut chunks = Vec::new();
+        for b in 0..table.batch() {
+            let (q0, q1) = (qo_indptr[b] as usize, qo_indptr[b + 1] as usize);
+            let total = table.seq_len(b);
+            let hist = total
+                .checked_sub(q1 - q0)
+                .ok_or_else(|| PalError::invalid("qo_indptr", "more new tokens than the sequence holds"))?;
+            for i in 0..q1 - q0 {
+                let pos = hist + i;
+                let (lo, hi) = (opts.first_visible(pos), if opts.causal { pos + 1 } else { total });
+                let mut s = lo;
+                while s < hi {
+                    let e = s.saturating_add(chunk).min(hi);
+                    chunks.push((b, q0 + i, s, e));
+                    s = e;
+                }
+            }
         }
-        let ind: Vec<i32> =
-            (0..=table.batch()).map(|b| if b == 0 { 0 } else { host.seq_chunks(b - 1).end as i32 }).collect();
-        let n = host.num_chunks();
-        Ok(CudaDecodePlan {
+        let rows = *qo_indptr.last().unwrap_or(&0) as usize;
+        let work = SplitWork::upload(dev, &chunks, rows, heads)?;
+        Ok(CudaPrefillPlan {
+            qo_indptr: qo_indptr.to_vec(),
+            seq_lens: table.seq_lens().to_vec(),
+            opts: *opts,
             heads,
-            chunk_seq: dev.upload(&cs)?,
-            chunk_start: dev.upload(&st)?,
-            chunk_end: dev.upload(&en)?,
-            seq_chunk_indptr: dev.upload(&ind)?,
-            part_o: dev.zeros(n * heads.num_qo_heads * heads.head_dim)?,
-            part_lse: dev.zeros(n * heads.num_qo_heads)?,
-            host,
+            work,
         })
     }
 }
@@ -378,17 +464,55 @@ pub fn paged_decode<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     out: &mut CudaSlice<Q>,
 ) -> Result<()> {
     opts.validate()?;
-    let heads = plan.heads;
+    plan.host.check(&table.host, opts, plan.heads.num_kv_heads)?;
+    if table.host.seq_lens().contains(&0) {
+        return Err(PalError::invalid("page_table", "a sequence holds no token; decode needs at least one"));
+    }
+    launch_split(dev, q, pool, table, &mut plan.work, plan.heads, opts, out)
+}
+
+/// Prefill (append attention) on device buffers; `q`/`out` are `[tokens, num_qo_heads, head_dim]`
+/// and the new tokens' K/V must already be in the pool. See [`CudaPrefillPlan`].
+#[allow(clippy::too_many_arguments)]
+pub fn paged_prefill<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
+    dev: &CudaDevice,
+    q: &CudaSlice<Q>,
+    qo_indptr: &[u32],
+    pool: &DevicePool<KV>,
+    table: &DeviceTable,
+    plan: &mut CudaPrefillPlan,
+    opts: &AttentionOptions,
+    out: &mut CudaSlice<Q>,
+) -> Result<()> {
+    opts.validate()?;
+    if plan.qo_indptr != qo_indptr || plan.seq_lens != table.host.seq_lens() || plan.opts != *opts {
+        return Err(PalError::invalid("plan", "was built for another batch or other options; plan again"));
+    }
+    launch_split(dev, q, pool, table, &mut plan.work, plan.heads, opts, out)
+}
+
+/// The split-KV launch shared by decode and prefill: the attention kernel over every chunk, then
+/// (unless each row is one chunk) the merge kernel over every query row.
+#[allow(clippy::too_many_arguments)]
+fn launch_split<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
+    dev: &CudaDevice,
+    q: &CudaSlice<Q>,
+    pool: &DevicePool<KV>,
+    table: &DeviceTable,
+    work: &mut SplitWork,
+    heads: HeadConfig,
+    opts: &AttentionOptions,
+    out: &mut CudaSlice<Q>,
+) -> Result<()> {
     let (hq, hkv, d, g) = (heads.num_qo_heads, heads.num_kv_heads, heads.head_dim, heads.group_size());
     if pool.layout.num_kv_heads != hkv || pool.layout.head_dim != d {
         return Err(PalError::invalid("plan", "was built for other head counts than the pool's"));
     }
-    plan.host.check(&table.host, opts, hkv)?;
-    let batch = table.host.batch();
-    pal_core::check_len("q", q.len(), batch * hq * d, || format!("[{batch}, {hq}, {d}]"))?;
-    pal_core::check_len("out", out.len(), batch * hq * d, || format!("[{batch}, {hq}, {d}]"))?;
-    if table.host.seq_lens().contains(&0) {
-        return Err(PalError::invalid("page_table", "a sequence holds no token; decode needs at least one"));
+    let rows = work.rows;
+    pal_core::check_len("q", q.len(), rows * hq * d, || format!("[{rows}, {hq}, {d}]"))?;
+    pal_core::check_len("out", out.len(), rows * hq * d, || format!("[{rows}, {hq}, {d}]"))?;
+    if work.num_chunks == 0 {
+        return Ok(());
     }
     let s = block_group(g);
     let variant = Variant { family: Family::Decode, q: Q::DTYPE, kv: KV::DTYPE, head_dim: d, group: s };
@@ -396,22 +520,24 @@ pub fn paged_decode<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     let (fd, fm) = (&fns.decode, &fns.merge);
     let kopts = KernelOpts::new(opts, d);
     let (hkv_i, g_i, page_i, hq_i) = (hkv as i32, g as i32, pool.layout.block_size as i32, hq as i32);
-    let chunks = plan.host.num_chunks() as u32;
-    // One chunk per sequence: the decode kernel writes the output itself, no merge pass.
-    let direct = i32::from(!plan.host.is_split());
-    let cfg =
-        LaunchConfig { grid_dim: (chunks, hkv as u32, (g / s) as u32), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+    let direct = i32::from(work.direct);
+    let cfg = LaunchConfig {
+        grid_dim: (work.num_chunks as u32, hkv as u32, (g / s) as u32),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: 0,
+    };
     let mut b = dev.stream.launch_builder(fd);
     b.arg(q)
         .arg(&pool.k)
         .arg(&pool.v)
         .arg(&table.indptr)
         .arg(&table.indices)
-        .arg(&plan.chunk_seq)
-        .arg(&plan.chunk_start)
-        .arg(&plan.chunk_end)
-        .arg(&mut plan.part_o)
-        .arg(&mut plan.part_lse)
+        .arg(&work.chunk_seq)
+        .arg(&work.chunk_row)
+        .arg(&work.chunk_start)
+        .arg(&work.chunk_end)
+        .arg(&mut work.part_o)
+        .arg(&mut work.part_lse)
         .arg(&mut *out)
         .arg(&direct)
         .arg(&hkv_i)
@@ -421,14 +547,14 @@ pub fn paged_decode<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     // SAFETY: argument types and order match `pal_decode`; every buffer was sized and every index
     // validated on the host (page ids in the pool, chunk ranges within each sequence).
     unsafe { b.launch(cfg) }.map_err(fail)?;
-    if direct == 1 {
+    if work.direct {
         return Ok(());
     }
     let mcfg =
-        LaunchConfig { grid_dim: (batch as u32, hq as u32, 1), block_dim: (MERGE_THREADS, 1, 1), shared_mem_bytes: 0 };
+        LaunchConfig { grid_dim: (rows as u32, hq as u32, 1), block_dim: (MERGE_THREADS, 1, 1), shared_mem_bytes: 0 };
     let mut m = dev.stream.launch_builder(fm);
-    m.arg(&plan.part_o).arg(&plan.part_lse).arg(&plan.seq_chunk_indptr).arg(out).arg(&hq_i);
-    // SAFETY: as above; `out` holds batch * hq * d elements.
+    m.arg(&work.part_o).arg(&work.part_lse).arg(&work.row_chunk_indptr).arg(out).arg(&hq_i);
+    // SAFETY: as above; `out` holds rows * hq * d elements.
     unsafe { m.launch(mcfg) }.map_err(fail)?;
     Ok(())
 }
@@ -682,5 +808,30 @@ pub fn append_kv_host<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     a.q.copy_from_slice(&dev.download(&q)?);
     cache.k.copy_from_slice(&dev.download(&pool.k)?);
     cache.v.copy_from_slice(&dev.download(&pool.v)?);
+    Ok(())
+}
+
+/// Validate like the CPU backend, then upload, prefill on the GPU, download. New K/V must be in
+/// the pool (`new_kv: None`); ragged new K/V is not supported on the GPU yet.
+pub fn paged_prefill_host<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
+    dev: &CudaDevice,
+    a: &crate::PrefillArgs<'_, Q, KV>,
+    chunk_tokens: usize,
+    out: &mut [Q],
+) -> Result<()> {
+    let sh = validate::prefill(a, out.len())?;
+    if a.new_kv.is_some() {
+        return Err(PalError::DeviceUnavailable {
+            device: "cuda".into(),
+            reason: "ragged new K/V (`new_kv`) is not supported on the GPU yet; append first".into(),
+        });
+    }
+    let pool = DevicePool::upload(dev, a.kv.k, a.kv.v, a.kv.layout)?;
+    let table = DeviceTable::upload(dev, a.page_table, &a.kv.layout)?;
+    let mut plan = CudaPrefillPlan::new(dev, a.qo_indptr, a.page_table, sh.heads, &a.opts, chunk_tokens)?;
+    let q = dev.upload(a.q)?;
+    let mut o = dev.upload(out)?;
+    paged_prefill(dev, &q, a.qo_indptr, &pool, &table, &mut plan, &a.opts, &mut o)?;
+    out.copy_from_slice(&dev.download(&o)?);
     Ok(())
 }

@@ -28,7 +28,8 @@ pal_decode(const PAL_T* __restrict__ q,            // [B, Hq, HD]
            const PAL_KV* __restrict__ v_cache,
            const int* __restrict__ indptr,         // [B+1]
            const int* __restrict__ indices,        // [nnz pages]
-           const int* __restrict__ chunk_seq,      // [chunks]
+           const int* __restrict__ chunk_seq,      // [chunks] page-table row of the chunk
+           const int* __restrict__ chunk_row,      // [chunks] query row (decode: = sequence; prefill: token)
            const int* __restrict__ chunk_start,    // [chunks]
            const int* __restrict__ chunk_end,      // [chunks]
            float* __restrict__ part_o,             // [chunks, Hq, HD]
@@ -41,6 +42,7 @@ pal_decode(const PAL_T* __restrict__ q,            // [B, Hq, HD]
     const int hq = num_kv_heads * group;
     const int head0 = h * group + blockIdx.z * G;  // first query head of this block
     const int b = chunk_seq[chunk];
+    const int qrow = chunk_row[chunk];
     const int start = chunk_start[chunk], end = chunk_end[chunk];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int sub = lane / LPT, li = lane % LPT;
@@ -56,7 +58,7 @@ pal_decode(const PAL_T* __restrict__ q,            // [B, Hq, HD]
     float qv[G][VEC];
 #pragma unroll
     for (int g = 0; g < G; ++g) {
-        const PAL_T* qp = q + ((long)b * hq + head0 + g) * HD + d0;
+        const PAL_T* qp = q + ((long)qrow * hq + head0 + g) * HD + d0;
 #pragma unroll
         for (int i = 0; i < VEC; ++i) qv[g][i] = active ? to_f32(qp[i]) * opts.scale : 0.f;
     }
@@ -195,7 +197,7 @@ pal_decode(const PAL_T* __restrict__ q,            // [B, Hq, HD]
             }
         }
         if (direct) {
-            out[((long)b * hq + head0 + g) * HD + d] = from_f32<PAL_T>(ll > 0.f ? oo / ll : 0.f);
+            out[((long)qrow * hq + head0 + g) * HD + d] = from_f32<PAL_T>(ll > 0.f ? oo / ll : 0.f);
         } else {
             const long row = (long)chunk * hq + head0 + g;
             part_o[row * HD + d] = ll > 0.f ? oo / ll : 0.f;
@@ -204,7 +206,7 @@ pal_decode(const PAL_T* __restrict__ q,            // [B, Hq, HD]
     }
 }
 
-// Merge the chunks of each sequence: one block per (sequence, query head). Chunk weights are
+// Merge the chunks of each query row (decode: sequence; prefill: token): one block per (row, head). Chunk weights are
 // computed in parallel into shared memory (in slices of MERGE_SLICE chunks), then every thread
 // sums its dims over the chunks with independent loads.
 #define MERGE_THREADS 128
