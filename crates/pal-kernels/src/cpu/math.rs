@@ -66,7 +66,7 @@ impl Isa for Plain {
         let mut k = [0f32; pal_core::HeadConfig::MAX_HEAD_DIM];
         for (t, &o) in offs.iter().enumerate() {
             KV::load_row(&kv[o + hoff..o + hoff + d], &mut k[..d]);
-            scores::<PlainMulAdd>(q, rows, &k[..d], 1, d, &mut s[t..], ld);
+            scores_one_key(q, rows, &k[..d], d, &mut s[t..], ld);
         }
     }
     #[inline(always)]
@@ -96,11 +96,11 @@ impl Isa for Plain {
     }
     #[inline(always)]
     fn exp_shift_sum(self, x: &mut [f32], m: f32) -> f32 {
-        exp_shift_sum::<PlainMulAdd>(x, m)
+        exp_shift_sum(x, m)
     }
     #[inline(always)]
     fn exp1(self, x: f32) -> f32 {
-        exp_neg::<PlainMulAdd>(x)
+        exp_neg(x)
     }
 }
 
@@ -157,26 +157,11 @@ impl Isa for Avx2 {
     }
     #[inline(always)]
     fn exp1(self, x: f32) -> f32 {
-        exp_neg::<PlainMulAdd>(x)
+        exp_neg(x)
     }
     #[inline(always)]
     fn swaps_quads<KV: Element>(self, d: usize) -> bool {
         super::avx2::swaps_quads::<KV>(d)
-    }
-}
-
-/// How the portable loops multiply and add.
-pub(crate) trait MulAdd: Copy {
-    fn fma(a: f32, b: f32, c: f32) -> f32;
-}
-
-#[derive(Clone, Copy)]
-pub(crate) struct PlainMulAdd;
-
-impl MulAdd for PlainMulAdd {
-    #[inline(always)]
-    fn fma(a: f32, b: f32, c: f32) -> f32 {
-        a * b + c
     }
 }
 
@@ -187,20 +172,20 @@ fn hsum8(a: [f32; 8]) -> f32 {
 
 /// Dot product; `a.len() == b.len()`, a multiple of 8.
 #[inline(always)]
-pub(crate) fn dot<A: MulAdd>(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut x = [0f32; 8];
     let mut y = [0f32; 8];
     let mut ca = a.chunks_exact(16);
     let mut cb = b.chunks_exact(16);
     for (p, q) in (&mut ca).zip(&mut cb) {
         for i in 0..8 {
-            x[i] = A::fma(p[i], q[i], x[i]);
-            y[i] = A::fma(p[8 + i], q[8 + i], y[i]);
+            x[i] = p[i] * q[i] + x[i];
+            y[i] = p[8 + i] * q[8 + i] + y[i];
         }
     }
     for (p, q) in ca.remainder().chunks_exact(8).zip(cb.remainder().chunks_exact(8)) {
         for i in 0..8 {
-            x[i] = A::fma(p[i], q[i], x[i]);
+            x[i] = p[i] * q[i] + x[i];
         }
     }
     for i in 0..8 {
@@ -211,7 +196,7 @@ pub(crate) fn dot<A: MulAdd>(a: &[f32], b: &[f32]) -> f32 {
 
 /// Four dot products sharing `k`: rows `q[0..d]`, `q[d..2d]`, `q[2d..3d]`, `q[3d..4d]`.
 #[inline(always)]
-pub(crate) fn dot4<A: MulAdd>(q: &[f32], k: &[f32], d: usize) -> [f32; 4] {
+pub(crate) fn dot4(q: &[f32], k: &[f32], d: usize) -> [f32; 4] {
     let (q0, rest) = q.split_at(d);
     let (q1, rest) = rest.split_at(d);
     let (q2, rest) = rest.split_at(d);
@@ -225,32 +210,28 @@ pub(crate) fn dot4<A: MulAdd>(q: &[f32], k: &[f32], d: usize) -> [f32; 4] {
         .zip(q3.chunks_exact(8));
     for ((((kc, a), b), c), e) in it {
         for i in 0..8 {
-            acc[0][i] = A::fma(a[i], kc[i], acc[0][i]);
-            acc[1][i] = A::fma(b[i], kc[i], acc[1][i]);
-            acc[2][i] = A::fma(c[i], kc[i], acc[2][i]);
-            acc[3][i] = A::fma(e[i], kc[i], acc[3][i]);
+            acc[0][i] = a[i] * kc[i] + acc[0][i];
+            acc[1][i] = b[i] * kc[i] + acc[1][i];
+            acc[2][i] = c[i] * kc[i] + acc[2][i];
+            acc[3][i] = e[i] * kc[i] + acc[3][i];
         }
     }
     [hsum8(acc[0]), hsum8(acc[1]), hsum8(acc[2]), hsum8(acc[3])]
 }
 
-/// `s[r * ld + t] = q_r · k_t` for `rows` query rows and `n` key rows (all of width `d`).
+/// `s[r * ld] = q_r · k` for `rows` query rows against one key row `k` (width `d`).
 #[inline(always)]
-pub(crate) fn scores<A: MulAdd>(q: &[f32], rows: usize, kt: &[f32], n: usize, d: usize, s: &mut [f32], ld: usize) {
-    for t in 0..n {
-        let k = &kt[t * d..(t + 1) * d];
-        let mut r = 0;
-        while r + 4 <= rows {
-            let v = dot4::<A>(&q[r * d..(r + 4) * d], k, d);
-            for (i, x) in v.into_iter().enumerate() {
-                s[(r + i) * ld + t] = x;
-            }
-            r += 4;
+fn scores_one_key(q: &[f32], rows: usize, k: &[f32], d: usize, s: &mut [f32], ld: usize) {
+    let mut r = 0;
+    while r + 4 <= rows {
+        for (i, x) in dot4(&q[r * d..(r + 4) * d], k, d).into_iter().enumerate() {
+            s[(r + i) * ld] = x;
         }
-        while r < rows {
-            s[r * ld + t] = dot::<A>(&q[r * d..(r + 1) * d], k);
-            r += 1;
-        }
+        r += 4;
+    }
+    while r < rows {
+        s[r * ld] = dot(&q[r * d..(r + 1) * d], k);
+        r += 1;
     }
 }
 
@@ -262,20 +243,20 @@ pub(crate) const LN2_LO: f32 = -2.121_944_4e-4;
 /// `exp(x)` for `x <= 0` (softmax exponents), relative error below 2e-7; exactly 0 below -87
 /// (so masked `-inf` scores give 0). Branch-free, so loops over it vectorise.
 #[inline(always)]
-pub(crate) fn exp_neg<A: MulAdd>(x: f32) -> f32 {
+pub(crate) fn exp_neg(x: f32) -> f32 {
     let xc = x.max(-87.0);
     // n = round(x / ln 2) by the magic-number trick (vectorises, unlike `round`), then Cody-Waite:
     // r = x - n ln2 in two steps so that r keeps full precision even for large |x|.
     let n = (xc * LOG2E + 12582912.0) - 12582912.0;
-    let r = A::fma(n, -LN2_LO, A::fma(n, -LN2_HI, xc));
+    let r = n * -LN2_LO + (n * -LN2_HI + xc);
     // e^r on [-ln2/2, ln2/2] (Cephes expf coefficients).
     let mut p = 1.987_569_1e-4f32;
-    p = A::fma(p, r, 1.398_199_9e-3);
-    p = A::fma(p, r, 8.333_452e-3);
-    p = A::fma(p, r, 4.166_579_6e-2);
-    p = A::fma(p, r, 1.666_666_5e-1);
-    p = A::fma(p, r, 5e-1);
-    let e = A::fma(p, r * r, r) + 1.0;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 5e-1;
+    let e = p * r * r + r + 1.0;
     let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
     if x < -87.0 {
         0.0
@@ -286,10 +267,10 @@ pub(crate) fn exp_neg<A: MulAdd>(x: f32) -> f32 {
 
 /// `x[i] = exp(x[i] - m)`; returns the sum.
 #[inline(always)]
-pub(crate) fn exp_shift_sum<A: MulAdd>(x: &mut [f32], m: f32) -> f32 {
+pub(crate) fn exp_shift_sum(x: &mut [f32], m: f32) -> f32 {
     let mut sum = 0.0;
     for v in x.iter_mut() {
-        *v = exp_neg::<A>(*v - m);
+        *v = exp_neg(*v - m);
         sum += *v;
     }
     sum
@@ -305,14 +286,14 @@ mod tests {
         for i in 0..200_000 {
             // Down to -87; below that exp_neg returns exactly 0 (the true value is < 1.7e-38).
             let x = -(i as f32) * 4.35e-4;
-            let e = exp_neg::<PlainMulAdd>(x) as f64;
+            let e = exp_neg(x) as f64;
             let r = (x as f64).exp();
             worst = worst.max(((e - r) / r).abs());
         }
         assert!(worst < 3e-7, "worst relative error {worst}");
-        assert_eq!(exp_neg::<PlainMulAdd>(f32::NEG_INFINITY), 0.0);
-        assert_eq!(exp_neg::<PlainMulAdd>(-90.0), 0.0);
-        assert_eq!(exp_neg::<PlainMulAdd>(0.0), 1.0);
+        assert_eq!(exp_neg(f32::NEG_INFINITY), 0.0);
+        assert_eq!(exp_neg(-90.0), 0.0);
+        assert_eq!(exp_neg(0.0), 1.0);
     }
 
     #[test]
@@ -321,10 +302,10 @@ mod tests {
             let q: Vec<f32> = (0..4 * d).map(|i| ((i * 7919) % 113) as f32 / 50.0 - 1.0).collect();
             let k: Vec<f32> = (0..d).map(|i| ((i * 104729) % 97) as f32 / 40.0 - 1.2).collect();
             let naive: Vec<f64> = (0..4).map(|r| (0..d).map(|i| q[r * d + i] as f64 * k[i] as f64).sum()).collect();
-            let four = dot4::<PlainMulAdd>(&q, &k, d);
+            let four = dot4(&q, &k, d);
             for r in 0..4 {
                 assert!((four[r] as f64 - naive[r]).abs() < 1e-4);
-                assert!((dot::<PlainMulAdd>(&q[r * d..(r + 1) * d], &k) as f64 - naive[r]).abs() < 1e-4);
+                assert!((dot(&q[r * d..(r + 1) * d], &k) as f64 - naive[r]).abs() < 1e-4);
             }
         }
     }
