@@ -179,13 +179,13 @@ pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut cb = b.chunks_exact(16);
     for (p, q) in (&mut ca).zip(&mut cb) {
         for i in 0..8 {
-            x[i] = p[i] * q[i] + x[i];
-            y[i] = p[8 + i] * q[8 + i] + y[i];
+            x[i] += p[i] * q[i];
+            y[i] += p[8 + i] * q[8 + i];
         }
     }
     for (p, q) in ca.remainder().chunks_exact(8).zip(cb.remainder().chunks_exact(8)) {
         for i in 0..8 {
-            x[i] = p[i] * q[i] + x[i];
+            x[i] += p[i] * q[i];
         }
     }
     for i in 0..8 {
@@ -210,10 +210,10 @@ pub(crate) fn dot4(q: &[f32], k: &[f32], d: usize) -> [f32; 4] {
         .zip(q3.chunks_exact(8));
     for ((((kc, a), b), c), e) in it {
         for i in 0..8 {
-            acc[0][i] = a[i] * kc[i] + acc[0][i];
-            acc[1][i] = b[i] * kc[i] + acc[1][i];
-            acc[2][i] = c[i] * kc[i] + acc[2][i];
-            acc[3][i] = e[i] * kc[i] + acc[3][i];
+            acc[0][i] += a[i] * kc[i];
+            acc[1][i] += b[i] * kc[i];
+            acc[2][i] += c[i] * kc[i];
+            acc[3][i] += e[i] * kc[i];
         }
     }
     [hsum8(acc[0]), hsum8(acc[1]), hsum8(acc[2]), hsum8(acc[3])]
