@@ -22,12 +22,8 @@ fn every_kernel_variant_compiles_for_hopper() {
     assert!(variants.len() >= 135);
     for v in &variants {
         let ptx = compile_variant(v, "compute_90a").unwrap_or_else(|e| panic!("{e}"));
-        let entries: &[&str] = match v.family {
-            pal_kernels::cuda::Family::Decode => &[".entry pal_decode", ".entry pal_merge", ".entry pal_gather"],
-            pal_kernels::cuda::Family::Append => &[".entry pal_append(", ".entry pal_append_vec("],
-        };
-        for e in entries {
-            assert!(ptx.contains(e), "{v:?} lacks {e}");
+        for e in v.family.entries() {
+            assert!(ptx.contains(&format!(".entry {e}(")), "{v:?} lacks {e}");
         }
         assert!(ptx.contains(".target sm_90a"), "{v:?}");
     }

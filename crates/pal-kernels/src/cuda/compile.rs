@@ -29,6 +29,16 @@ pub enum Family {
     Append,
 }
 
+impl Family {
+    /// The `extern "C"` kernels a module of this family defines.
+    pub fn entries(self) -> &'static [&'static str] {
+        match self {
+            Family::Decode => &["pal_decode", "pal_merge", "pal_gather", "pal_read_probe"],
+            Family::Append => &["pal_append", "pal_append_vec"],
+        }
+    }
+}
+
 pub fn cuda_type(d: DType) -> &'static str {
     match d {
         DType::F32 => "float",

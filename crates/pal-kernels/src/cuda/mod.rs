@@ -38,8 +38,7 @@ pub struct CudaDevice {
     name: String,
     arch: &'static str,
     sm_count: usize,
-    functions: Mutex<HashMap<Variant, Arc<DecodeFns>>>,
-    append_fns: Mutex<HashMap<Variant, Arc<AppendFns>>>,
+    kernels: Mutex<HashMap<Variant, Arc<Kernels>>>,
     /// Stands in for buffers a kernel is told not to read (the RoPE table without RoPE).
     placeholder: CudaSlice<f32>,
 }
@@ -91,8 +90,7 @@ impl CudaDevice {
             name,
             arch: arch_for(cc),
             sm_count,
-            functions: Mutex::new(HashMap::new()),
-            append_fns: Mutex::new(HashMap::new()),
+            kernels: Mutex::new(HashMap::new()),
         })
     }
 
@@ -129,62 +127,42 @@ impl CudaDevice {
         self.stream.alloc_zeros(n.max(1)).map_err(fail)
     }
 
-    /// The kernels of a decode `variant`, compiled on first use.
-    fn decode_fns(&self, variant: &Variant) -> Result<Arc<DecodeFns>> {
-        let mut map = self.functions.lock().map_err(|_| fail("kernel cache poisoned"))?;
-        if let Some(f) = map.get(variant) {
-            return Ok(f.clone());
+    /// The kernels of `variant` (every entry point of its family), compiled on first use.
+    fn kernels(&self, variant: &Variant) -> Result<Arc<Kernels>> {
+        let mut map = self.kernels.lock().map_err(|_| fail("kernel cache poisoned"))?;
+        if let Some(k) = map.get(variant) {
+            return Ok(k.clone());
         }
-        let module = self.load(variant)?;
-        let f = Arc::new(DecodeFns {
-            decode: module.load_function("pal_decode").map_err(fail)?,
-            merge: module.load_function("pal_merge").map_err(fail)?,
-            gather: module.load_function("pal_gather").map_err(fail)?,
-            read_probe: module.load_function("pal_read_probe").map_err(fail)?,
-            _module: module,
-        });
-        map.insert(variant.clone(), f.clone());
-        Ok(f)
-    }
-
-    /// The append kernels of `variant`, compiled on first use.
-    fn append_fns(&self, variant: &Variant) -> Result<Arc<AppendFns>> {
-        let mut map = self.append_fns.lock().map_err(|_| fail("kernel cache poisoned"))?;
-        if let Some(f) = map.get(variant) {
-            return Ok(f.clone());
-        }
-        let module = self.load(variant)?;
-        let f = Arc::new(AppendFns {
-            scalar: module.load_function("pal_append").map_err(fail)?,
-            vector: module.load_function("pal_append_vec").map_err(fail)?,
-            _module: module,
-        });
-        map.insert(variant.clone(), f.clone());
-        Ok(f)
-    }
-
-    /// Compile (or take from the disk cache) and load the module of `variant`.
-    fn load(&self, variant: &Variant) -> Result<Arc<CudaModule>> {
         let ptx = compile::compile(variant, self.arch).map_err(fail)?;
-        self.ctx.load_module(cudarc::nvrtc::Ptx::from_src(ptx)).map_err(fail)
+        let module = self.ctx.load_module(cudarc::nvrtc::Ptx::from_src(ptx)).map_err(fail)?;
+        let functions = variant
+            .family
+            .entries()
+            .iter()
+            .map(|&name| module.load_function(name).map(|f| (name, f)).map_err(fail))
+            .collect::<Result<Vec<_>>>()?;
+        let k = Arc::new(Kernels { functions, _module: module });
+        map.insert(variant.clone(), k.clone());
+        Ok(k)
     }
 
     /// Device read bandwidth in GB/s: a streaming read of `src` (the decode ceiling), timed with
     /// CUDA events over `iters` launches.
     pub fn read_bandwidth(&self, src: &CudaSlice<u8>, iters: usize) -> Result<f64> {
-        let f = self.decode_fns(&Variant {
+        let kernels = self.kernels(&Variant {
             family: Family::Decode,
             q: pal_core::DType::BF16,
             kv: pal_core::DType::BF16,
             head_dim: 128,
             group: 1,
         })?;
+        let probe = kernels.get("pal_read_probe")?;
         let words = (src.len() / 16) as i64;
         let blocks = (self.sm_count * 8) as u32;
         let mut sink = self.zeros::<u32>(blocks as usize)?;
         let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (512, 1, 1), shared_mem_bytes: 0 };
         let ms = self.time_ms(iters, || {
-            let mut b = self.stream.launch_builder(&f.read_probe);
+            let mut b = self.stream.launch_builder(probe);
             b.arg(src).arg(&words).arg(&mut sink);
             // SAFETY: `src` holds `words` 16-byte words; `sink` has one slot per block.
             unsafe { b.launch(cfg) }.map(|_| ()).map_err(fail)
@@ -216,20 +194,16 @@ impl CudaDevice {
     }
 }
 
-/// The kernels of one decode variant.
-struct DecodeFns {
-    decode: CudaFunction,
-    merge: CudaFunction,
-    gather: CudaFunction,
-    read_probe: CudaFunction,
+/// The loaded entry points of one variant (kept with their module).
+struct Kernels {
+    functions: Vec<(&'static str, CudaFunction)>,
     _module: Arc<CudaModule>,
 }
 
-/// The kernels of one append variant.
-struct AppendFns {
-    scalar: CudaFunction,
-    vector: CudaFunction,
-    _module: Arc<CudaModule>,
+impl Kernels {
+    fn get(&self, name: &str) -> Result<&CudaFunction> {
+        self.functions.iter().find(|(n, _)| *n == name).map(|(_, f)| f).ok_or_else(|| fail(format!("no kernel {name}")))
+    }
 }
 
 /// A KV pool (one layer) in device memory.
@@ -516,8 +490,8 @@ fn launch_split<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     }
     let s = block_group(g);
     let variant = Variant { family: Family::Decode, q: Q::DTYPE, kv: KV::DTYPE, head_dim: d, group: s };
-    let fns = dev.decode_fns(&variant)?;
-    let (fd, fm) = (&fns.decode, &fns.merge);
+    let kernels = dev.kernels(&variant)?;
+    let (fd, fm) = (kernels.get("pal_decode")?, kernels.get("pal_merge")?);
     let kopts = KernelOpts::new(opts, d);
     let (hkv_i, g_i, page_i, hq_i) = (hkv as i32, g as i32, pool.layout.block_size as i32, hq as i32);
     let direct = i32::from(work.direct);
@@ -652,7 +626,7 @@ pub fn gather<KV: Element + DeviceRepr>(
     pal_core::check_len("seq_lens", seq_lens.len(), batch, || format!("[{batch}]"))?;
     let variant =
         Variant { family: Family::Decode, q: KV::DTYPE, kv: KV::DTYPE, head_dim: pool.layout.head_dim, group: 1 };
-    let f = dev.decode_fns(&variant)?;
+    let kernels = dev.kernels(&variant)?;
     let max_pages = table.host.seq_lens().iter().map(|l| l.div_ceil(pool.layout.block_size)).max().unwrap_or(0);
     let (page_i, max_i, tok_i) = (pool.layout.block_size as i32, max_len as i32, pool.layout.token_stride() as i32);
     let cfg = LaunchConfig {
@@ -660,7 +634,7 @@ pub fn gather<KV: Element + DeviceRepr>(
         block_dim: (256, 1, 1),
         shared_mem_bytes: 0,
     };
-    let mut b = dev.stream.launch_builder(&f.gather);
+    let mut b = dev.stream.launch_builder(kernels.get("pal_gather")?);
     b.arg(&pool.k)
         .arg(&pool.v)
         .arg(&table.indptr)
@@ -733,7 +707,8 @@ pub fn append_kv<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
             return Err(PalError::invalid("rope", format!("built for head_dim {}, pool has {d}", r.head_dim)));
         }
     }
-    let fns = dev.append_fns(&Variant { family: Family::Append, q: Q::DTYPE, kv: KV::DTYPE, head_dim: d, group: 1 })?;
+    let kernels =
+        dev.kernels(&Variant { family: Family::Append, q: Q::DTYPE, kv: KV::DTYPE, head_dim: d, group: 1 })?;
     // Without RoPE the kernel never reads the table.
     let (cos, sin) = match rope {
         Some(r) => (&r.cos, &r.sin),
@@ -757,12 +732,12 @@ pub fn append_kv<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
             block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         };
-        b = dev.stream.launch_builder(&fns.vector);
+        b = dev.stream.launch_builder(kernels.get("pal_append_vec")?);
         b.arg(a.q).arg(a.k).arg(a.v).arg(a.positions).arg(a.slots).arg(cos).arg(sin);
         b.arg(&mut pool.k).arg(&mut pool.v).arg(&t_i).arg(&hq_i).arg(&hkv_i).arg(&rot).arg(&style).arg(&use_rope);
     } else {
         cfg = LaunchConfig { grid_dim: (t as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
-        b = dev.stream.launch_builder(&fns.scalar);
+        b = dev.stream.launch_builder(kernels.get("pal_append")?);
         b.arg(a.q).arg(a.k).arg(a.v).arg(a.positions).arg(a.slots).arg(cos).arg(sin);
         b.arg(&mut pool.k).arg(&mut pool.v).arg(&hq_i).arg(&hkv_i).arg(&rot).arg(&style).arg(&use_rope);
     }
