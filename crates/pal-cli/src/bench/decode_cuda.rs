@@ -1,7 +1,7 @@
 //! Decode cell on the GPU: PAL's paged decode, gather-then-dense (gather kernel + the same decode
 //! kernel on contiguous K/V) and dense, timed with CUDA events on device-resident data.
 
-use super::{fragmented_lists, random_vec, row, Cell, Row};
+use super::{bench_pool, check_agree, kernel_rows, random_vec, BenchPool, Cell, Row};
 use pal_core::{bf16, f16, AttentionOptions, DType, Element, HeadConfig, KvLayout, PageTable, PalError};
 use pal_kernels::cuda::{gather, paged_decode, CudaDecodePlan, CudaDevice, DevicePool, DeviceTable};
 
@@ -25,15 +25,11 @@ fn typed<T: Element + cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBi
     read_gbps: f64,
 ) -> Result<Vec<Row>, PalError> {
     let heads = HeadConfig::new(c.hq, c.hkv, c.head_dim)?;
-    let pages = c.context.div_ceil(c.page);
-    let layout = KvLayout::new(c.batch * pages, c.page, c.hkv, c.head_dim)?;
     let lens = vec![c.context; c.batch];
-    let table = PageTable::from_lists(&fragmented_lists(c.batch, pages, 3), &lens, c.page)?;
     let opts = AttentionOptions::default();
-    let pool = {
-        let (k, v): (Vec<T>, Vec<T>) = (random_vec(layout.elems(), 1), random_vec(layout.elems(), 2));
-        DevicePool::upload(dev, &k, &v, layout)?
-    };
+    let BenchPool { layout, k, v, table } = bench_pool::<T>(c)?;
+    let pool = DevicePool::upload(dev, &k, &v, layout)?;
+    drop((k, v));
     let table_d = DeviceTable::upload(dev, &table, &layout)?;
     let q = dev.upload(&random_vec::<T>(c.batch * c.hq * c.head_dim, 4))?;
     let mut out = dev.zeros::<T>(c.batch * c.hq * c.head_dim)?;
@@ -62,26 +58,10 @@ fn typed<T: Element + cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBi
         gather(dev, &pool, &table_d, &lens_d, &mut dense)?;
         paged_decode(dev, &q, &dense, &dense_table_d, &mut dense_plan, &opts, &mut dense_out)
     })?;
-    let (a, b) = (dev.download(&out)?, dev.download(&dense_out)?);
-    if a.iter().zip(&b).any(|(x, y)| (x.to_f32() - y.to_f32()).abs() > 1e-2) {
-        return Err(PalError::invalid(
-            "bench",
-            "paged and dense GPU outputs disagree; run `pal selftest --device cuda`",
-        ));
-    }
+    check_agree(c, &dev.download(&out)?, &[&dev.download(&dense_out)?])?;
     let bytes =
         (2 * c.batch * c.context * c.hkv * c.head_dim + 2 * c.batch * c.hq * c.head_dim) as f64 * c.dtype.size() as f64;
     let t = |ms: f64| super::timing::Timing { median_ms: ms, min_ms: ms, iters: n };
-    let mut rows = vec![
-        row("decode", "pal", c, &t(pal_ms), bytes),
-        row("decode", "gather", c, &t(gather_ms), bytes),
-        row("decode", "dense", c, &t(dense_ms), bytes),
-    ];
-    for r in &mut rows {
-        r.ceiling = "read_gbps";
-        r.ceiling_value = read_gbps;
-        r.frac_of_ceiling = r.gbps / read_gbps;
-    }
-    super::add_ratios(&mut rows);
+    let rows = kernel_rows("decode", c, [t(pal_ms), t(gather_ms), t(dense_ms)], bytes, None, ("read_gbps", read_gbps));
     Ok(rows)
 }

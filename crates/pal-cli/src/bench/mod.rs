@@ -288,6 +288,59 @@ pub(crate) fn row(op: &'static str, kernel: &'static str, c: &Cell, t: &timing::
     }
 }
 
+/// The paged pool of a cell: `batch` sequences of `context` tokens in fragmented blocks.
+pub(crate) struct BenchPool<T> {
+    pub layout: pal_core::KvLayout,
+    pub k: Vec<T>,
+    pub v: Vec<T>,
+    pub table: pal_core::PageTable,
+}
+
+pub(crate) fn bench_pool<T: pal_core::Element>(c: &Cell) -> Result<BenchPool<T>, PalError> {
+    let pages = c.context.div_ceil(c.page);
+    let layout = pal_core::KvLayout::new(c.batch * pages, c.page, c.hkv, c.head_dim)?;
+    let table =
+        pal_core::PageTable::from_lists(&fragmented_lists(c.batch, pages, 3), &vec![c.context; c.batch], c.page)?;
+    Ok(BenchPool { k: random_vec(layout.elems(), 1), v: random_vec(layout.elems(), 2), layout, table })
+}
+
+/// The paged kernel's output must match the contiguous baselines' (same math, other layout).
+pub(crate) fn check_agree<T: pal_core::Element>(c: &Cell, paged: &[T], others: &[&[T]]) -> Result<(), PalError> {
+    let worst = others
+        .iter()
+        .flat_map(|o| paged.iter().zip(o.iter()).map(|(x, y)| (x.to_f32() - y.to_f32()).abs()))
+        .fold(0f32, f32::max);
+    if worst.is_nan() || worst > 1e-2 {
+        return Err(PalError::invalid(
+            "bench",
+            format!("paged and dense outputs disagree by {worst} at B={} L={}; run `pal selftest`", c.batch, c.context),
+        ));
+    }
+    Ok(())
+}
+
+/// The `pal`, `gather` and `dense` rows of a cell, with ratios and the fraction of `ceiling`.
+/// With `flops`, the ceiling is a FLOP rate; otherwise a bandwidth.
+pub(crate) fn kernel_rows(
+    op: &'static str,
+    c: &Cell,
+    [pal, gather, dense]: [timing::Timing; 3],
+    bytes: f64,
+    flops: Option<f64>,
+    (ceiling, value): (&'static str, f64),
+) -> Vec<Row> {
+    let mut rows =
+        vec![row(op, "pal", c, &pal, bytes), row(op, "gather", c, &gather, bytes), row(op, "dense", c, &dense, bytes)];
+    for r in &mut rows {
+        r.gflops = flops.map(|f| f / r.ms / 1e6);
+        r.ceiling = ceiling;
+        r.ceiling_value = value;
+        r.frac_of_ceiling = r.gflops.unwrap_or(r.gbps) / value;
+    }
+    add_ratios(&mut rows);
+    rows
+}
+
 /// Fill in the ratios of rows `[pal, gather, dense]` (any subset, by kernel name).
 pub(crate) fn add_ratios(rows: &mut [Row]) {
     let ms = |k: &str| rows.iter().find(|r| r.kernel == k).map(|r| r.ms);
