@@ -11,7 +11,8 @@ pub struct DecodePlan {
     seq_lens: Vec<usize>,
     window_left: Option<u32>,
     chunk_indptr: Vec<usize>,
-    chunks: Vec<(usize, usize)>,
+    /// `(sequence, start, end)` of every chunk, in sequence order.
+    chunks: Vec<(usize, usize, usize)>,
     head_splits: usize,
 }
 
@@ -50,7 +51,7 @@ impl DecodePlan {
             let mut s = r.start;
             loop {
                 let e = s.saturating_add(chunk_tokens).min(r.end);
-                chunks.push((s, e));
+                chunks.push((chunk_indptr.len() - 1, s, e));
                 s = e;
                 if s >= r.end {
                     break;
@@ -79,9 +80,7 @@ impl DecodePlan {
 
     /// Every chunk as `(sequence, start, end)`.
     pub fn chunks(&self) -> impl Iterator<Item = (usize, usize, usize)> + '_ {
-        (0..self.seq_lens.len()).flat_map(move |b| {
-            self.chunks[self.chunk_indptr[b]..self.chunk_indptr[b + 1]].iter().map(move |&(s, e)| (b, s, e))
-        })
+        self.chunks.iter().copied()
     }
     pub fn num_chunks(&self) -> usize {
         self.chunks.len()
@@ -90,7 +89,8 @@ impl DecodePlan {
     pub fn seq_chunks(&self, b: usize) -> std::ops::Range<usize> {
         self.chunk_indptr[b]..self.chunk_indptr[b + 1]
     }
-    pub(crate) fn chunk(&self, i: usize) -> (usize, usize) {
+    /// `(sequence, start, end)` of chunk `i`.
+    pub(crate) fn chunk(&self, i: usize) -> (usize, usize, usize) {
         self.chunks[i]
     }
     /// Whether any sequence is split across several chunks.

@@ -72,7 +72,6 @@ pub fn paged_decode<Q: Element, KV: Element>(
     // Partial states, [chunk][hq][d] and [chunk][hq]; item (chunk, s) owns heads s*span..(s+1)*span.
     let mut part_o = vec![0f32; plan.num_chunks() * hq * d];
     let mut part_lse = vec![0f32; plan.num_chunks() * hq];
-    let seq_of_chunk: Vec<usize> = plan.chunks().map(|(b, _, _)| b).collect();
     #[cfg(target_arch = "x86_64")]
     let avx2 = super::math::Avx2::detect();
 
@@ -80,7 +79,7 @@ pub fn paged_decode<Q: Element, KV: Element>(
         || RowBlock::new(span, g, d),
         |blk, (i, (o, lse))| {
             let (chunk, s) = (i / splits, i % splits);
-            let b = seq_of_chunk[chunk];
+            let (b, start, end) = plan.chunk(chunk);
             let kv = KvRows {
                 k: a.kv.k,
                 v: a.kv.v,
@@ -93,7 +92,7 @@ pub fn paged_decode<Q: Element, KV: Element>(
             };
             let q0 = (b * hq + s * span * g) * d;
             let q = &a.q[q0..q0 + span * g * d];
-            let range = plan.chunk(chunk);
+            let range = (start, end);
             #[cfg(target_arch = "x86_64")]
             if let Some(isa) = avx2 {
                 // SAFETY: `isa` proves the CPU has AVX2, FMA and F16C.
