@@ -1,0 +1,29 @@
+//! PAL models: GGUF files to logits on the paged KV cache.
+//!
+//! - [`gguf::GgufFile`]: the GGUF reader (v2, v3; every metadata type; memory-mapped tensors) and
+//!   [`gguf::GgufWriter`] for tiny test models.
+//! - [`quant`]: dequantization of F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K, Q6_K.
+//! - [`QMatrix`]: weights kept in their file encoding, multiplied by integer dot products.
+//! - [`Tokenizer`]: byte-level BPE and SentencePiece vocabularies from GGUF metadata (via the
+//!   `tokenizers` crate), special tokens, and the file's chat template (`minijinja`).
+//! - [`LlamaModel`]: the Llama-family forward over a [`KvCache`]; [`dense::DenseLlama`] is its
+//!   slow, contiguous twin used as the test oracle.
+
+mod config;
+pub mod dense;
+mod error;
+pub mod gguf;
+mod kv_cache;
+mod llama;
+pub mod qmatmul;
+pub mod quant;
+mod simd;
+pub mod testing;
+mod tokenizer;
+
+pub use config::LlamaConfig;
+pub use error::{ModelError, Result};
+pub use kv_cache::KvCache;
+pub use llama::{rms_norm, LlamaModel, StepInput};
+pub use qmatmul::QMatrix;
+pub use tokenizer::{ChatMessage, Tokenizer};

@@ -1,0 +1,210 @@
+//! Matrix products with quantized weights: `out[m, n] = sum_k x[m, k] * W[n, k]`.
+//!
+//! [`QMatrix`] keeps the weight bytes as they are in the GGUF file (no dequantized copy).
+//! - Q4_0, Q4_1, Q8_0: the activations are quantized to 8-bit blocks of 32 ([`ActBlock`], as
+//!   llama.cpp does) and each block product is an integer dot product (AVX2 `maddubs` when the CPU
+//!   has it), scaled once per block.
+//! - F32, F16, BF16, Q4_K, Q6_K: each weight row is dequantized once to f32 and dotted with every
+//!   activation row.
+//!
+//! Work is split over output rows (rayon); each task keeps its weight rows and one activation row
+//! in L1 while it sweeps the batch.
+
+use crate::gguf::{GgmlType, GgufFile, TensorInfo};
+use crate::quant::dequantize;
+use half::f16;
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// A weight matrix `[rows, cols]` (`cols` contiguous) in its file encoding.
+#[derive(Clone)]
+pub struct QMatrix {
+    file: Arc<GgufFile>,
+    info: TensorInfo,
+}
+
+impl std::fmt::Debug for QMatrix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "QMatrix({} {}x{} {})", self.info.name, self.rows(), self.cols(), self.info.dtype)
+    }
+}
+
+/// One block of 32 quantized activations: `x[i] ~= d * qs[i]`, and `s = d * sum(qs)`.
+#[derive(Clone, Copy, Debug)]
+#[repr(C, align(8))]
+pub struct ActBlock {
+    pub d: f32,
+    pub s: f32,
+    pub qs: [i8; 32],
+}
+
+impl QMatrix {
+    /// A 2-D tensor of `file` (validated when the file was parsed).
+    pub fn new(file: Arc<GgufFile>, info: TensorInfo) -> Self {
+        debug_assert!(info.dims.len() <= 2);
+        QMatrix { file, info }
+    }
+    pub fn rows(&self) -> usize {
+        self.info.rows()
+    }
+    pub fn cols(&self) -> usize {
+        self.info.row_len()
+    }
+    pub fn dtype(&self) -> GgmlType {
+        self.info.dtype
+    }
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+    pub fn bytes(&self) -> &[u8] {
+        self.file.data(&self.info)
+    }
+    fn row_bytes(&self) -> usize {
+        self.info.nbytes / self.rows()
+    }
+    /// Row `r` dequantized into `out` (`cols` elements): embedding lookup.
+    pub fn row_into(&self, r: usize, out: &mut [f32]) {
+        let rb = self.row_bytes();
+        dequantize(self.dtype(), &self.bytes()[r * rb..(r + 1) * rb], out);
+    }
+    fn integer_path(&self) -> bool {
+        matches!(self.dtype(), GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
+    }
+
+    /// `out[m, n] = sum_k x[m, k] * W[n, k]` for `m` in `0..x.len()/cols`.
+    ///
+    /// # Panics
+    /// If `x.len()` is not a multiple of `cols` or `out.len() != m * rows` (sizes come from the
+    /// model's validated shapes).
+    pub fn matmul(&self, x: &[f32], out: &mut [f32]) {
+        let (n, k) = (self.rows(), self.cols());
+        assert!(x.len().is_multiple_of(k) && out.len() == x.len() / k * n, "matmul shapes");
+        let m = x.len() / k;
+        if m == 0 {
+            return;
+        }
+        let acts = if self.integer_path() { quantize_acts(x, k) } else { Vec::new() };
+        let threads = rayon::current_num_threads();
+        // Enough tasks to balance, each at least 8 rows.
+        let chunk = (n / (threads * 8)).clamp(8, 256);
+        let rb = self.row_bytes();
+        let bytes = self.bytes();
+        let dtype = self.dtype();
+        let dst = SyncPtr(out.as_mut_ptr());
+        (0..n.div_ceil(chunk)).into_par_iter().for_each_init(
+            || vec![0f32; if acts.is_empty() { chunk * k } else { 0 }],
+            |scratch, c| {
+                let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(n));
+                let w = &bytes[r0 * rb..r1 * rb];
+                let write = |mi: usize, r: usize, v: f32| {
+                    // SAFETY: task `c` alone writes columns r0..r1; `mi < m`, `r < n`.
+                    unsafe { *dst.at(mi * n + r) = v }
+                };
+                if acts.is_empty() {
+                    let rows = &mut scratch[..(r1 - r0) * k];
+                    for (wr, out_row) in w.chunks_exact(rb).zip(rows.chunks_exact_mut(k)) {
+                        dequantize(dtype, wr, out_row);
+                    }
+                    for mi in 0..m {
+                        let xm = &x[mi * k..(mi + 1) * k];
+                        for (j, wr) in rows.chunks_exact(k).enumerate() {
+                            write(mi, r0 + j, dot_f32(wr, xm));
+                        }
+                    }
+                } else {
+                    let nb = k / 32;
+                    for mi in 0..m {
+                        let xa = &acts[mi * nb..(mi + 1) * nb];
+                        for (j, wr) in w.chunks_exact(rb).enumerate() {
+                            write(mi, r0 + j, dot_quant(dtype, wr, xa));
+                        }
+                    }
+                }
+            },
+        );
+    }
+}
+
+struct SyncPtr(*mut f32);
+impl SyncPtr {
+    /// A method (not a field access) so that closures capture the whole `Sync` wrapper.
+    fn at(&self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+unsafe impl Sync for SyncPtr {}
+unsafe impl Send for SyncPtr {}
+
+/// Quantize activation rows of length `k` (a multiple of 32) into 8-bit blocks.
+pub fn quantize_acts(x: &[f32], k: usize) -> Vec<ActBlock> {
+    debug_assert!(k.is_multiple_of(32));
+    x.chunks_exact(32)
+        .map(|b| {
+            let amax = b.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let d = amax / 127.0;
+            let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+            let mut qs = [0i8; 32];
+            let mut sum = 0i32;
+            for (q, &v) in qs.iter_mut().zip(b) {
+                *q = (v * id).round() as i8;
+                sum += *q as i32;
+            }
+            ActBlock { d, s: d * sum as f32, qs }
+        })
+        .collect()
+}
+
+/// f32 dot product with 8 independent accumulators (vectorised by the compiler).
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] = x[i].mul_add(y[i], acc[i]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+/// Dot product of one quantized weight row with quantized activations.
+pub fn dot_quant(dtype: GgmlType, w: &[u8], x: &[ActBlock]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2() {
+        // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+        return unsafe { crate::simd::dot_quant_avx2(dtype, w, x) };
+    }
+    dot_quant_portable(dtype, w, x)
+}
+
+/// The portable twin of the AVX2 dot products (and their test oracle).
+pub fn dot_quant_portable(dtype: GgmlType, w: &[u8], x: &[ActBlock]) -> f32 {
+    let bb = dtype.block_bytes();
+    let mut acc = 0f32;
+    for (blk, a) in w.chunks_exact(bb).zip(x) {
+        match dtype {
+            GgmlType::Q8_0 => {
+                let s: i32 = blk[2..34].iter().zip(&a.qs).map(|(&q, &v)| (q as i8 as i32) * v as i32).sum();
+                acc += f16_at(blk, 0) * a.d * s as f32;
+            }
+            GgmlType::Q4_0 | GgmlType::Q4_1 => {
+                let off = if dtype == GgmlType::Q4_1 { 4 } else { 2 };
+                let mut s = 0i32;
+                for j in 0..16 {
+                    let q = blk[off + j];
+                    s += (q & 0xF) as i32 * a.qs[j] as i32 + (q >> 4) as i32 * a.qs[j + 16] as i32;
+                }
+                let d = f16_at(blk, 0);
+                // Q4_0 is Q4_1 with the implicit minimum -8 d.
+                let m = if dtype == GgmlType::Q4_1 { f16_at(blk, 2) } else { -8.0 * d };
+                acc += d * a.d * s as f32 + m * a.s;
+            }
+            _ => unreachable!("{dtype} has no integer dot product"),
+        }
+    }
+    acc
+}

@@ -1,0 +1,155 @@
+//! Dequantization of GGML block formats to f32, and round-to-nearest quantizers (used for
+//! activations and by tests that write tiny models).
+//!
+//! Block layouts (little-endian, `d`/`m` are f16 unless noted):
+//! - `Q4_0`: 32 elements = `d`, 16 bytes of nibbles; `x[j] = d * (lo(q[j]) - 8)`, `x[j+16] = d * (hi(q[j]) - 8)`.
+//! - `Q4_1`: 32 elements = `d`, `m`, 16 bytes of nibbles; `x = d * nibble + m` (same order as Q4_0).
+//! - `Q8_0`: 32 elements = `d`, 32 signed bytes; `x = d * q`.
+//! - `Q4_K`: 256 elements = `d`, `dmin`, 12 bytes of packed 6-bit (scale, min) pairs for 8 sub-blocks
+//!   of 32, 128 bytes of nibbles; `x = d * scale * nibble - dmin * min`.
+//! - `Q6_K`: 256 elements = 128 bytes of low nibbles, 64 bytes of high 2-bit pairs, 16 signed 8-bit
+//!   scales (one per 16 elements), `d`; `x = d * scale * (q6 - 32)`.
+
+use crate::gguf::GgmlType;
+use half::{bf16, f16};
+
+fn f16_at(b: &[u8], i: usize) -> f32 {
+    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
+}
+
+/// Dequantize `bytes` (whole blocks of `dtype`) into `out` (`out.len()` elements).
+///
+/// # Panics
+/// If `bytes.len()` is not exactly the encoding of `out.len()` elements; callers size both from a
+/// validated tensor shape.
+pub fn dequantize(dtype: GgmlType, bytes: &[u8], out: &mut [f32]) {
+    let n = out.len();
+    assert_eq!(dtype.row_bytes(n), Some(bytes.len()), "{dtype}: {} bytes for {n} elements", bytes.len());
+    let bb = dtype.block_bytes();
+    let be = dtype.block_elems();
+    for (blk, y) in bytes.chunks_exact(bb).zip(out.chunks_exact_mut(be)) {
+        match dtype {
+            GgmlType::F32 => y[0] = f32::from_le_bytes([blk[0], blk[1], blk[2], blk[3]]),
+            GgmlType::F16 => y[0] = f16_at(blk, 0),
+            GgmlType::BF16 => y[0] = bf16::from_le_bytes([blk[0], blk[1]]).to_f32(),
+            GgmlType::Q4_0 => {
+                let d = f16_at(blk, 0);
+                for j in 0..16 {
+                    let q = blk[2 + j];
+                    y[j] = d * ((q & 0xF) as i32 - 8) as f32;
+                    y[j + 16] = d * ((q >> 4) as i32 - 8) as f32;
+                }
+            }
+            GgmlType::Q4_1 => {
+                let (d, m) = (f16_at(blk, 0), f16_at(blk, 2));
+                for j in 0..16 {
+                    let q = blk[4 + j];
+                    y[j] = d * (q & 0xF) as f32 + m;
+                    y[j + 16] = d * (q >> 4) as f32 + m;
+                }
+            }
+            GgmlType::Q8_0 => {
+                let d = f16_at(blk, 0);
+                for j in 0..32 {
+                    y[j] = d * (blk[2 + j] as i8) as f32;
+                }
+            }
+            GgmlType::Q4_K => dequant_q4k(blk, y),
+            GgmlType::Q6_K => dequant_q6k(blk, y),
+        }
+    }
+}
+
+/// The 6-bit (scale, min) of sub-block `j` (0..8) of a Q4_K block.
+fn q4k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
+    if j < 4 {
+        (s[j] & 63, s[j + 4] & 63)
+    } else {
+        ((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4))
+    }
+}
+
+fn dequant_q4k(blk: &[u8], y: &mut [f32]) {
+    let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
+    let scales = &blk[4..16];
+    let qs = &blk[16..144];
+    // Each 32 bytes of nibbles hold two sub-blocks of 32: low nibbles first, then high.
+    for pair in 0..4 {
+        let q = &qs[pair * 32..pair * 32 + 32];
+        let (s1, m1) = q4k_scale_min(2 * pair, scales);
+        let (s2, m2) = q4k_scale_min(2 * pair + 1, scales);
+        let (d1, m1) = (d * s1 as f32, dmin * m1 as f32);
+        let (d2, m2) = (d * s2 as f32, dmin * m2 as f32);
+        let out = &mut y[pair * 64..pair * 64 + 64];
+        for l in 0..32 {
+            out[l] = d1 * (q[l] & 0xF) as f32 - m1;
+            out[l + 32] = d2 * (q[l] >> 4) as f32 - m2;
+        }
+    }
+}
+
+fn dequant_q6k(blk: &[u8], y: &mut [f32]) {
+    let d = f16_at(blk, 208);
+    for half in 0..2 {
+        let ql = &blk[half * 64..half * 64 + 64];
+        let qh = &blk[128 + half * 32..128 + half * 32 + 32];
+        let sc = &blk[192 + half * 8..192 + half * 8 + 8];
+        let out = &mut y[half * 128..half * 128 + 128];
+        for l in 0..32 {
+            let is = l / 16;
+            let q1 = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i32 - 32;
+            let q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
+            let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
+            let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
+            out[l] = d * (sc[is] as i8) as f32 * q1 as f32;
+            out[l + 32] = d * (sc[is + 2] as i8) as f32 * q2 as f32;
+            out[l + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
+            out[l + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
+        }
+    }
+}
+
+/// Encode `x` (a whole number of blocks) as `dtype` with round-to-nearest. Supports the plain and
+/// 32-element formats (F32, F16, BF16, Q4_0, Q4_1, Q8_0); K-quants return `None`.
+pub fn quantize(dtype: GgmlType, x: &[f32]) -> Option<Vec<u8>> {
+    let be = dtype.block_elems();
+    if !x.len().is_multiple_of(be) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(dtype.row_bytes(x.len())?);
+    for b in x.chunks_exact(be) {
+        match dtype {
+            GgmlType::F32 => out.extend_from_slice(&b[0].to_le_bytes()),
+            GgmlType::F16 => out.extend_from_slice(&f16::from_f32(b[0]).to_le_bytes()),
+            GgmlType::BF16 => out.extend_from_slice(&bf16::from_f32(b[0]).to_le_bytes()),
+            GgmlType::Q8_0 => {
+                let amax = b.iter().fold(0f32, |a, v| a.max(v.abs()));
+                let d = amax / 127.0;
+                let id = if d > 0.0 { 1.0 / d } else { 0.0 };
+                out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+                out.extend(b.iter().map(|v| (v * id).round() as i8 as u8));
+            }
+            GgmlType::Q4_0 => {
+                // ggml's choice: the value of largest magnitude maps to -8.
+                let max = b.iter().fold(0f32, |a, &v| if v.abs() > a.abs() { v } else { a });
+                let d = max / -8.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+                let q = |v: f32| ((v * id + 8.5) as i32).clamp(0, 15) as u8;
+                out.extend((0..16).map(|j| q(b[j]) | (q(b[j + 16]) << 4)));
+            }
+            GgmlType::Q4_1 => {
+                let min = b.iter().copied().fold(f32::INFINITY, f32::min);
+                let max = b.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let d = (max - min) / 15.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+                out.extend_from_slice(&f16::from_f32(min).to_le_bytes());
+                let q = |v: f32| (((v - min) * id + 0.5) as i32).clamp(0, 15) as u8;
+                out.extend((0..16).map(|j| q(b[j]) | (q(b[j + 16]) << 4)));
+            }
+            GgmlType::Q4_K | GgmlType::Q6_K => return None,
+        }
+    }
+    Some(out)
+}
