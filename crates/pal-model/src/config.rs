@@ -62,11 +62,17 @@ impl LlamaConfig {
         };
         if let Some(kind) = f.get(&key("rope.scaling.type")).and_then(|v| v.as_str()) {
             if kind != "none" {
-                return Err(ModelError::bad_meta(&key("rope.scaling.type"), format!("`{kind}` scaling is not supported yet")));
+                return Err(ModelError::bad_meta(
+                    &key("rope.scaling.type"),
+                    format!("`{kind}` scaling is not supported yet"),
+                ));
             }
         }
         if f.tensor("rope_freqs.weight").is_some() {
-            return Err(ModelError::bad_tensor("rope_freqs.weight", "per-frequency RoPE factors are not supported yet"));
+            return Err(ModelError::bad_tensor(
+                "rope_freqs.weight",
+                "per-frequency RoPE factors are not supported yet",
+            ));
         }
         let vocab_size = match f.get(&key("vocab_size")) {
             Some(_) => f.get_usize(&key("vocab_size"))?,
@@ -93,7 +99,10 @@ impl LlamaConfig {
             return Err(ModelError::bad_meta(&key("block_count"), "layers, widths and context must be non-zero"));
         }
         if !cfg.head_dim.is_multiple_of(8) || cfg.head_dim > 256 {
-            return Err(ModelError::bad_meta(&key("attention.key_length"), format!("head dim {} (need a multiple of 8 up to 256)", cfg.head_dim)));
+            return Err(ModelError::bad_meta(
+                &key("attention.key_length"),
+                format!("head dim {} (need a multiple of 8 up to 256)", cfg.head_dim),
+            ));
         }
         Ok(cfg)
     }

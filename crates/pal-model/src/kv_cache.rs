@@ -39,7 +39,10 @@ impl<KV: Element> KvCache<KV> {
         if src >= l.num_blocks || dst >= l.num_blocks || num_tokens > l.block_size {
             return Err(ModelError::invalid(
                 "copy",
-                format!("blocks {src}->{dst} ({num_tokens} tokens) outside a pool of {} x {}", l.num_blocks, l.block_size),
+                format!(
+                    "blocks {src}->{dst} ({num_tokens} tokens) outside a pool of {} x {}",
+                    l.num_blocks, l.block_size
+                ),
             ));
         }
         let n = num_tokens * l.token_stride();

@@ -12,6 +12,7 @@
 mod config;
 pub mod dense;
 mod error;
+pub mod fetch;
 pub mod gguf;
 mod kv_cache;
 mod llama;

@@ -132,7 +132,12 @@ impl LlamaModel {
         let per_layer: usize = self
             .layers
             .iter()
-            .map(|l| [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down].iter().map(|m| m.bytes().len()).sum::<usize>())
+            .map(|l| {
+                [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
+                    .iter()
+                    .map(|m| m.bytes().len())
+                    .sum::<usize>()
+            })
             .sum();
         per_layer + self.output.bytes().len()
     }
@@ -149,10 +154,16 @@ impl LlamaModel {
             ));
         }
         if let Some((i, &tok)) = s.tokens.iter().enumerate().find(|(_, &x)| x as usize >= self.config.vocab_size) {
-            return Err(ModelError::invalid("tokens", format!("tokens[{i}] = {tok} is outside the vocabulary ({})", self.config.vocab_size)));
+            return Err(ModelError::invalid(
+                "tokens",
+                format!("tokens[{i}] = {tok} is outside the vocabulary ({})", self.config.vocab_size),
+            ));
         }
         if let Some((i, &p)) = s.positions.iter().enumerate().find(|(_, &p)| p as usize >= self.config.context_length) {
-            return Err(ModelError::invalid("positions", format!("positions[{i}] = {p} is beyond the context length {}", self.config.context_length)));
+            return Err(ModelError::invalid(
+                "positions",
+                format!("positions[{i}] = {p} is beyond the context length {}", self.config.context_length),
+            ));
         }
         if let Some(&r) = s.logit_rows.iter().find(|&&r| r >= t) {
             return Err(ModelError::invalid("logit_rows", format!("row {r} of a step with {t} tokens")));
@@ -166,7 +177,10 @@ impl LlamaModel {
         let c = &self.config;
         let (t, e) = (s.tokens.len(), c.hidden);
         if cache.num_layers() != c.num_layers {
-            return Err(ModelError::invalid("cache", format!("{} layers for a {}-layer model", cache.num_layers(), c.num_layers)));
+            return Err(ModelError::invalid(
+                "cache",
+                format!("{} layers for a {}-layer model", cache.num_layers(), c.num_layers),
+            ));
         }
         let opts = AttentionOptions::default();
         let decode = s.qo_indptr.windows(2).all(|w| w[1] == w[0] + 1);

