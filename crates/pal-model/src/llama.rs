@@ -8,7 +8,7 @@
 use crate::config::LlamaConfig;
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::kv_cache::KvCache;
-use crate::qmatmul::QMatrix;
+use crate::qmatmul::{matmul_many, QMatrix};
 use crate::quant::dequantize;
 use crate::{ModelError, Result};
 use pal_core::{AttentionOptions, Element, PageTable};
@@ -200,9 +200,7 @@ impl LlamaModel {
         let mut up = vec![0f32; t * c.ffn_hidden];
         for (li, l) in self.layers.iter().enumerate() {
             rms_norm(&x, &l.attn_norm, c.rms_eps, &mut h);
-            l.wq.matmul(&h, &mut q);
-            l.wk.matmul(&h, &mut k);
-            l.wv.matmul(&h, &mut v);
+            matmul_many(&mut [(&l.wq, &mut q), (&l.wk, &mut k), (&l.wv, &mut v)], &h);
             add_bias(&mut q, l.bq.as_deref());
             add_bias(&mut k, l.bk.as_deref());
             add_bias(&mut v, l.bv.as_deref());
@@ -235,8 +233,7 @@ impl LlamaModel {
             l.wo.matmul(&attn, &mut proj);
             add_into(&mut x, &proj);
             rms_norm(&x, &l.ffn_norm, c.rms_eps, &mut h);
-            l.w_gate.matmul(&h, &mut gate);
-            l.w_up.matmul(&h, &mut up);
+            matmul_many(&mut [(&l.w_gate, &mut gate), (&l.w_up, &mut up)], &h);
             swiglu(&mut gate, &up);
             l.w_down.matmul(&gate, &mut proj);
             add_into(&mut x, &proj);

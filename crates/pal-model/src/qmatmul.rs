@@ -83,52 +83,68 @@ impl QMatrix {
     /// If `x.len()` is not a multiple of `cols` or `out.len() != m * rows` (sizes come from the
     /// model's validated shapes).
     pub fn matmul(&self, x: &[f32], out: &mut [f32]) {
-        let (n, k) = (self.rows(), self.cols());
-        assert!(x.len().is_multiple_of(k) && out.len() == x.len() / k * n, "matmul shapes");
-        let m = x.len() / k;
-        if m == 0 {
-            return;
-        }
-        let acts = if self.integer_path() { quantize_acts(x, k) } else { Vec::new() };
-        let threads = rayon::current_num_threads();
-        // Enough tasks to balance, each at least 8 rows.
-        let chunk = (n / (threads * 8)).clamp(8, 256);
-        let rb = self.row_bytes();
-        let bytes = self.bytes();
-        let dtype = self.dtype();
-        let dst = SyncPtr(out.as_mut_ptr());
-        (0..n.div_ceil(chunk)).into_par_iter().for_each_init(
-            || vec![0f32; if acts.is_empty() { chunk * k } else { 0 }],
-            |scratch, c| {
-                let (r0, r1) = (c * chunk, ((c + 1) * chunk).min(n));
-                let w = &bytes[r0 * rb..r1 * rb];
-                let write = |mi: usize, r: usize, v: f32| {
-                    // SAFETY: task `c` alone writes columns r0..r1; `mi < m`, `r < n`.
-                    unsafe { *dst.at(mi * n + r) = v }
-                };
-                if acts.is_empty() {
-                    let rows = &mut scratch[..(r1 - r0) * k];
-                    for (wr, out_row) in w.chunks_exact(rb).zip(rows.chunks_exact_mut(k)) {
-                        dequantize(dtype, wr, out_row);
-                    }
-                    for mi in 0..m {
-                        let xm = &x[mi * k..(mi + 1) * k];
-                        for (j, wr) in rows.chunks_exact(k).enumerate() {
-                            write(mi, r0 + j, dot_f32(wr, xm));
-                        }
-                    }
-                } else {
-                    let nb = k / 32;
-                    for mi in 0..m {
-                        let xa = &acts[mi * nb..(mi + 1) * nb];
-                        for (j, wr) in w.chunks_exact(rb).enumerate() {
-                            write(mi, r0 + j, dot_quant(dtype, wr, xa));
-                        }
-                    }
-                }
-            },
-        );
+        matmul_many(&mut [(self, out)], x);
     }
+}
+
+/// Several products of the same input (q/k/v, gate/up) in one parallel pass: the activations are
+/// quantized once and one fork-join serves all matrices, which matters at decode where each
+/// product is a few microseconds of work.
+///
+/// # Panics
+/// If the matrices' `cols` differ, `x.len()` is not a multiple of them, or an output's length is
+/// not `m * rows`.
+pub fn matmul_many(pairs: &mut [(&QMatrix, &mut [f32])], x: &[f32]) {
+    let Some(k) = pairs.first().map(|p| p.0.cols()) else { return };
+    assert!(x.len().is_multiple_of(k), "matmul input");
+    let m = x.len() / k;
+    for (w, out) in pairs.iter() {
+        assert!(w.cols() == k && out.len() == m * w.rows(), "matmul shapes");
+    }
+    if m == 0 {
+        return;
+    }
+    let acts = if pairs.iter().any(|p| p.0.integer_path()) { quantize_acts(x, k) } else { Vec::new() };
+    let threads = rayon::current_num_threads();
+    let total: usize = pairs.iter().map(|p| p.0.rows()).sum();
+    // Enough tasks to balance the threads, each at least 8 rows.
+    let chunk = (total / (threads * 8)).clamp(8, 256);
+    let mut tasks = Vec::new();
+    for (i, (w, _)) in pairs.iter().enumerate() {
+        let n = w.rows();
+        tasks.extend((0..n.div_ceil(chunk)).map(|c| (i, c * chunk, ((c + 1) * chunk).min(n))));
+    }
+    let mats: Vec<&QMatrix> = pairs.iter().map(|p| p.0).collect();
+    let dsts: Vec<SyncPtr> = pairs.iter_mut().map(|p| SyncPtr(p.1.as_mut_ptr())).collect();
+    tasks.into_par_iter().for_each_init(Vec::new, |scratch: &mut Vec<f32>, (i, r0, r1)| {
+        let w = mats[i];
+        let (n, rb, dtype) = (w.rows(), w.row_bytes(), w.dtype());
+        let wb = &w.bytes()[r0 * rb..r1 * rb];
+        let write = |mi: usize, r: usize, v: f32| {
+            // SAFETY: this task alone writes columns r0..r1 of output i; `mi < m`, `r < n`.
+            unsafe { *dsts[i].at(mi * n + r) = v }
+        };
+        if w.integer_path() {
+            let nb = k / 32;
+            for mi in 0..m {
+                let xa = &acts[mi * nb..(mi + 1) * nb];
+                for (j, wr) in wb.chunks_exact(rb).enumerate() {
+                    write(mi, r0 + j, dot_quant(dtype, wr, xa));
+                }
+            }
+        } else {
+            scratch.resize((r1 - r0) * k, 0.0);
+            for (wr, out_row) in wb.chunks_exact(rb).zip(scratch.chunks_exact_mut(k)) {
+                dequantize(dtype, wr, out_row);
+            }
+            for mi in 0..m {
+                let xm = &x[mi * k..(mi + 1) * k];
+                for (j, wr) in scratch.chunks_exact(k).enumerate() {
+                    write(mi, r0 + j, dot_f32(wr, xm));
+                }
+            }
+        }
+    });
 }
 
 struct SyncPtr(*mut f32);
@@ -181,7 +197,7 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
 pub fn dot_quant(dtype: GgmlType, w: &[u8], x: &[ActBlock]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if crate::simd::has_avx2() {
-        // SAFETY: the CPU supports AVX2 and FMA (checked at run time).
+        // SAFETY: the CPU supports AVX2, FMA and F16C (checked at run time).
         return unsafe { crate::simd::dot_quant_avx2(dtype, w, x) };
     }
     dot_quant_portable(dtype, w, x)

@@ -1,4 +1,9 @@
 //! AVX2 integer dot products for the quantized matmul (x86-64 only, chosen at run time).
+//!
+//! Weights stay 4- or 8-bit; activations are 16-bit ([`ActBlock`]); `madd_epi16` multiplies and
+//! adds pairs into i32 lanes, and each block's sum is scaled once in f32. Scales are converted
+//! with F16C in-line: a call into a generic f16 routine here would spill every ymm register.
+//! (A four-row variant sharing the activation loads measured slower on Zen: register pressure.)
 
 use crate::gguf::GgmlType;
 use crate::qmatmul::ActBlock;
@@ -7,54 +12,72 @@ use crate::qmatmul::ActBlock;
 pub fn has_avx2() -> bool {
     use std::sync::OnceLock;
     static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+    *HAS.get_or_init(|| {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
+    })
 }
 
 /// # Safety
-/// The CPU must support AVX2 and FMA; `w` holds whole blocks of `dtype` (Q4_0, Q4_1 or Q8_0),
-/// as many as `x`.
+/// The CPU must support AVX2, FMA and F16C; `w` holds whole blocks of `dtype` (Q4_0, Q4_1 or
+/// Q8_0), at least as many as `x`.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn dot_quant_avx2(dtype: GgmlType, w: &[u8], x: &[ActBlock]) -> f32 {
+    debug_assert!(w.len() >= x.len() * dtype.block_bytes());
+    match dtype {
+        GgmlType::Q8_0 => dot::<0>(w, x),
+        GgmlType::Q4_0 => dot::<1>(w, x),
+        _ => dot::<2>(w, x),
+    }
+}
+
+/// `KIND`: 0 = Q8_0, 1 = Q4_0, 2 = Q4_1.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn dot<const KIND: u8>(w: &[u8], x: &[ActBlock]) -> f32 {
     use std::arch::x86_64::*;
-    let bb = dtype.block_bytes();
-    let nb = x.len().min(w.len() / bb);
-    let low = _mm_set1_epi8(0x0F);
-    let mut acc = _mm256_setzero_ps();
-    let mut acc_min = 0f32;
+    let bb = match KIND {
+        0 => 34,
+        1 => 18,
+        _ => 20,
+    };
+    let low = _mm256_set1_epi16(0x0F);
+    // Two accumulators: consecutive blocks do not wait on each other's FMA.
+    let mut acc = [_mm256_setzero_ps(), _mm256_setzero_ps()];
+    let mut acc_min = _mm_setzero_ps();
     let wp = w.as_ptr();
-    for (i, a) in x.iter().enumerate().take(nb) {
+    for (i, a) in x.iter().enumerate() {
         let blk = wp.add(i * bb);
-        let d = half::f16::from_bits(u16::from_le_bytes([*blk, *blk.add(1)])).to_f32();
-        // Activations 0..16 and 16..32 as i16.
+        // d (and m for Q4_1) from f16, in one conversion (every block is at least 4 bytes).
+        let scales = _mm_cvtph_ps(_mm_cvtsi32_si128((blk as *const u32).read_unaligned() as i32));
+        let d = _mm_cvtss_f32(scales);
         let x0 = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
         let x1 = _mm256_loadu_si256(a.qs.as_ptr().add(16) as *const __m256i);
-        // Weights 0..16 and 16..32 widened to i16.
-        let (w0, w1) = match dtype {
-            GgmlType::Q8_0 => (
+        let (w0, w1) = if KIND == 0 {
+            (
                 _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.add(2) as *const __m128i)),
                 _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.add(18) as *const __m128i)),
-            ),
-            _ => {
-                let off = if dtype == GgmlType::Q4_1 { 4 } else { 2 };
-                let bytes = _mm_loadu_si128(blk.add(off) as *const __m128i);
-                let lo = _mm_and_si128(bytes, low);
-                let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), low);
-                let m = if dtype == GgmlType::Q4_1 {
-                    half::f16::from_bits(u16::from_le_bytes([*blk.add(2), *blk.add(3)])).to_f32()
-                } else {
-                    -8.0 * d
-                };
-                acc_min += m * a.s;
-                (_mm256_cvtepu8_epi16(lo), _mm256_cvtepu8_epi16(hi))
-            }
+            )
+        } else {
+            // One widening of the 16 bytes: each 16-bit lane holds `lo | hi << 4` of one byte,
+            // so the low nibbles (elements 0..16) and high nibbles (16..32) are a mask and a
+            // shift away, with no second cross-lane shuffle.
+            let bytes = _mm256_cvtepu8_epi16(_mm_loadu_si128(blk.add(if KIND == 2 { 4 } else { 2 }) as *const __m128i));
+            (_mm256_and_si256(bytes, low), _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low))
         };
-        // Pairwise products summed to i32: |w| <= 128, |x| <= 32767, 32 terms: fits i32.
+        if KIND != 0 {
+            // Q4_1's minimum m, or Q4_0's implicit -8 d, times the activation sum.
+            let m = if KIND == 2 { _mm_movehdup_ps(scales) } else { _mm_set_ss(-8.0 * d) };
+            acc_min = _mm_fmadd_ss(m, _mm_set_ss(a.s), acc_min);
+        }
+        // |w| <= 128, |x| <= 32767, 32 terms: the i32 lanes cannot overflow.
         let s32 = _mm256_add_epi32(_mm256_madd_epi16(w0, x0), _mm256_madd_epi16(w1, x1));
-        acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_set1_ps(d * a.d), acc);
+        let k = i & 1;
+        acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_set1_ps(d * a.d), acc[k]);
     }
-    let h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+    let v = _mm256_add_ps(acc[0], acc[1]);
+    let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
     let h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-    _mm_cvtss_f32(h) + acc_min
+    _mm_cvtss_f32(h) + _mm_cvtss_f32(acc_min)
 }

