@@ -9,8 +9,10 @@
 //! - `pal generate`: text from a GGUF model on the paged cache (one prompt streamed, or a file of
 //!   prompts as one continuous batch), with prefill and decode tokens/s.
 //! - `pal score`: teacher-forced perplexity and per-position predictions of a text.
+//! - `pal bench-model`: engine prefill and decode tokens/s on a real model, per batch size.
 
 mod bench;
+mod bench_model;
 mod device;
 mod fetch_cmd;
 mod generate;
@@ -48,6 +50,8 @@ enum Cmd {
     Generate(generate::Args),
     /// Teacher-forced perplexity of a text.
     Score(score::Args),
+    /// Engine throughput on a model: prefill tok/s, decode tok/s per batch size.
+    BenchModel(bench_model::Args),
 }
 
 fn main() -> ExitCode {
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
         Cmd::Fetch(a) => fetch_cmd::run(&a),
         Cmd::Generate(a) => generate::run(&a),
         Cmd::Score(a) => score::run(&a),
+        Cmd::BenchModel(a) => bench_model::run(&a),
     };
     match result {
         Ok(code) => code,

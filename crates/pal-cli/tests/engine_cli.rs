@@ -34,9 +34,20 @@ fn generate_json_and_prompts_file_on_a_tiny_model() {
 
     let prompts = std::env::temp_dir().join(format!("pal-prompts-{}.txt", std::process::id()));
     std::fs::write(&prompts, "one\ntwo two\n\nthree three three\n").unwrap();
-    let out = pal(&["generate", "--model", m, "--prompts-file", prompts.to_str().unwrap(), "--max-tokens", "4", "--ignore-eos", "--json"]);
+    let out = pal(&[
+        "generate",
+        "--model",
+        m,
+        "--prompts-file",
+        prompts.to_str().unwrap(),
+        "--max-tokens",
+        "4",
+        "--ignore-eos",
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(rows.len(), 3, "one JSON object per non-empty line");
     assert!(stderr(&out).contains("aggregate"), "{}", stderr(&out));
 }
@@ -98,7 +109,16 @@ fn fetch_and_generate_smollm2() {
     assert!(out.status.success(), "{}", stderr(&out));
     let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(path.ends_with("SmolLM2-135M-Instruct.Q4_1.gguf") && std::path::Path::new(&path).is_file());
-    let out = pal(&["generate", "--model", "smollm2", "--prompt", "What is the capital of France?", "--chat", "--max-tokens", "12"]);
+    let out = pal(&[
+        "generate",
+        "--model",
+        "smollm2",
+        "--prompt",
+        "What is the capital of France?",
+        "--chat",
+        "--max-tokens",
+        "12",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("Paris"), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(stderr(&out).contains("tok/s"));

@@ -66,6 +66,10 @@ pub struct EngineStats {
     pub prefill_tokens: usize,
     pub decode_tokens: usize,
     pub forward_time: Duration,
+    /// Steps in which every sequence decodes one token, and their forward time.
+    pub decode_steps: usize,
+    pub decode_step_time: Duration,
+    pub decode_step_tokens: usize,
     pub preemptions: usize,
 }
 
@@ -181,9 +185,16 @@ impl Engine {
             page_table: &batch.page_table,
             logit_rows: &batch.logit_rows,
         };
+        let decode_only = plan.scheduled.iter().all(|sc| sc.len == 1 && sc.start >= self.seqs[sc.seq].prompt_len);
         let t0 = Instant::now();
         let logits = self.model.forward(&input, &mut self.cache)?;
-        self.stats.forward_time += t0.elapsed();
+        let dt = t0.elapsed();
+        self.stats.forward_time += dt;
+        if decode_only {
+            self.stats.decode_steps += 1;
+            self.stats.decode_step_time += dt;
+            self.stats.decode_step_tokens += plan.scheduled.len();
+        }
         self.stats.steps += 1;
         for sc in &plan.scheduled {
             let s = &mut self.seqs[sc.seq];

@@ -89,6 +89,11 @@ impl SamplingParams {
 /// Pick the next token. `history` is every token so far (prompt and generated), for the
 /// penalties. Invalid logits (NaN) never win.
 pub fn sample(logits: &[f32], params: &SamplingParams, history: &[u32], rng: &mut impl Rng) -> u32 {
+    let penalised =
+        params.repetition_penalty != 1.0 || params.frequency_penalty != 0.0 || params.presence_penalty != 0.0;
+    if params.temperature == 0.0 && !penalised {
+        return argmax(logits);
+    }
     let mut l = logits.to_vec();
     apply_penalties(&mut l, params, history);
     if params.temperature == 0.0 {

@@ -84,3 +84,40 @@ fn integer_dot_products_match_dequantized_dot() {
         }
     }
 }
+
+/// `QMatrix::matmul` (integer dots below 4 rows, dequantize + SGEMM from 4 on) against an f64
+/// product of the dequantized weights, at awkward sizes, outputs poisoned first.
+#[test]
+fn matmul_paths_match_the_dequantized_product() {
+    use pal_model::gguf::{GgufFile, GgufWriter};
+    use pal_model::QMatrix;
+    use std::sync::Arc;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
+    for t in [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+        for (rows, k) in [(1usize, 32usize), (7, 64), (100, 96), (131, 576)] {
+            let w: Vec<f32> = (0..rows * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let mut wr = GgufWriter::new();
+            wr.tensor("w", &[k, rows], t, quantize(t, &w).unwrap()).unwrap();
+            let f = Arc::new(GgufFile::from_bytes(wr.to_bytes()).unwrap());
+            let m = QMatrix::new(f.clone(), f.tensor("w").unwrap().clone());
+            let mut wd = vec![0f32; rows * k];
+            dequantize(t, m.bytes(), &mut wd);
+            for mrows in [1usize, 3, 4, 5, 17] {
+                let x: Vec<f32> = (0..mrows * k).map(|_| rng.gen_range(-2.0..2.0)).collect();
+                let mut out = vec![f32::NAN; mrows * rows];
+                m.matmul(&x, &mut out);
+                for i in 0..mrows {
+                    for r in 0..rows {
+                        let exact: f64 = (0..k).map(|j| x[i * k + j] as f64 * wd[r * k + j] as f64).sum();
+                        let mag: f64 = (0..k).map(|j| (x[i * k + j] as f64 * wd[r * k + j] as f64).abs()).sum();
+                        let got = out[i * rows + r] as f64;
+                        assert!(
+                            (got - exact).abs() <= 1e-4 * mag + 1e-6,
+                            "{t} {rows}x{k} m={mrows} [{i},{r}]: {got} vs {exact}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
