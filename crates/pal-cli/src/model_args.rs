@@ -26,6 +26,10 @@ pub struct ModelArgs {
     /// Do not reuse cached prompt prefixes.
     #[arg(long)]
     pub no_prefix_cache: bool,
+    /// Memory-map the weights instead of copying them into huge-page memory (less RAM, slower
+    /// steps: every weight page is a 4 KiB TLB entry).
+    #[arg(long)]
+    pub mmap: bool,
 }
 
 fn bar(len: u64, msg: &'static str) -> ProgressBar {
@@ -63,9 +67,11 @@ pub fn model_path(model: &str) -> Result<PathBuf, Box<dyn std::error::Error>> {
 /// Load the model and its tokenizer, paging the weights in with a progress bar.
 pub fn load(args: &ModelArgs) -> Result<(LlamaModel, Tokenizer), Box<dyn std::error::Error>> {
     let path = model_path(&args.model)?;
-    let model = LlamaModel::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let model = if args.mmap { LlamaModel::open(&path) } else { LlamaModel::open_in_memory(&path) }
+        .map_err(|e| format!("{}: {e}", path.display()))?;
     let tok = Tokenizer::from_gguf(model.gguf()).map_err(|e| format!("{}: {e}", path.display()))?;
-    // Touch every page of the weights now, so that the first step is not a page-fault storm.
+    // Touch every page of the weights now, so that the first step is not a page-fault storm
+    // (with --mmap; the in-memory copy is already resident).
     let f = model.gguf();
     let total: usize = f.tensors().iter().map(|t| t.nbytes).sum();
     let pb = bar(total as u64, "loading");

@@ -66,6 +66,11 @@ impl LlamaModel {
         Self::load(Arc::new(GgufFile::open(path)?))
     }
 
+    /// Like [`LlamaModel::open`], with the file copied into huge-page memory first.
+    pub fn open_in_memory(path: impl AsRef<Path>) -> Result<Self> {
+        Self::load(Arc::new(GgufFile::open_in_memory(path)?))
+    }
+
     pub fn load(file: Arc<GgufFile>) -> Result<Self> {
         let config = LlamaConfig::from_gguf(&file)?;
         let c = &config;
