@@ -64,25 +64,33 @@ pub fn model_path(model: &str) -> Result<PathBuf, Box<dyn std::error::Error>> {
     .into())
 }
 
-/// Load the model and its tokenizer, paging the weights in with a progress bar.
+/// Load the model and its tokenizer, with a progress bar while the weights are read.
 pub fn load(args: &ModelArgs) -> Result<(LlamaModel, Tokenizer), Box<dyn std::error::Error>> {
     let path = model_path(&args.model)?;
-    let model = if args.mmap { LlamaModel::open(&path) } else { LlamaModel::open_in_memory(&path) }
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let tok = Tokenizer::from_gguf(model.gguf()).map_err(|e| format!("{}: {e}", path.display()))?;
-    // Touch every page of the weights now, so that the first step is not a page-fault storm
-    // (with --mmap; the in-memory copy is already resident).
-    let f = model.gguf();
-    let total: usize = f.tensors().iter().map(|t| t.nbytes).sum();
-    let pb = bar(total as u64, "loading");
-    let mut sum = 0u8;
-    for t in f.tensors() {
-        let d = f.data(t);
-        sum = d.iter().step_by(4096).fold(sum, |a, &b| a ^ b);
-        pb.inc(t.nbytes as u64);
+    let pb = bar(0, "loading");
+    let model = if args.mmap {
+        let m = LlamaModel::open(&path);
+        // Touch every mapped page now, so that the first step is not a page-fault storm.
+        if let Ok(m) = &m {
+            let f = m.gguf();
+            pb.set_length(f.tensors().iter().map(|t| t.nbytes as u64).sum());
+            let mut sum = 0u8;
+            for t in f.tensors() {
+                sum = f.data(t).iter().step_by(4096).fold(sum, |a, &b| a ^ b);
+                pb.inc(t.nbytes as u64);
+            }
+            std::hint::black_box(sum);
+        }
+        m
+    } else {
+        LlamaModel::open_in_memory(&path, &mut |done, total| {
+            pb.set_length(total);
+            pb.set_position(done);
+        })
     }
-    std::hint::black_box(sum);
+    .map_err(|e| format!("{}: {e}", path.display()))?;
     pb.finish_and_clear();
+    let tok = Tokenizer::from_gguf(model.gguf()).map_err(|e| format!("{}: {e}", path.display()))?;
     Ok((model, tok))
 }
 

@@ -67,8 +67,8 @@ impl LlamaModel {
     }
 
     /// Like [`LlamaModel::open`], with the file copied into huge-page memory first.
-    pub fn open_in_memory(path: impl AsRef<Path>) -> Result<Self> {
-        Self::load(Arc::new(GgufFile::open_in_memory(path)?))
+    pub fn open_in_memory(path: impl AsRef<Path>, progress: &mut dyn FnMut(u64, u64)) -> Result<Self> {
+        Self::load(Arc::new(GgufFile::open_in_memory(path, progress)?))
     }
 
     pub fn load(file: Arc<GgufFile>) -> Result<Self> {

@@ -165,14 +165,18 @@ impl GgufFile {
 
     /// Read the whole file into anonymous memory advised for huge pages, then parse it. Costs a
     /// copy at load; saves TLB misses on every step (weights are streamed once per token).
-    pub fn open_in_memory(path: impl AsRef<Path>) -> Result<Self> {
+    /// `progress(done, total)` is called as the bytes arrive.
+    pub fn open_in_memory(path: impl AsRef<Path>, progress: &mut dyn FnMut(u64, u64)) -> Result<Self> {
         use std::io::Read;
         let path = path.as_ref();
         let io = |source| ModelError::Io { path: path.to_path_buf(), source };
         let mut file = std::fs::File::open(path).map_err(io)?;
         let len = file.metadata().map_err(io)?.len() as usize;
         let mut bytes = pal_core::alloc::large_vec::<u8>(len);
-        file.read_exact(&mut bytes).map_err(io)?;
+        for (i, chunk) in bytes.chunks_mut(16 << 20).enumerate() {
+            file.read_exact(chunk).map_err(io)?;
+            progress(((i << 24) + chunk.len()) as u64, len as u64);
+        }
         Self::parse(Storage::Owned(bytes))
     }
 
