@@ -13,7 +13,8 @@ fn dir() -> std::path::PathBuf {
 
 #[test]
 fn token_ids_equal_llama_cpp_for_every_tokenizer_kind() {
-    let golden: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir().join("golden.json")).unwrap()).unwrap();
+    let golden: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir().join("golden.json")).unwrap()).unwrap();
     let files = golden["files"].as_object().unwrap();
     assert_eq!(files.len(), 5);
     for (name, cases) in files {
@@ -44,8 +45,13 @@ fn decode_inverts_encode() {
 fn chat_template_renders_messages_and_generation_prompt() {
     let f = GgufFile::from_bytes(tiny_model(&TinySpec::default(), 1)).unwrap();
     let tok = Tokenizer::from_gguf(&f).unwrap();
-    let text = tok.apply_chat_template(&[ChatMessage::new("system", "Be brief."), ChatMessage::new("user", "Hi!")], true).unwrap();
-    assert_eq!(text, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n");
+    let text = tok
+        .apply_chat_template(&[ChatMessage::new("system", "Be brief."), ChatMessage::new("user", "Hi!")], true)
+        .unwrap();
+    assert_eq!(
+        text,
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n<|im_start|>assistant\n"
+    );
     // The control tokens of the rendered text are single ids.
     let ids = tok.encode(&text, false).unwrap();
     assert_eq!(ids.iter().filter(|&&i| i == 1).count(), 3, "<|im_start|> x3 in {ids:?}");
