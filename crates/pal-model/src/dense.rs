@@ -4,7 +4,7 @@
 //! dequantizer and the weights. Tests use it as the oracle.
 
 use crate::llama::LlamaModel;
-use crate::quant::dequantize;
+use crate::quant::dequantize_unchecked as dequantize;
 use crate::QMatrix;
 use pal_kernels::RopeStyle;
 

@@ -9,7 +9,7 @@ use crate::config::LlamaConfig;
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::kv_cache::KvCache;
 use crate::qmatmul::{matmul_many, QMatrix};
-use crate::quant::dequantize;
+use crate::quant::dequantize_unchecked as dequantize;
 use crate::{ModelError, Result};
 use pal_core::{AttentionOptions, Element, PageTable};
 use pal_kernels::{cpu, AppendArgs, DecodeArgs, DecodePlan, PrefillArgs, PrefillPlan, Rope};
@@ -194,7 +194,9 @@ impl LlamaModel {
         let prefill_plan = (!decode).then(|| PrefillPlan::new(s.qo_indptr, s.page_table, c.num_heads / hkv));
 
         let mut x = vec![0f32; t * e];
-        x.par_chunks_mut(e).zip(s.tokens.par_iter()).for_each(|(row, &tok)| self.embed.row_into(tok as usize, row));
+        x.par_chunks_mut(e)
+            .zip(s.tokens.par_iter())
+            .try_for_each(|(row, &tok)| self.embed.row_into(tok as usize, row))?;
         let mut h = vec![0f32; t * e];
         let mut q = vec![0f32; t * c.q_dim()];
         let mut k = vec![0f32; t * c.kv_dim()];
@@ -205,7 +207,7 @@ impl LlamaModel {
         let mut up = vec![0f32; t * c.ffn_hidden];
         for (li, l) in self.layers.iter().enumerate() {
             rms_norm(&x, &l.attn_norm, c.rms_eps, &mut h);
-            matmul_many(&mut [(&l.wq, &mut q), (&l.wk, &mut k), (&l.wv, &mut v)], &h);
+            matmul_many(&mut [(&l.wq, &mut q), (&l.wk, &mut k), (&l.wv, &mut v)], &h)?;
             add_bias(&mut q, l.bq.as_deref());
             add_bias(&mut k, l.bk.as_deref());
             add_bias(&mut v, l.bv.as_deref());
@@ -235,12 +237,12 @@ impl LlamaModel {
                 };
                 cpu::paged_prefill(&args, plan, &mut attn)?;
             }
-            l.wo.matmul(&attn, &mut proj);
+            l.wo.matmul(&attn, &mut proj)?;
             add_into(&mut x, &proj);
             rms_norm(&x, &l.ffn_norm, c.rms_eps, &mut h);
-            matmul_many(&mut [(&l.w_gate, &mut gate), (&l.w_up, &mut up)], &h);
+            matmul_many(&mut [(&l.w_gate, &mut gate), (&l.w_up, &mut up)], &h)?;
             swiglu(&mut gate, &up);
-            l.w_down.matmul(&gate, &mut proj);
+            l.w_down.matmul(&gate, &mut proj)?;
             add_into(&mut x, &proj);
         }
         let mut last = Vec::with_capacity(s.logit_rows.len() * e);
@@ -250,7 +252,7 @@ impl LlamaModel {
         let mut normed = vec![0f32; last.len()];
         rms_norm(&last, &self.out_norm, c.rms_eps, &mut normed);
         let mut logits = vec![0f32; s.logit_rows.len() * c.vocab_size];
-        self.output.matmul(&normed, &mut logits);
+        self.output.matmul(&normed, &mut logits)?;
         Ok(logits)
     }
 }

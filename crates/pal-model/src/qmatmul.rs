@@ -17,7 +17,8 @@
 //! Work is split over output rows (rayon).
 
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
-use crate::quant::dequantize;
+use crate::quant::dequantize_unchecked as dequantize;
+use crate::{ModelError, Result};
 use half::f16;
 use rayon::prelude::*;
 use std::sync::Arc;
@@ -73,21 +74,25 @@ impl QMatrix {
         self.info.nbytes / self.rows()
     }
     /// Row `r` dequantized into `out` (`cols` elements): embedding lookup.
-    pub fn row_into(&self, r: usize, out: &mut [f32]) {
+    pub fn row_into(&self, r: usize, out: &mut [f32]) -> Result<()> {
+        if r >= self.rows() || out.len() != self.cols() {
+            return Err(ModelError::invalid(
+                "row",
+                format!("row {r} into {} floats of a {}x{} matrix", out.len(), self.rows(), self.cols()),
+            ));
+        }
         let rb = self.row_bytes();
         dequantize(self.dtype(), &self.bytes()[r * rb..(r + 1) * rb], out);
+        Ok(())
     }
     fn integer_path(&self) -> bool {
         matches!(self.dtype(), GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
     }
 
-    /// `out[m, n] = sum_k x[m, k] * W[n, k]` for `m` in `0..x.len()/cols`.
-    ///
-    /// # Panics
-    /// If `x.len()` is not a multiple of `cols` or `out.len() != m * rows` (sizes come from the
-    /// model's validated shapes).
-    pub fn matmul(&self, x: &[f32], out: &mut [f32]) {
-        matmul_many(&mut [(self, out)], x);
+    /// `out[m, n] = sum_k x[m, k] * W[n, k]` for `m` in `0..x.len()/cols`. Fails, naming the
+    /// argument, when `x.len()` is not a multiple of `cols` or `out.len() != m * rows`.
+    pub fn matmul(&self, x: &[f32], out: &mut [f32]) -> Result<()> {
+        matmul_many(&mut [(self, out)], x)
     }
 }
 
@@ -95,21 +100,35 @@ impl QMatrix {
 /// quantized once and one fork-join serves all matrices, which matters at decode where each
 /// product is a few microseconds of work.
 ///
-/// # Panics
-/// If the matrices' `cols` differ, `x.len()` is not a multiple of them, or an output's length is
-/// not `m * rows`.
-pub fn matmul_many(pairs: &mut [(&QMatrix, &mut [f32])], x: &[f32]) {
-    let Some(k) = pairs.first().map(|p| p.0.cols()) else { return };
-    assert!(x.len().is_multiple_of(k), "matmul input");
+/// Fails, naming the argument, when the matrices' `cols` differ, `x.len()` is not a multiple of
+/// them, or an output's length is not `m * rows`; nothing is written then.
+pub fn matmul_many(pairs: &mut [(&QMatrix, &mut [f32])], x: &[f32]) -> Result<()> {
+    let Some(k) = pairs.first().map(|p| p.0.cols()) else { return Ok(()) };
+    if !x.len().is_multiple_of(k) {
+        return Err(ModelError::invalid("x", format!("{} floats are not rows of {k}", x.len())));
+    }
     let m = x.len() / k;
     for (w, out) in pairs.iter() {
-        assert!(w.cols() == k && out.len() == m * w.rows(), "matmul shapes");
+        if w.cols() != k || out.len() != m * w.rows() {
+            return Err(ModelError::invalid(
+                "out",
+                format!(
+                    "{} ({}x{}) times {m}x{k} needs {} outputs, got {}",
+                    w.name(),
+                    w.rows(),
+                    w.cols(),
+                    m * w.rows(),
+                    out.len()
+                ),
+            ));
+        }
     }
     if m == 0 {
-        return;
+        return Ok(());
     }
     if m >= GEMM_MIN_ROWS {
-        return gemm_many(pairs, x, m, k);
+        gemm_many(pairs, x, m, k);
+        return Ok(());
     }
     let acts = if pairs.iter().any(|p| p.0.integer_path()) { quantize_acts(x, k) } else { Vec::new() };
     let threads = rayon::current_num_threads();
@@ -152,6 +171,7 @@ pub fn matmul_many(pairs: &mut [(&QMatrix, &mut [f32])], x: &[f32]) {
             }
         }
     });
+    Ok(())
 }
 
 /// From this many activation rows on, dequantize-then-SGEMM beats the per-token dot products.

@@ -17,14 +17,22 @@ fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
-/// Dequantize `bytes` (whole blocks of `dtype`) into `out` (`out.len()` elements).
-///
-/// # Panics
-/// If `bytes.len()` is not exactly the encoding of `out.len()` elements; callers size both from a
-/// validated tensor shape.
-pub fn dequantize(dtype: GgmlType, bytes: &[u8], out: &mut [f32]) {
+/// Dequantize `bytes` (whole blocks of `dtype`) into `out` (`out.len()` elements). Fails, naming
+/// `bytes`, when their length is not exactly the encoding of `out.len()` elements.
+pub fn dequantize(dtype: GgmlType, bytes: &[u8], out: &mut [f32]) -> crate::Result<()> {
     let n = out.len();
-    assert_eq!(dtype.row_bytes(n), Some(bytes.len()), "{dtype}: {} bytes for {n} elements", bytes.len());
+    if dtype.row_bytes(n) != Some(bytes.len()) {
+        return Err(crate::ModelError::invalid(
+            "bytes",
+            format!("{} bytes do not encode {n} {dtype} elements", bytes.len()),
+        ));
+    }
+    dequantize_unchecked(dtype, bytes, out);
+    Ok(())
+}
+
+/// [`dequantize`] for callers that sized both buffers from a validated tensor shape.
+pub(crate) fn dequantize_unchecked(dtype: GgmlType, bytes: &[u8], out: &mut [f32]) {
     let bb = dtype.block_bytes();
     let be = dtype.block_elems();
     for (blk, y) in bytes.chunks_exact(bb).zip(out.chunks_exact_mut(be)) {

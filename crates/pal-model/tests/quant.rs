@@ -23,7 +23,7 @@ fn dequantize_matches_gguf_python_for_every_format() {
         let bytes = hex(case["hex"].as_str().unwrap());
         let want: Vec<f32> = case["values"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
         let mut got = vec![f32::NAN; want.len()];
-        dequantize(t, &bytes, &mut got);
+        dequantize(t, &bytes, &mut got).unwrap();
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             // Same f32 arithmetic up to operation order: allow a few ulps.
             assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "{t} element {i}: got {g}, gguf-py {w}");
@@ -42,7 +42,7 @@ fn quantize_round_trip_error_is_bounded_by_the_step() {
     for (t, steps) in [(GgmlType::Q8_0, 127.0), (GgmlType::Q4_0, 8.0), (GgmlType::Q4_1, 15.0)] {
         let bytes = quantize(t, &x).unwrap();
         let mut y = vec![0f32; x.len()];
-        dequantize(t, &bytes, &mut y);
+        dequantize(t, &bytes, &mut y).unwrap();
         for (b, (xb, yb)) in x.chunks(32).zip(y.chunks(32)).enumerate() {
             let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
             let range = if t == GgmlType::Q4_1 {
@@ -69,7 +69,7 @@ fn integer_dot_products_match_dequantized_dot() {
             let x: Vec<f32> = (0..k).map(|_| rng.gen_range(-2.0..2.0)).collect();
             let wb = quantize(t, &w).unwrap();
             let mut wd = vec![0f32; k];
-            dequantize(t, &wb, &mut wd);
+            dequantize(t, &wb, &mut wd).unwrap();
             let acts = quantize_acts(&x, k);
             let exact = dot_f32(&wd, &x);
             let portable = dot_quant_portable(t, &wb, &acts);
@@ -101,11 +101,11 @@ fn matmul_paths_match_the_dequantized_product() {
             let f = Arc::new(GgufFile::from_bytes(wr.to_bytes()).unwrap());
             let m = QMatrix::new(f.clone(), f.tensor("w").unwrap().clone());
             let mut wd = vec![0f32; rows * k];
-            dequantize(t, m.bytes(), &mut wd);
+            dequantize(t, m.bytes(), &mut wd).unwrap();
             for mrows in [1usize, 3, 4, 5, 17] {
                 let x: Vec<f32> = (0..mrows * k).map(|_| rng.gen_range(-2.0..2.0)).collect();
                 let mut out = vec![f32::NAN; mrows * rows];
-                m.matmul(&x, &mut out);
+                m.matmul(&x, &mut out).unwrap();
                 for i in 0..mrows {
                     for r in 0..rows {
                         let exact: f64 = (0..k).map(|j| x[i * k + j] as f64 * wd[r * k + j] as f64).sum();
@@ -120,4 +120,25 @@ fn matmul_paths_match_the_dequantized_product() {
             }
         }
     }
+}
+
+#[test]
+fn mismatched_sizes_are_typed_errors() {
+    use pal_model::gguf::{GgufFile, GgufWriter};
+    use pal_model::{ModelError, QMatrix};
+    use std::sync::Arc;
+    let mut out = vec![0f32; 31];
+    assert!(matches!(
+        dequantize(GgmlType::Q4_1, &[0u8; 20], &mut out),
+        Err(ModelError::InvalidArgument { arg: "bytes", .. })
+    ));
+    let mut wr = GgufWriter::new();
+    wr.tensor("w", &[32, 3], GgmlType::Q8_0, vec![0u8; 3 * 34]).unwrap();
+    let f = Arc::new(GgufFile::from_bytes(wr.to_bytes()).unwrap());
+    let m = QMatrix::new(f.clone(), f.tensor("w").unwrap().clone());
+    let mut o = vec![7f32; 5];
+    assert!(matches!(m.matmul(&[0.0; 33], &mut o), Err(ModelError::InvalidArgument { arg: "x", .. })));
+    assert!(matches!(m.matmul(&[0.0; 64], &mut o), Err(ModelError::InvalidArgument { arg: "out", .. })));
+    assert!(o.iter().all(|&v| v == 7.0), "nothing written on error");
+    assert!(matches!(m.row_into(3, &mut [0f32; 32]), Err(ModelError::InvalidArgument { arg: "row", .. })));
 }
