@@ -15,7 +15,7 @@ pub struct TinySpec {
     pub ffn: usize,
     pub context: usize,
     pub theta: f32,
-    /// Encoding of the matrices (norms stay F32).
+    /// Encoding of the matrices (norms stay F32). K-quants need `hidden` and `ffn` multiples of 256.
     pub weights: GgmlType,
     /// No `output.weight`: the head reuses the embedding.
     pub tied: bool,
@@ -89,6 +89,27 @@ impl Lcg {
     }
 }
 
+/// Random but well-formed Q4_K / Q6_K blocks with magnitudes around `scale`.
+fn k_quant_blocks(rng: &mut Lcg, dtype: GgmlType, blocks: usize, scale: f32) -> Vec<u8> {
+    use half::f16;
+    let mut byte = || ((rng.next() + 1.0) * 127.99) as u8;
+    let mut out = Vec::with_capacity(blocks * dtype.block_bytes());
+    for _ in 0..blocks {
+        if dtype == GgmlType::Q4_K {
+            // x = d * sc * q - dmin * m with 6-bit sc, m and 4-bit q: keep d * 63 * 15 ~ 2 scale.
+            out.extend_from_slice(&f16::from_f32(2.0 * scale / (63.0 * 15.0)).to_le_bytes());
+            out.extend_from_slice(&f16::from_f32(scale / 63.0).to_le_bytes());
+            out.extend((0..140).map(|_| byte()));
+        } else {
+            // x = d * sc * (q - 32) with signed 8-bit sc and 6-bit q: d * 127 * 32 ~ scale.
+            out.extend((0..192).map(|_| byte()));
+            out.extend((0..16).map(|_| byte()));
+            out.extend_from_slice(&f16::from_f32(scale / (127.0 * 32.0)).to_le_bytes());
+        }
+    }
+    out
+}
+
 fn strings(v: &[String]) -> MetaValue {
     MetaValue::Array(MetaArray {
         elem_type: type_id::STRING,
@@ -132,8 +153,11 @@ pub fn tiny_model(spec: &TinySpec, seed: u64) -> Vec<u8> {
         );
     let mut rng = Lcg(seed ^ 0x9E37_79B9_7F4A_7C15);
     let mut mat = |w: &mut GgufWriter, name: &str, cols: usize, rows: usize, dtype: GgmlType, scale: f32| {
-        let x = rng.vec(rows * cols, scale);
-        let bytes = quantize(dtype, &x).expect("tiny models use 32-element or plain formats");
+        let bytes = match dtype {
+            // No K-quant encoder here: random blocks whose scales give values of about `scale`.
+            GgmlType::Q4_K | GgmlType::Q6_K => k_quant_blocks(&mut rng, dtype, rows * cols / 256, scale),
+            _ => quantize(dtype, &rng.vec(rows * cols, scale)).expect("32-element or plain format"),
+        };
         w.tensor(name, &[cols, rows], dtype, bytes).expect("sizes match");
     };
     let (e, f, qd, kvd) = (spec.hidden, spec.ffn, spec.heads * d, spec.kv_heads * d);

@@ -140,3 +140,16 @@ fn quantized_weights_match_within_activation_rounding() {
         check(TinySpec { weights: w, ..TinySpec::default() }, true, 16, 1e-2);
     }
 }
+
+#[test]
+fn k_quant_weights_take_the_generic_paths() {
+    // Q4_K / Q6_K have no integer dot product: f32 dot products below 4 rows, SGEMM tiles above.
+    for w in [GgmlType::Q4_K, GgmlType::Q6_K] {
+        check(
+            TinySpec { weights: w, hidden: 256, heads: 4, kv_heads: 2, ffn: 256, ..TinySpec::default() },
+            false,
+            8,
+            1e-4,
+        );
+    }
+}
