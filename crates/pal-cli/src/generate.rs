@@ -125,6 +125,8 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let stream = prompts.len() == 1 && !a.json;
     let t0 = Instant::now();
     let mut printed = 0usize;
+    // Hold back as many bytes as the longest stop string, so that a stop string is never shown.
+    let hold = a.stop.iter().map(String::len).max().unwrap_or(0);
     let outs = e.run(|eng, ev| {
         if !stream {
             return;
@@ -134,9 +136,13 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             if let Some(o) = eng.output(*id) {
                 let tok = eng.tokenizer().unwrap();
                 let text = tok.decode(&o.gen_ids, true).unwrap_or_default();
-                if !text.ends_with('\u{FFFD}') && text.len() > printed && text.is_char_boundary(printed) {
-                    print!("{}", &text[printed..]);
-                    printed = text.len();
+                let mut upto = text.len().saturating_sub(hold);
+                while !text.is_char_boundary(upto) {
+                    upto -= 1;
+                }
+                if !text[..upto].ends_with('\u{FFFD}') && upto > printed {
+                    print!("{}", &text[printed..upto]);
+                    printed = upto;
                     let _ = std::io::stdout().flush();
                 }
             }
@@ -144,7 +150,11 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     })?;
     let wall = t0.elapsed().as_secs_f64();
     if stream {
-        // The stop string (if any) was cut from the final text; what was streamed stays.
+        // The held-back tail, up to the stop string when one matched.
+        let text = outs[0].text.as_deref().unwrap_or("");
+        if text.len() > printed && text.is_char_boundary(printed) {
+            print!("{}", &text[printed..]);
+        }
         println!();
     }
     for (o, p) in outs.iter().zip(&prompts) {

@@ -232,7 +232,8 @@ impl Engine {
         }
         if !s.params.stop_strings.is_empty() {
             if let Some(tk) = &self.tokenizer {
-                let text = tk.decode(s.generated(), false).unwrap_or_default();
+                // Matched on the visible text (special tokens skipped), the text users see.
+                let text = tk.decode(s.generated(), true).unwrap_or_default();
                 let hit = s.params.stop_strings.iter().filter_map(|p| text.find(p.as_str())).min();
                 if let Some(at) = hit {
                     self.seqs[idx].stop_text = Some(text[..at].to_string());
