@@ -1,7 +1,7 @@
 //! `pal bench-model`: engine throughput on a real model: prefill tokens/s of one long prompt,
 //! and decode tokens/s at each batch size (B different prompts decoding together, aggregate).
 
-use crate::model_args::{engine, ModelArgs};
+use crate::model_args::{engine, tokenizer, ModelArgs};
 use pal_engine::SamplingParams;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -46,8 +46,11 @@ const TOPICS: [&str; 16] = [
 ];
 
 pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    if a.reps == 0 {
+        return Err("--reps must be at least 1".into());
+    }
     let mut e = engine(&a.model)?;
-    let tok = e.tokenizer().unwrap();
+    let tok = tokenizer(&e)?;
     let threads = rayon::current_num_threads();
     let cpu = crate::device::cpu_name();
     let mut rows = Vec::new();
@@ -65,12 +68,12 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         "tokens": prompt.len(), "ms": best * 1e3, "tok_s": prompt.len() as f64 / best,
     }));
     for &b in &a.batch {
-        let mut best: Option<(f64, f64)> = None;
+        let mut best = (0f64, 0f64);
         for _ in 0..a.reps {
             let before = e.stats();
             for i in 0..b {
                 let text = format!("Write a short story about {}.", TOPICS[i % TOPICS.len()]);
-                let ids = e.tokenizer().unwrap().encode(&text, true)?;
+                let ids = tokenizer(&e)?.encode(&text, true)?;
                 e.add_request(ids, SamplingParams { ignore_eos: true, ..SamplingParams::greedy(a.gen_tokens) })?;
             }
             e.run(|_, _| {})?;
@@ -79,11 +82,11 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             let toks = (st.decode_step_tokens - before.decode_step_tokens) as f64;
             let steps = (st.decode_steps - before.decode_steps) as f64;
             let r = (toks / secs, secs / steps * 1e3);
-            if best.is_none_or(|x| r.0 > x.0) {
-                best = Some(r);
+            if r.0 > best.0 {
+                best = r;
             }
         }
-        let (tok_s, ms) = best.unwrap();
+        let (tok_s, ms) = best;
         rows.push(serde_json::json!({
             "bench": "decode", "engine": "pal", "cpu": cpu, "threads": threads, "batch": b,
             "gen_tokens": a.gen_tokens, "tok_s": tok_s, "ms_per_step": ms, "tok_s_per_seq": tok_s / b as f64,

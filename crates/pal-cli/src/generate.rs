@@ -1,6 +1,6 @@
 //! `pal generate`: text from one prompt (streamed) or many (one continuous batch).
 
-use crate::model_args::{engine, ModelArgs};
+use crate::model_args::{engine, tokenizer, ModelArgs};
 use pal_engine::{Engine, Event, Output, SamplingParams};
 use pal_model::ChatMessage;
 use std::io::Write;
@@ -73,7 +73,7 @@ impl Args {
 }
 
 fn prompt_ids(e: &Engine, a: &Args, text: &str) -> Result<Vec<u32>, Box<dyn std::error::Error>> {
-    let tok = e.tokenizer().expect("the CLI engine has a tokenizer");
+    let tok = tokenizer(e)?;
     if a.chat {
         let mut msgs = Vec::new();
         if let Some(s) = &a.system {
@@ -133,9 +133,8 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         }
         if let Event::Token { id, .. } = ev {
             // Print the new suffix of the decoded text, holding back an incomplete UTF-8 tail.
-            if let Some(o) = eng.output(*id) {
-                let tok = eng.tokenizer().unwrap();
-                let text = tok.decode(&o.gen_ids, true).unwrap_or_default();
+            if let (Some(gen), Some(tok)) = (eng.generated(*id), eng.tokenizer()) {
+                let text = tok.decode(gen, true).unwrap_or_default();
                 let mut upto = text.len().saturating_sub(hold);
                 while !text.is_char_boundary(upto) {
                     upto -= 1;

@@ -3,6 +3,7 @@
 use indicatif::{ProgressBar, ProgressStyle};
 use pal_engine::{Engine, EngineConfig};
 use pal_model::fetch::{cache_dir, fetch, known, KNOWN_MODELS};
+use pal_model::ModelError;
 use pal_model::{LlamaModel, Tokenizer};
 use std::path::PathBuf;
 
@@ -35,7 +36,9 @@ pub struct ModelArgs {
 fn bar(len: u64, msg: &'static str) -> ProgressBar {
     let pb = ProgressBar::new(len);
     pb.set_style(
-        ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})").unwrap().progress_chars("=> "),
+        ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} ({eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
     );
     pb.set_message(msg);
     pb
@@ -107,4 +110,9 @@ pub fn engine(args: &ModelArgs) -> Result<Engine, Box<dyn std::error::Error>> {
         prefix_caching: !args.no_prefix_cache,
     };
     Ok(Engine::new(model, Some(tok), cfg)?)
+}
+
+/// The engine's tokenizer (every engine the CLI builds has one).
+pub fn tokenizer(e: &Engine) -> Result<&Tokenizer, ModelError> {
+    e.tokenizer().ok_or_else(|| ModelError::Tokenizer("the engine was built without a tokenizer".into()))
 }

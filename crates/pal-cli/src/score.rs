@@ -1,6 +1,6 @@
 //! `pal score`: teacher-forced evaluation of a text: perplexity and per-position predictions.
 
-use crate::model_args::{engine, ModelArgs};
+use crate::model_args::{engine, tokenizer, ModelArgs};
 use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
@@ -17,7 +17,7 @@ pub struct Args {
 
 pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut e = engine(&a.model)?;
-    let ids = e.tokenizer().unwrap().encode(&a.text, true)?;
+    let ids = tokenizer(&e)?.encode(&a.text, true)?;
     if ids.len() < 2 {
         return Err(format!("--text has {} token(s); perplexity needs at least 2", ids.len()).into());
     }

@@ -2,9 +2,9 @@
 //! stop, free. Nothing is lost: a preempted request is recomputed later and every request ends
 //! with a [`FinishReason`].
 
-use crate::runner::build_batch;
+use crate::runner::{build_batch, BatchItem, Logits};
 use crate::sampler::sample;
-use crate::scheduler::{Scheduler, SchedulerConfig};
+use crate::scheduler::Scheduler;
 use crate::sequence::{FinishReason, RequestId, Sequence};
 use crate::{EngineError, Result, SamplingParams};
 use pal_core::{f16, KvLayout};
@@ -98,8 +98,7 @@ impl Engine {
         let cache = KvCache::new(c.num_layers, layout);
         let blocks = BlockManager::new(config.num_blocks, config.block_size, config.prefix_caching)?;
         let stop_ids = tokenizer.as_ref().map(|t| t.stop_ids().to_vec()).unwrap_or_default();
-        let sched =
-            Scheduler::new(SchedulerConfig { max_batch_tokens: config.max_batch_tokens, max_seqs: config.max_seqs });
+        let sched = Scheduler::new(config.max_batch_tokens, config.max_seqs);
         Ok(Engine { model, tokenizer, cache, blocks, sched, seqs: vec![], stop_ids, stats: EngineStats::default() })
     }
 
@@ -176,18 +175,21 @@ impl Engine {
         for c in &plan.copies {
             self.cache.copy_block(c.src as usize, c.dst as usize, c.num_tokens)?;
         }
-        let batch = build_batch(&plan.scheduled, &self.seqs, &self.blocks)?;
-        let input = pal_model::StepInput {
-            tokens: &batch.tokens,
-            positions: &batch.positions,
-            slots: &batch.slots,
-            qo_indptr: &batch.qo_indptr,
-            page_table: &batch.page_table,
-            logit_rows: &batch.logit_rows,
-        };
+        let items: Vec<BatchItem<'_>> = plan
+            .scheduled
+            .iter()
+            .map(|sc| BatchItem {
+                tokens: &self.seqs[sc.seq].tokens,
+                kv: sc.kv,
+                start: sc.start,
+                len: sc.len,
+                logits: Logits::IfComplete,
+            })
+            .collect();
+        let batch = build_batch(&items, &self.blocks)?;
         let decode_only = plan.scheduled.iter().all(|sc| sc.len == 1 && sc.start >= self.seqs[sc.seq].prompt_len);
         let t0 = Instant::now();
-        let logits = self.model.forward(&input, &mut self.cache)?;
+        let logits = self.model.forward(&batch.input(), &mut self.cache)?;
         let dt = t0.elapsed();
         self.stats.forward_time += dt;
         if decode_only {
@@ -204,12 +206,13 @@ impl Engine {
             } else {
                 self.stats.prefill_tokens += sc.len;
             }
-            self.blocks.mark_computed(s.kv.expect("scheduled"), s.computed)?;
+            self.blocks.mark_computed(sc.kv, s.computed)?;
         }
         let vocab = self.model.config.vocab_size;
         let mut events = Vec::new();
         let now = Instant::now();
-        for (r, &idx) in batch.samplers.iter().enumerate() {
+        for (r, &item) in batch.logit_items.iter().enumerate() {
+            let idx = plan.scheduled[item].seq;
             let row = &logits[r * vocab..(r + 1) * vocab];
             let s = &mut self.seqs[idx];
             let tok = sample(row, &s.params, &s.tokens, &mut s.rng);
@@ -259,6 +262,11 @@ impl Engine {
         }
         self.sched.running.retain(|&r| r != idx);
         Ok(())
+    }
+
+    /// The tokens generated so far for a request (cheap: for streaming).
+    pub fn generated(&self, id: RequestId) -> Option<&[u32]> {
+        self.seqs.get(id).map(Sequence::generated)
     }
 
     pub fn output(&self, id: RequestId) -> Option<Output> {
@@ -322,7 +330,7 @@ impl Engine {
         }
         let kv = self.blocks.add_sequence(&tokens[..1])?.seq;
         let mut logits = Vec::with_capacity(tokens.len() * vocab);
-        let chunk = self.sched.config.max_batch_tokens;
+        let chunk = self.sched.max_batch_tokens;
         let result = (|| -> Result<()> {
             let mut start = 0;
             while start < tokens.len() {
@@ -331,24 +339,9 @@ impl Engine {
                 if end > have {
                     self.blocks.append_tokens(kv, &tokens[have..end])?;
                 }
-                let positions: Vec<u32> = (start as u32..end as u32).collect();
-                let slots = (start..end)
-                    .map(|p| self.blocks.slot(kv, p).map(|s| Some(s as u32)))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let table = self.blocks.block_table(kv)?;
-                let bs = self.blocks.block_size();
-                let page_table = pal_core::PageTable::from_lists(&[&table[..end.div_ceil(bs)]], &[end], bs)?;
-                let rows: Vec<usize> = (0..end - start).collect();
-                let qo = [0, (end - start) as u32];
-                let input = pal_model::StepInput {
-                    tokens: &tokens[start..end],
-                    positions: &positions,
-                    slots: &slots,
-                    qo_indptr: &qo,
-                    page_table: &page_table,
-                    logit_rows: &rows,
-                };
-                logits.extend(self.model.forward(&input, &mut self.cache)?);
+                let item = BatchItem { tokens, kv, start, len: end - start, logits: Logits::All };
+                let batch = build_batch(&[item], &self.blocks)?;
+                logits.extend(self.model.forward(&batch.input(), &mut self.cache)?);
                 start = end;
             }
             Ok(())

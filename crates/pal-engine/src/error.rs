@@ -10,6 +10,9 @@ pub enum EngineError {
     /// The request can never run: it does not fit the context or the whole KV pool.
     #[error("request too long: {0}")]
     TooLong(String),
+    /// A bookkeeping invariant of the engine does not hold (a bug, reported instead of a panic).
+    #[error("engine invariant broken: {0}")]
+    Internal(&'static str),
     #[error(transparent)]
     Model(#[from] ModelError),
     #[error(transparent)]

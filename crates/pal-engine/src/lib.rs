@@ -35,5 +35,4 @@ mod sequence;
 pub use engine::{Engine, EngineConfig, EngineStats, Event, Output};
 pub use error::{EngineError, Result};
 pub use sampler::SamplingParams;
-pub use scheduler::SchedulerConfig;
 pub use sequence::{FinishReason, RequestId};

@@ -7,23 +7,16 @@
 //! prompts cut into chunks so that the step stays under the token budget.
 
 use crate::sequence::Sequence;
-use crate::Result;
-use pal_kvcache::{BlockManager, CopyOp, KvCacheError};
+use crate::{EngineError, Result};
+use pal_kvcache::{BlockManager, CopyOp, KvCacheError, SeqId};
 use std::collections::VecDeque;
 
-/// Limits of one step.
-#[derive(Clone, Copy, Debug)]
-pub struct SchedulerConfig {
-    /// Most new tokens in one forward (prefill chunks plus decode tokens).
-    pub max_batch_tokens: usize,
-    /// Most sequences in flight.
-    pub max_seqs: usize,
-}
-
-/// One sequence's share of a step: tokens `start..start+len` of it are computed.
+/// One sequence's share of a step: tokens `start..start+len` of it are computed, in the blocks of
+/// block-manager sequence `kv`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Scheduled {
     pub seq: usize,
+    pub kv: SeqId,
     pub start: usize,
     pub len: usize,
 }
@@ -37,7 +30,10 @@ pub struct StepPlan {
 }
 
 pub(crate) struct Scheduler {
-    pub config: SchedulerConfig,
+    /// Most new tokens in one forward (prefill chunks plus decode tokens).
+    pub max_batch_tokens: usize,
+    /// Most sequences in flight.
+    pub max_seqs: usize,
     /// Admission order; preempted sequences go back to the front.
     pub waiting: VecDeque<usize>,
     /// In admission order (the last one is preempted first).
@@ -45,8 +41,8 @@ pub(crate) struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(config: SchedulerConfig) -> Self {
-        Scheduler { config, waiting: VecDeque::new(), running: Vec::new() }
+    pub fn new(max_batch_tokens: usize, max_seqs: usize) -> Self {
+        Scheduler { max_batch_tokens, max_seqs, waiting: VecDeque::new(), running: Vec::new() }
     }
 
     pub fn has_work(&self) -> bool {
@@ -67,7 +63,6 @@ impl Scheduler {
         s.computed = 0;
         s.preemptions += 1;
         self.running.retain(|&r| r != idx);
-        plan.scheduled.retain(|x| x.seq != idx);
         self.waiting.push_front(idx);
         plan.preempted.push(idx);
         Ok(())
@@ -75,13 +70,13 @@ impl Scheduler {
 
     pub fn schedule(&mut self, seqs: &mut [Sequence], blocks: &mut BlockManager) -> Result<StepPlan> {
         let mut plan = StepPlan::default();
-        let mut budget = self.config.max_batch_tokens;
+        let mut budget = self.max_batch_tokens;
         // 1. Running sequences, oldest first: decode one token or continue a prefill chunk.
         let mut i = 0;
         while i < self.running.len() && budget > 0 {
             let idx = self.running[i];
             let s = &seqs[idx];
-            let kv = s.kv.expect("running sequences hold blocks");
+            let kv = s.kv.ok_or(EngineError::Internal("a running sequence holds no blocks"))?;
             let have = blocks.seq_len(kv)?;
             let todo = s.tokens.len() - s.computed;
             let n = todo.min(budget);
@@ -91,21 +86,22 @@ impl Scheduler {
                 match blocks.append_tokens(kv, &s.tokens[have..]) {
                     Ok(r) => plan.copies.extend(r.copy),
                     Err(KvCacheError::OutOfBlocks { .. }) => {
-                        // Free the newest running sequence (maybe this one) and retry.
-                        // When the victim is `idx` itself, `running[i]` is now the next sequence.
-                        let victim = *self.running.last().expect("idx is running");
+                        // Free the newest running sequence (maybe this one; never one already
+                        // scheduled, those come before `i`) and retry. When the victim is `idx`
+                        // itself, `running[i]` is now the next sequence.
+                        let victim = self.running[self.running.len() - 1];
                         self.preempt(victim, seqs, blocks, &mut plan)?;
                         continue;
                     }
                     Err(e) => return Err(e.into()),
                 }
             }
-            plan.scheduled.push(Scheduled { seq: idx, start: s.computed, len: n });
+            plan.scheduled.push(Scheduled { seq: idx, kv, start: s.computed, len: n });
             budget -= n;
             i += 1;
         }
         // 2. Admit waiting sequences while there is budget, room and blocks.
-        while budget > 0 && self.running.len() < self.config.max_seqs {
+        while budget > 0 && self.running.len() < self.max_seqs {
             let Some(&idx) = self.waiting.front() else { break };
             let s = &mut seqs[idx];
             match blocks.add_sequence(&s.tokens) {
@@ -117,7 +113,7 @@ impl Scheduler {
                         s.cached_prompt_tokens = adm.cached_tokens;
                     }
                     let n = (s.tokens.len() - s.computed).min(budget);
-                    plan.scheduled.push(Scheduled { seq: idx, start: s.computed, len: n });
+                    plan.scheduled.push(Scheduled { seq: idx, kv: adm.seq, start: s.computed, len: n });
                     budget -= n;
                     self.running.push(idx);
                 }
