@@ -1,6 +1,7 @@
 //! `pal score`: teacher-forced evaluation of a text: perplexity and per-position predictions.
 
 use crate::model_args::{engine, tokenizer, ModelArgs};
+use pal_engine::sampler::top2;
 use std::process::ExitCode;
 
 #[derive(clap::Args, Debug)]
@@ -27,16 +28,7 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut nll = 0f64;
     for i in 0..ids.len() - 1 {
         let r = &logits[i * vocab..(i + 1) * vocab];
-        let (mut top1, mut l1, mut l2) = (0usize, f32::NEG_INFINITY, f32::NEG_INFINITY);
-        for (j, &v) in r.iter().enumerate() {
-            if v > l1 {
-                l2 = l1;
-                l1 = v;
-                top1 = j;
-            } else if v > l2 {
-                l2 = v;
-            }
-        }
+        let (top1, l1, l2) = top2(r);
         let lse = l1 as f64 + r.iter().map(|&v| ((v - l1) as f64).exp()).sum::<f64>().ln();
         let lp = r[ids[i + 1] as usize] as f64 - lse;
         nll -= lp;

@@ -161,11 +161,21 @@ fn apply_penalties(l: &mut [f32], p: &SamplingParams, history: &[u32]) {
 
 /// Index of the largest logit (the first one on ties; NaN never wins).
 pub fn argmax(l: &[f32]) -> u32 {
-    let mut best = (0usize, f32::NEG_INFINITY);
+    top2(l).0
+}
+
+/// The largest logit's index, the largest and the second largest logit (NaN never counts):
+/// scoring reports and margin checks.
+pub fn top2(l: &[f32]) -> (u32, f32, f32) {
+    let (mut i1, mut l1, mut l2) = (0usize, f32::NEG_INFINITY, f32::NEG_INFINITY);
     for (i, &v) in l.iter().enumerate() {
-        if v > best.1 {
-            best = (i, v);
+        if v > l1 {
+            l2 = l1;
+            l1 = v;
+            i1 = i;
+        } else if v > l2 {
+            l2 = v;
         }
     }
-    best.0 as u32
+    (i1 as u32, l1, l2)
 }

@@ -5,7 +5,7 @@ mod common;
 
 use common::{assert_same_greedy, fragmented, greedy_margins};
 use pal_engine::{Engine, EngineConfig, SamplingParams};
-use pal_model::fetch::{cache_dir, fetch, known};
+use pal_model::fetch::local_or_fetch;
 use pal_model::{LlamaModel, Tokenizer};
 
 const PROMPTS: [&str; 16] = [
@@ -28,9 +28,7 @@ const PROMPTS: [&str; 16] = [
 ];
 
 fn load() -> (LlamaModel, Tokenizer) {
-    let path = std::env::var_os("PAL_SMOLLM2")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| fetch(known("smollm2").unwrap(), &cache_dir(), &mut |_, _| {}).expect("fetch SmolLM2"));
+    let path = local_or_fetch("smollm2").expect("fetch SmolLM2");
     let m = LlamaModel::open(path).unwrap();
     let t = Tokenizer::from_gguf(m.gguf()).unwrap();
     (m, t)

@@ -98,3 +98,13 @@ pub fn fetch(model: &KnownModel, dir: &Path, progress: &mut dyn FnMut(u64, u64))
     std::fs::rename(&tmp, &dest).map_err(io(&dest))?;
     Ok(dest)
 }
+
+/// `$PAL_<NAME>` (e.g. `PAL_SMOLLM2=/path/file.gguf`) when set, else the cached or freshly fetched
+/// file of a known model, without progress output: what tests and scripts use.
+pub fn local_or_fetch(name: &str) -> Result<PathBuf> {
+    let model = known(name)?;
+    match std::env::var_os(format!("PAL_{}", name.to_uppercase())) {
+        Some(p) => Ok(PathBuf::from(p)),
+        None => fetch(model, &cache_dir(), &mut |_, _| {}),
+    }
+}

@@ -22,10 +22,6 @@ impl<KV: Element> KvCache<KV> {
     pub fn num_layers(&self) -> usize {
         self.k.len()
     }
-    /// Bytes held by the pools.
-    pub fn bytes(&self) -> usize {
-        2 * self.k.len() * self.layout.elems() * std::mem::size_of::<KV>()
-    }
     pub fn layer(&self, l: usize) -> PagedKv<'_, KV> {
         PagedKv { k: &self.k[l], v: &self.v[l], layout: self.layout }
     }

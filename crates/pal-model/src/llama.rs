@@ -132,21 +132,6 @@ impl LlamaModel {
         &self.file
     }
 
-    /// Bytes of weights read per token (every matrix once; the output head included).
-    pub fn weight_bytes(&self) -> usize {
-        let per_layer: usize = self
-            .layers
-            .iter()
-            .map(|l| {
-                [&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down]
-                    .iter()
-                    .map(|m| m.bytes().len())
-                    .sum::<usize>()
-            })
-            .sum();
-        per_layer + self.output.bytes().len()
-    }
-
     fn check_input(&self, s: &StepInput<'_>) -> Result<()> {
         let t = s.tokens.len();
         if t == 0 {

@@ -17,9 +17,8 @@
 //! Work is split over output rows (rayon).
 
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
-use crate::quant::dequantize_unchecked as dequantize;
+use crate::quant::{dequantize_unchecked as dequantize, f16_at};
 use crate::{ModelError, Result};
-use half::f16;
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -285,10 +284,6 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
-}
-
-fn f16_at(b: &[u8], i: usize) -> f32 {
-    f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 
 /// Dot product of one quantized weight row with quantized activations.

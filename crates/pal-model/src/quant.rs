@@ -13,7 +13,8 @@
 use crate::gguf::GgmlType;
 use half::{bf16, f16};
 
-fn f16_at(b: &[u8], i: usize) -> f32 {
+/// The little-endian f16 at byte `i`, as f32 (block scales).
+pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
     f16::from_le_bytes([b[i], b[i + 1]]).to_f32()
 }
 

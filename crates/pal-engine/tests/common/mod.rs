@@ -1,6 +1,7 @@
 //! Helpers shared by the engine tests.
 #![allow(dead_code)]
 
+use pal_engine::sampler::top2;
 use pal_engine::{Engine, Output};
 
 /// Top-1 minus top-2 logit of each row of `logits` (`vocab` columns).
@@ -8,15 +9,7 @@ pub fn margins(logits: &[f32], vocab: usize) -> Vec<f32> {
     logits
         .chunks_exact(vocab)
         .map(|r| {
-            let (mut a, mut b) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
-            for &v in r {
-                if v > a {
-                    b = a;
-                    a = v;
-                } else if v > b {
-                    b = v;
-                }
-            }
+            let (_, a, b) = top2(r);
             a - b
         })
         .collect()
