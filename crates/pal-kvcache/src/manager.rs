@@ -264,7 +264,7 @@ impl BlockManager {
         let bs = self.block_size;
         let len = s.tokens.len();
         let used_in_last = len % bs;
-        let cow = n > 0 && used_in_last != 0 && self.ref_count[*s.blocks.last().unwrap() as usize] > 1;
+        let cow = n > 0 && used_in_last != 0 && s.blocks.last().is_some_and(|&b| self.ref_count[b as usize] > 1);
         let new_blocks = (len + n).div_ceil(bs) - len.div_ceil(bs);
         (new_blocks + cow as usize, cow)
     }
@@ -277,13 +277,14 @@ impl BlockManager {
         if needed > self.available() {
             return Err(KvCacheError::OutOfBlocks { needed, available: self.available() });
         }
-        let mut s = self.seqs.remove(&seq).expect("checked above");
+        let mut s = self.seqs.remove(&seq).ok_or(KvCacheError::UnknownSequence(seq))?;
         let mut copy = None;
-        if cow {
-            let old = *s.blocks.last().unwrap();
+        // `cow` implies a partly filled, shared last block.
+        if let (true, Some(&old)) = (cow, s.blocks.last()) {
             let new = self.take_block();
             self.release(old);
-            *s.blocks.last_mut().unwrap() = new;
+            let last = s.blocks.len() - 1;
+            s.blocks[last] = new;
             copy = Some(CopyOp { src: old, dst: new, num_tokens: s.tokens.len() % bs });
         }
         let mut slots = Vec::with_capacity(tokens.len());
