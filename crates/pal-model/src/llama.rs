@@ -74,7 +74,7 @@ impl LlamaModel {
     pub fn load(file: Arc<GgufFile>) -> Result<Self> {
         let config = LlamaConfig::from_gguf(&file)?;
         let c = &config;
-        let matrix = |name: &str, cols: usize, rows: usize| -> Result<QMatrix> {
+        let info = |name: &str, cols: usize, rows: usize| -> Result<TensorInfo> {
             let t = tensor(&file, name)?;
             if t.dims != [cols, rows] {
                 return Err(ModelError::bad_tensor(name, format!("dims {:?}, expected [{cols}, {rows}]", t.dims)));
@@ -82,7 +82,7 @@ impl LlamaModel {
             if !cols.is_multiple_of(32) {
                 return Err(ModelError::bad_tensor(name, format!("row length {cols} is not a multiple of 32")));
             }
-            Ok(QMatrix::new(file.clone(), t.clone()))
+            Ok(t.clone())
         };
         let vector = |name: &str, len: usize| -> Result<Vec<f32>> {
             let t = tensor(&file, name)?;
@@ -100,11 +100,13 @@ impl LlamaModel {
                 Ok(None)
             }
         };
-        let embed = matrix("token_embd.weight", c.hidden, c.vocab_size)?;
+        let matrix = |name: &str, cols: usize, rows: usize| QMatrix::new(file.clone(), info(name, cols, rows)?);
+        let embed_info = info("token_embd.weight", c.hidden, c.vocab_size)?;
         let output = match file.tensor("output.weight") {
             Some(_) => matrix("output.weight", c.hidden, c.vocab_size)?,
-            None => embed.clone(), // tied embeddings
+            None => QMatrix::new(file.clone(), embed_info.clone())?, // tied embeddings
         };
+        let embed = QMatrix::rows_only(file.clone(), embed_info);
         let mut layers = Vec::with_capacity(c.num_layers);
         for i in 0..c.num_layers {
             let n = |s: &str| format!("blk.{i}.{s}");

@@ -1,12 +1,14 @@
-//! AVX2 integer dot products for the quantized matmul (x86-64 only, chosen at run time).
+//! AVX2 kernels of the matrix products (x86-64 only, chosen at run time).
 //!
-//! Weights stay 4- or 8-bit; activations are 16-bit ([`ActBlock`]); `madd_epi16` multiplies and
-//! adds pairs into i32 lanes, and each block's sum is scaled once in f32. Scales are converted
-//! with F16C in-line: a call into a generic f16 routine here would spill every ymm register.
-//! (A four-row variant sharing the activation loads measured slower on Zen: register pressure.)
+//! - [`packed_group_avx2`]: a packed group of 8 Q4_0 / Q4_1 / Q8_0 rows (see [`crate::packed`])
+//!   times up to 4 activation rows of 8-bit blocks at a time: `maddubs` of a weight chunk with
+//!   broadcast activation bytes, i16 sums per block, one `madd` to i32, one scaled FMA per block
+//!   for all eight rows. Scales are converted with F16C in-line.
+//! - [`gemm_nt_avx2`]: an f32 register-blocked product for the formats without integer kernels
+//!   (F32, F16, BF16, K-quants), on dequantized weight tiles.
 
 use crate::gguf::GgmlType;
-use crate::qmatmul::ActBlock;
+use crate::packed::{quant_bytes, scale_bytes, ActBlock, GROUP};
 
 #[cfg(target_arch = "x86_64")]
 pub fn has_avx2() -> bool {
@@ -17,107 +19,151 @@ pub fn has_avx2() -> bool {
     })
 }
 
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C; `w` holds whole blocks of `dtype` (Q4_0, Q4_1 or
-/// Q8_0), at least as many as `x`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dot_quant_avx2(dtype: GgmlType, w: &[u8], x: &[ActBlock]) -> f32 {
-    debug_assert!(w.len() >= x.len() * dtype.block_bytes());
-    match dtype {
-        GgmlType::Q8_0 => dot::<0>(w, x),
-        GgmlType::Q4_0 => dot::<1>(w, x),
-        _ => dot::<2>(w, x),
-    }
-}
-
-/// `KIND`: 0 = Q8_0, 1 = Q4_0, 2 = Q4_1.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn dot<const KIND: u8>(w: &[u8], x: &[ActBlock]) -> f32 {
-    use std::arch::x86_64::*;
-    let bb = match KIND {
-        0 => 34,
-        1 => 18,
-        _ => 20,
-    };
-    let low = _mm256_set1_epi16(0x0F);
-    // Two accumulators: consecutive blocks do not wait on each other's FMA.
-    let mut acc = [_mm256_setzero_ps(), _mm256_setzero_ps()];
-    let mut acc_min = _mm_setzero_ps();
-    let wp = w.as_ptr();
-    for (i, a) in x.iter().enumerate() {
-        let blk = wp.add(i * bb);
-        // d (and m for Q4_1) from f16, in one conversion (every block is at least 4 bytes).
-        let scales = _mm_cvtph_ps(_mm_cvtsi32_si128((blk as *const u32).read_unaligned() as i32));
-        let d = _mm_cvtss_f32(scales);
-        let x0 = _mm256_loadu_si256(a.qs.as_ptr() as *const __m256i);
-        let x1 = _mm256_loadu_si256(a.qs.as_ptr().add(16) as *const __m256i);
-        let (w0, w1) = if KIND == 0 {
-            (
-                _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.add(2) as *const __m128i)),
-                _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.add(18) as *const __m128i)),
-            )
-        } else {
-            // One widening of the 16 bytes: each 16-bit lane holds `lo | hi << 4` of one byte,
-            // so the low nibbles (elements 0..16) and high nibbles (16..32) are a mask and a
-            // shift away, with no second cross-lane shuffle.
-            let bytes = _mm256_cvtepu8_epi16(_mm_loadu_si128(blk.add(if KIND == 2 { 4 } else { 2 }) as *const __m128i));
-            (_mm256_and_si256(bytes, low), _mm256_and_si256(_mm256_srli_epi16(bytes, 4), low))
-        };
-        if KIND != 0 {
-            // Q4_1's minimum m, or Q4_0's implicit -8 d, times the activation sum.
-            let m = if KIND == 2 { _mm_movehdup_ps(scales) } else { _mm_set_ss(-8.0 * d) };
-            acc_min = _mm_fmadd_ss(m, _mm_set_ss(a.s), acc_min);
-        }
-        // |w| <= 128, |x| <= 32767, 32 terms: the i32 lanes cannot overflow.
-        let s32 = _mm256_add_epi32(_mm256_madd_epi16(w0, x0), _mm256_madd_epi16(w1, x1));
-        let k = i & 1;
-        acc[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_set1_ps(d * a.d), acc[k]);
-    }
-    let v = _mm256_add_ps(acc[0], acc[1]);
-    let h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    let h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    let h = _mm_add_ss(h, _mm_shuffle_ps(h, h, 1));
-    _mm_cvtss_f32(h) + _mm_cvtss_f32(acc_min)
-}
-
-/// Dequantize whole Q4_0 / Q4_1 / Q8_0 blocks to f32 (the SGEMM path's weight tiles).
+/// One packed group (see [`crate::packed`]) times `m` activation rows: `out[t * ldc + r]` for
+/// `r < valid`. Token tiles of up to 4 share each unpacked weight chunk.
 ///
 /// # Safety
-/// AVX2, FMA and F16C must be present; `bytes` holds whole blocks of `dtype` and `out` exactly
-/// their elements.
+/// AVX2, FMA and F16C must be present; `group` is one group of a packed `dtype` matrix with `nb`
+/// blocks per row; `acts` holds `m * nb` blocks; `out` is valid for writes at `t * ldc + r`,
+/// `t < m`, `r < valid <= 8`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn dequantize_avx2(dtype: GgmlType, bytes: &[u8], out: &mut [f32]) {
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn packed_group_avx2(
+    dtype: GgmlType,
+    group: &[u8],
+    nb: usize,
+    acts: &[ActBlock],
+    m: usize,
+    out: *mut f32,
+    ldc: usize,
+    valid: usize,
+) {
     use std::arch::x86_64::*;
-    let bb = dtype.block_bytes();
-    let low = _mm256_set1_epi16(0x0F);
-    debug_assert_eq!(bytes.len() / bb * 32, out.len());
-    for (i, blk) in bytes.chunks_exact(bb).enumerate() {
-        let p = blk.as_ptr();
-        let o = out.as_mut_ptr().add(i * 32);
-        let scales = _mm_cvtph_ps(_mm_cvtsi32_si128((p as *const u32).read_unaligned() as i32));
-        let d = _mm256_broadcastss_ps(scales);
-        if dtype == GgmlType::Q8_0 {
-            for j in 0..4 {
-                let q = _mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(2 + 8 * j) as *const __m128i));
-                _mm256_storeu_ps(o.add(8 * j), _mm256_mul_ps(d, _mm256_cvtepi32_ps(q)));
-            }
-            continue;
+    debug_assert!(acts.len() >= m * nb && group.len() >= nb * (quant_bytes(dtype) + scale_bytes(dtype)));
+    let (g, a) = (group.as_ptr(), acts.as_ptr());
+    let mut t0 = 0;
+    while t0 < m {
+        let tm = 4.min(m - t0);
+        let at = a.add(t0 * nb);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        match (dtype, tm) {
+            (GgmlType::Q8_0, 4) => q8_tile::<4>(g, nb, at, &mut acc),
+            (GgmlType::Q8_0, 3) => q8_tile::<3>(g, nb, at, &mut acc),
+            (GgmlType::Q8_0, 2) => q8_tile::<2>(g, nb, at, &mut acc),
+            (GgmlType::Q8_0, _) => q8_tile::<1>(g, nb, at, &mut acc),
+            (GgmlType::Q4_1, 4) => q4_tile::<true, 4>(g, nb, at, &mut acc),
+            (GgmlType::Q4_1, 3) => q4_tile::<true, 3>(g, nb, at, &mut acc),
+            (GgmlType::Q4_1, 2) => q4_tile::<true, 2>(g, nb, at, &mut acc),
+            (GgmlType::Q4_1, _) => q4_tile::<true, 1>(g, nb, at, &mut acc),
+            (_, 4) => q4_tile::<false, 4>(g, nb, at, &mut acc),
+            (_, 3) => q4_tile::<false, 3>(g, nb, at, &mut acc),
+            (_, 2) => q4_tile::<false, 2>(g, nb, at, &mut acc),
+            (_, _) => q4_tile::<false, 1>(g, nb, at, &mut acc),
         }
-        let (off, m) = if dtype == GgmlType::Q4_1 {
-            (4, _mm256_broadcastss_ps(_mm_movehdup_ps(scales)))
+        for (t, v) in acc.iter().enumerate().take(tm) {
+            let dst = out.add((t0 + t) * ldc);
+            if valid == GROUP {
+                _mm256_storeu_ps(dst, *v);
+            } else {
+                let mut tmp = [0f32; GROUP];
+                _mm256_storeu_ps(tmp.as_mut_ptr(), *v);
+                std::ptr::copy_nonoverlapping(tmp.as_ptr(), dst, valid);
+            }
+        }
+        t0 += tm;
+    }
+}
+
+/// Software prefetch distance in bytes of packed quants. A group's blocks stream from memory
+/// once per step; without prefetching one core reached ~6 GB/s of the ~11 it can read on the dev
+/// VM (Zen 3). 3-8 KiB measured alike.
+const PF: usize = 4096;
+
+/// Q4_0 (`Q41 = false`, minimum `-8 d`) or Q4_1 group times `TM` activation rows.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn q4_tile<const Q41: bool, const TM: usize>(
+    g: *const u8,
+    nb: usize,
+    acts: *const ActBlock,
+    acc: &mut [std::arch::x86_64::__m256; 4],
+) {
+    use std::arch::x86_64::*;
+    let mask = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let scales = g.add(nb * 128);
+    let sb = if Q41 { 32 } else { 16 };
+    for b in 0..nb {
+        let q = g.add(b * 128);
+        // Prefetching past the end of the matrix is harmless (a hint, never a fault).
+        _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(PF) as *const i8);
+        _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(PF + 64) as *const i8);
+        let mut isum = [_mm256_setzero_si256(); TM];
+        for c in 0..4 {
+            let raw = _mm256_loadu_si256(q.add(32 * c) as *const __m256i);
+            let lo = _mm256_and_si256(raw, mask);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
+            for (t, s) in isum.iter_mut().enumerate() {
+                let x = (*acts.add(t * nb + b)).qs.as_ptr();
+                let xlo = _mm256_set1_epi32((x.add(4 * c) as *const i32).read_unaligned());
+                let xhi = _mm256_set1_epi32((x.add(16 + 4 * c) as *const i32).read_unaligned());
+                // Each i16 lane sums 8 products of a nibble (<= 15) and an |x| <= 127: <= 30480.
+                let p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi));
+                *s = _mm256_add_epi16(*s, p);
+            }
+        }
+        let sp = scales.add(b * sb);
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(sp as *const __m128i));
+        let mn = if Q41 {
+            _mm256_cvtph_ps(_mm_loadu_si128(sp.add(16) as *const __m128i))
         } else {
-            (2, _mm256_mul_ps(d, _mm256_set1_ps(-8.0)))
+            _mm256_mul_ps(d, _mm256_set1_ps(-8.0))
         };
-        let b16 = _mm256_cvtepu8_epi16(_mm_loadu_si128(p.add(off) as *const __m128i));
-        let halves = [_mm256_and_si256(b16, low), _mm256_and_si256(_mm256_srli_epi16(b16, 4), low)];
-        for (h, v) in halves.iter().enumerate() {
-            let lo = _mm256_cvtepi16_epi32(_mm256_castsi256_si128(*v));
-            let hi = _mm256_cvtepi16_epi32(_mm256_extracti128_si256(*v, 1));
-            _mm256_storeu_ps(o.add(16 * h), _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(lo), m));
-            _mm256_storeu_ps(o.add(16 * h + 8), _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(hi), m));
+        for (t, s) in isum.iter().enumerate() {
+            let x = &*acts.add(t * nb + b);
+            let s32 = _mm256_madd_epi16(*s, ones);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_mul_ps(d, _mm256_set1_ps(x.d)), acc[t]);
+            acc[t] = _mm256_fmadd_ps(mn, _mm256_set1_ps(x.s), acc[t]);
+        }
+    }
+}
+
+/// Q8_0 group times `TM` activation rows (signed weights: `maddubs(|w|, sign(x, w))`).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn q8_tile<const TM: usize>(
+    g: *const u8,
+    nb: usize,
+    acts: *const ActBlock,
+    acc: &mut [std::arch::x86_64::__m256; 4],
+) {
+    use std::arch::x86_64::*;
+    let ones = _mm256_set1_epi16(1);
+    let scales = g.add(nb * 256);
+    for b in 0..nb {
+        let q = g.add(b * 256);
+        for line in 0..4 {
+            _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(PF + 64 * line) as *const i8);
+        }
+        let mut isum = [_mm256_setzero_si256(); TM];
+        for c in 0..8 {
+            let w = _mm256_loadu_si256(q.add(32 * c) as *const __m256i);
+            let aw = _mm256_sign_epi8(w, w);
+            for (t, s) in isum.iter_mut().enumerate() {
+                let x = (*acts.add(t * nb + b)).qs.as_ptr();
+                let xv = _mm256_set1_epi32((x.add(4 * c) as *const i32).read_unaligned());
+                // A pair of |w| <= 128 and |x| <= 127 products fits i16; two pairs may not.
+                let p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(xv, w));
+                *s = _mm256_add_epi32(*s, _mm256_madd_epi16(p, ones));
+            }
+        }
+        let d = _mm256_cvtph_ps(_mm_loadu_si128(scales.add(b * 16) as *const __m128i));
+        for (t, s) in isum.iter().enumerate() {
+            let x = &*acts.add(t * nb + b);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(*s), _mm256_mul_ps(d, _mm256_set1_ps(x.d)), acc[t]);
         }
     }
 }

@@ -135,9 +135,14 @@ fn qwen2_biases_and_half_split_rope() {
 
 #[test]
 fn quantized_weights_match_within_activation_rounding() {
-    // Q8_0/Q4_x multiply 16-bit activations and the cache is f16; the oracle is f32/f64 throughout.
+    // Q8_0/Q4_x multiply activations rounded to 8-bit blocks (a step of 1/127 of the block's
+    // largest value, as llama.cpp does) and the cache is f16; the oracle is f32/f64 throughout.
+    // On these random two-layer models that moves logits by 1.0-2.8% of the largest one (24
+    // runs; an oracle that rounded its inputs the same way still differed by 1.0-2.3%, rounding
+    // flips being most of it). Wiring errors (a wrong matrix, row or group order) are O(100%);
+    // the kernels themselves are checked to the bit and to 1e-5 in tests/quant.rs.
     for w in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
-        check(TinySpec { weights: w, ..TinySpec::default() }, true, 16, 1e-2);
+        check(TinySpec { weights: w, ..TinySpec::default() }, true, 16, 4e-2);
     }
 }
 

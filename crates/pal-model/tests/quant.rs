@@ -2,7 +2,6 @@
 //! matmul against dequantize-then-dot.
 
 use pal_model::gguf::GgmlType;
-use pal_model::qmatmul::{dot_f32, dot_quant, dot_quant_portable, quantize_acts};
 use pal_model::quant::{dequantize, quantize};
 use rand::{Rng, SeedableRng};
 
@@ -60,46 +59,127 @@ fn quantize_round_trip_error_is_bounded_by_the_step() {
     }
 }
 
+/// The packed integer kernel (AVX2 where present) against its portable twin (same integer sums,
+/// same f32 operations: equal to the bit) and against an f64 product of the dequantized weights
+/// with the 8-bit activations it was given (f32 rounding only), over awkward row counts (partial
+/// groups of 8) and lengths, with 1 to 6 activation rows (the 4-row tiles and their edges).
 #[test]
-fn integer_dot_products_match_dequantized_dot() {
+fn packed_kernel_matches_its_portable_twin_and_the_exact_product() {
+    use pal_model::gguf::{GgufFile, GgufWriter};
+    use pal_model::packed::{quantize_acts, PackedMatrix, GROUP};
+    use pal_model::QMatrix;
+    use std::sync::Arc;
     let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
     for t in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
-        for k in [32, 64, 576, 1536] {
-            let w: Vec<f32> = (0..k).map(|_| rng.gen_range(-1.0..1.0)).collect();
-            let x: Vec<f32> = (0..k).map(|_| rng.gen_range(-2.0..2.0)).collect();
+        for (rows, k) in [(1usize, 32usize), (7, 64), (9, 576), (24, 1536), (13, 96)] {
+            let w: Vec<f32> = (0..rows * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
             let wb = quantize(t, &w).unwrap();
-            let mut wd = vec![0f32; k];
+            let mut wd = vec![0f32; rows * k];
             dequantize(t, &wb, &mut wd).unwrap();
-            let acts = quantize_acts(&x, k);
-            let exact = dot_f32(&wd, &x);
-            let portable = dot_quant_portable(t, &wb, &acts);
-            let fast = dot_quant(t, &wb, &acts);
-            // The activations are rounded to 16 bits: error <= amax/65534 per element.
-            let norm = wd.iter().map(|v| v.abs()).sum::<f32>() * x.iter().fold(0f32, |a, v| a.max(v.abs())) / 32767.0;
-            assert!((portable - exact).abs() <= norm * 0.6 + 1e-4, "{t} k={k}: portable {portable} vs exact {exact}");
-            assert!(
-                (fast - portable).abs() <= 1e-4 * portable.abs().max(1.0),
-                "{t} k={k}: simd {fast} vs portable {portable}"
-            );
+            let packed = PackedMatrix::pack(t, &wb, rows, k).unwrap();
+            let mut wr = GgufWriter::new();
+            wr.tensor("w", &[k, rows], t, wb).unwrap();
+            let f = Arc::new(GgufFile::from_bytes(wr.to_bytes()).unwrap());
+            let qm = QMatrix::new(f.clone(), f.tensor("w").unwrap().clone()).unwrap();
+            for m in 1..=6 {
+                // Outliers in some blocks, as in real activations.
+                let x: Vec<f32> =
+                    (0..m * k).map(|i| rng.gen_range(-2.0..2.0) * if i % 97 == 5 { 30.0 } else { 1.0 }).collect();
+                let mut acts = Vec::new();
+                quantize_acts(&x, &mut acts);
+                let mut out = vec![f32::NAN; m * rows];
+                qm.matmul(&x, &mut out).unwrap();
+                let nb = k / 32;
+                for ti in 0..m {
+                    let a = &acts[ti * nb..(ti + 1) * nb];
+                    for g in 0..packed.groups() {
+                        let mut tile = [0f32; GROUP];
+                        packed.group_dot_portable(g, a, &mut tile);
+                        for (r, &p) in tile.iter().enumerate().take(rows.saturating_sub(g * GROUP)) {
+                            let row = g * GROUP + r;
+                            let got = out[ti * rows + row];
+                            assert_eq!(
+                                got.to_bits(),
+                                p.to_bits(),
+                                "{t} {rows}x{k} m={m} [{ti},{row}]: simd {got} vs portable {p}"
+                            );
+                            let (mut exact, mut mag) = (0f64, 0f64);
+                            for (j, &wv) in wd[row * k..(row + 1) * k].iter().enumerate() {
+                                let xq = a[j / 32].d as f64 * a[j / 32].qs[j % 32] as f64;
+                                exact += wv as f64 * xq;
+                                mag += (wv as f64 * xq).abs();
+                            }
+                            assert!(
+                                (got as f64 - exact).abs() <= 1e-5 * mag + 1e-6,
+                                "{t} [{ti},{row}]: {got} vs {exact}"
+                            );
+                        }
+                    }
+                }
+            }
         }
     }
 }
 
-/// `QMatrix::matmul` (integer dots below 4 rows, dequantize + SGEMM from 4 on) against an f64
-/// product of the dequantized weights, at awkward sizes, outputs poisoned first.
+/// The 8-bit activation blocks: every element within half a step (`amax / 254`) of its input,
+/// `s` the scaled sum of the quants, zero blocks exact.
+#[test]
+fn activation_blocks_round_to_half_a_step() {
+    use pal_model::packed::quantize_acts;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
+    let mut x: Vec<f32> = (0..32 * 50).map(|_| rng.gen_range(-5.0..5.0)).collect();
+    x[32..64].fill(0.0);
+    x[100] = 1e4;
+    let mut acts = Vec::new();
+    quantize_acts(&x, &mut acts);
+    assert_eq!(acts.len(), 50);
+    for (b, a) in acts.iter().enumerate() {
+        let xb = &x[b * 32..(b + 1) * 32];
+        let amax = xb.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (q, v) in a.qs.iter().zip(xb) {
+            assert!((a.d * *q as f32 - v).abs() <= amax / 254.0 * 1.0001 + 1e-30, "block {b}: {v} -> {q} * {}", a.d);
+        }
+        let sum: i32 = a.qs.iter().map(|&q| q as i32).sum();
+        assert!((a.s - a.d * sum as f32).abs() <= 1e-6 * a.s.abs().max(1e-30));
+    }
+    assert!(acts[1].qs.iter().all(|&q| q == 0) && acts[1].d == 0.0);
+}
+
+#[test]
+fn pack_rejects_bad_arguments() {
+    use pal_model::packed::PackedMatrix;
+    use pal_model::ModelError;
+    let bytes = vec![0u8; 3 * 2 * 20];
+    assert!(PackedMatrix::pack(GgmlType::Q4_1, &bytes, 3, 64).is_ok());
+    let err = |r: pal_model::Result<PackedMatrix>| match r {
+        Err(ModelError::InvalidArgument { arg, .. }) => arg,
+        other => panic!("expected a typed error, got {other:?}"),
+    };
+    assert_eq!(err(PackedMatrix::pack(GgmlType::Q4_1, &bytes[1..], 3, 64)), "bytes");
+    assert_eq!(err(PackedMatrix::pack(GgmlType::Q4_1, &bytes, 4, 64)), "bytes");
+    assert_eq!(err(PackedMatrix::pack(GgmlType::Q4_1, &bytes, 3, 48)), "cols");
+    assert_eq!(err(PackedMatrix::pack(GgmlType::Q6_K, &bytes, 3, 64)), "dtype");
+}
+
+/// `QMatrix::matmul` (packed integer kernels for Q8_0/Q4_0/Q4_1; f32 dots below 4 rows and
+/// dequantize + SGEMM from 4 on for the others) against an f64 product of the dequantized weights
+/// and the unrounded activations, at awkward sizes, outputs poisoned first. The integer formats
+/// round activations to 8 bits per block: their bound adds half a step of each block's largest
+/// activation per weight.
 #[test]
 fn matmul_paths_match_the_dequantized_product() {
     use pal_model::gguf::{GgufFile, GgufWriter};
+    use pal_model::packed::PackedMatrix;
     use pal_model::QMatrix;
     use std::sync::Arc;
     let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
-    for t in [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+    for t in [GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
         for (rows, k) in [(1usize, 32usize), (7, 64), (100, 96), (131, 576)] {
             let w: Vec<f32> = (0..rows * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
             let mut wr = GgufWriter::new();
             wr.tensor("w", &[k, rows], t, quantize(t, &w).unwrap()).unwrap();
             let f = Arc::new(GgufFile::from_bytes(wr.to_bytes()).unwrap());
-            let m = QMatrix::new(f.clone(), f.tensor("w").unwrap().clone());
+            let m = QMatrix::new(f.clone(), f.tensor("w").unwrap().clone()).unwrap();
             let mut wd = vec![0f32; rows * k];
             dequantize(t, m.bytes(), &mut wd).unwrap();
             for mrows in [1usize, 3, 4, 5, 17] {
@@ -110,9 +190,20 @@ fn matmul_paths_match_the_dequantized_product() {
                     for r in 0..rows {
                         let exact: f64 = (0..k).map(|j| x[i * k + j] as f64 * wd[r * k + j] as f64).sum();
                         let mag: f64 = (0..k).map(|j| (x[i * k + j] as f64 * wd[r * k + j] as f64).abs()).sum();
+                        let rounding: f64 = if PackedMatrix::supports(t) {
+                            (0..k)
+                                .map(|j| {
+                                    let blk = &x[i * k + j / 32 * 32..][..32];
+                                    wd[r * k + j].abs() as f64 * blk.iter().fold(0f32, |a, v| a.max(v.abs())) as f64
+                                        / 254.0
+                                })
+                                .sum()
+                        } else {
+                            0.0
+                        };
                         let got = out[i * rows + r] as f64;
                         assert!(
-                            (got - exact).abs() <= 1e-4 * mag + 1e-6,
+                            (got - exact).abs() <= 1e-4 * mag + rounding + 1e-6,
                             "{t} {rows}x{k} m={mrows} [{i},{r}]: {got} vs {exact}"
                         );
                     }
@@ -135,7 +226,7 @@ fn mismatched_sizes_are_typed_errors() {
     let mut wr = GgufWriter::new();
     wr.tensor("w", &[32, 3], GgmlType::Q8_0, vec![0u8; 3 * 34]).unwrap();
     let f = Arc::new(GgufFile::from_bytes(wr.to_bytes()).unwrap());
-    let m = QMatrix::new(f.clone(), f.tensor("w").unwrap().clone());
+    let m = QMatrix::new(f.clone(), f.tensor("w").unwrap().clone()).unwrap();
     let mut o = vec![7f32; 5];
     assert!(matches!(m.matmul(&[0.0; 33], &mut o), Err(ModelError::InvalidArgument { arg: "x", .. })));
     assert!(matches!(m.matmul(&[0.0; 64], &mut o), Err(ModelError::InvalidArgument { arg: "out", .. })));
