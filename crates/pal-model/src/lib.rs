@@ -27,6 +27,6 @@ mod tokenizer;
 pub use config::LlamaConfig;
 pub use error::{ModelError, Result};
 pub use kv_cache::KvCache;
-pub use llama::{rms_norm, LlamaModel, StepInput};
+pub use llama::{rms_norm, swiglu, LlamaModel, StepInput};
 pub use qmatmul::QMatrix;
 pub use tokenizer::{ChatMessage, Tokenizer};

@@ -275,7 +275,12 @@ fn add_into(x: &mut [f32], y: &[f32]) {
 }
 
 /// `gate = silu(gate) * up`.
-fn swiglu(gate: &mut [f32], up: &[f32]) {
+pub fn swiglu(gate: &mut [f32], up: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2() && up.len() >= gate.len() {
+        // SAFETY: AVX2 and FMA are present; `up` covers `gate`.
+        return unsafe { crate::simd::silu_mul_avx2(gate, up) };
+    }
     for (g, &u) in gate.iter_mut().zip(up) {
         *g = *g / (1.0 + (-*g).exp()) * u;
     }

@@ -40,22 +40,33 @@ pub struct ActBlock {
 pub fn quantize_acts(x: &[f32], out: &mut Vec<ActBlock>) {
     debug_assert!(x.len().is_multiple_of(32));
     out.clear();
-    out.extend(x.chunks_exact(32).map(|b| {
+    out.resize(x.len() / 32, ActBlock::default());
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::has_avx2() {
+        // SAFETY: AVX2 is present; `out` holds one block per 32 inputs.
+        unsafe { crate::simd::quantize_acts_avx2(x, out) };
+        return;
+    }
+    quantize_acts_portable(x, out);
+}
+
+/// [`quantize_acts`] in plain Rust (the fallback, and the SIMD version's oracle: equal to the bit).
+pub fn quantize_acts_portable(x: &[f32], out: &mut [ActBlock]) {
+    for (b, a) in x.chunks_exact(32).zip(out.iter_mut()) {
         let amax = b.iter().fold(0f32, |a, v| a.max(v.abs()));
         let d = amax / 127.0;
         let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-        let mut qs = [0i8; 32];
         let mut sum = 0i32;
-        for (q, &v) in qs.iter_mut().zip(b) {
-            // Round half to even by the 1.5 * 2^23 trick (|v * id| <= 127): no libm call, so
-            // the loop vectorises.
+        for (q, &v) in a.qs.iter_mut().zip(b) {
+            // Round half to even by the 1.5 * 2^23 trick (|v * id| <= 127), as `roundps` does.
             const MAGIC: f32 = 12_582_912.0;
             let r = (v * id + MAGIC) - MAGIC;
             *q = r as i8;
             sum += r as i32;
         }
-        ActBlock { d, s: d * sum as f32, qs }
-    }));
+        a.d = d;
+        a.s = d * sum as f32;
+    }
 }
 
 /// A `[rows, cols]` matrix of Q4_0, Q4_1 or Q8_0 blocks in the interleaved layout above.

@@ -143,6 +143,25 @@ fn activation_blocks_round_to_half_a_step() {
         assert!((a.s - a.d * sum as f32).abs() <= 1e-6 * a.s.abs().max(1e-30));
     }
     assert!(acts[1].qs.iter().all(|&q| q == 0) && acts[1].d == 0.0);
+    // The SIMD rounding (where the CPU has it) equals the portable one to the bit, ties included.
+    let mut x2: Vec<f32> = (0..32 * 64).map(|_| rng.gen_range(-3.0..3.0)).collect();
+    for (b, blk) in x2.chunks_exact_mut(32).enumerate() {
+        // Exact halves: amax 127 makes d = 1, so v = k + 0.5 rounds to the even neighbour.
+        if b % 2 == 0 {
+            blk[0] = 127.0;
+            for (j, v) in blk.iter_mut().enumerate().skip(1) {
+                *v = j as f32 - 16.5;
+            }
+        }
+    }
+    let mut portable = vec![pal_model::packed::ActBlock::default(); 64];
+    pal_model::packed::quantize_acts_portable(&x2, &mut portable);
+    quantize_acts(&x2, &mut acts);
+    for (b, (p, f)) in portable.iter().zip(&acts).enumerate() {
+        assert_eq!((p.d.to_bits(), p.s.to_bits(), p.qs), (f.d.to_bits(), f.s.to_bits(), f.qs), "block {b}");
+    }
+    assert_eq!(portable[0].qs[1], -16, "-15.5 rounds half to even");
+    assert_eq!(portable[0].qs[2], -14, "-14.5 rounds half to even");
 }
 
 #[test]
@@ -232,4 +251,22 @@ fn mismatched_sizes_are_typed_errors() {
     assert!(matches!(m.matmul(&[0.0; 64], &mut o), Err(ModelError::InvalidArgument { arg: "out", .. })));
     assert!(o.iter().all(|&v| v == 7.0), "nothing written on error");
     assert!(matches!(m.row_into(3, &mut [0f32; 32]), Err(ModelError::InvalidArgument { arg: "row", .. })));
+}
+
+/// SwiGLU's vector exp (where the CPU has one) against f64, over the whole f32 range that matters
+/// and beyond it (saturation), awkward length for the scalar tail.
+#[test]
+fn swiglu_matches_f64() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
+    let n = 10_007;
+    let mut gate: Vec<f32> =
+        (0..n).map(|i| if i % 50 == 0 { rng.gen_range(-200.0..200.0) } else { rng.gen_range(-20.0..20.0) }).collect();
+    gate[1] = 0.0;
+    gate[2] = -0.0;
+    let up: Vec<f32> = (0..n).map(|_| rng.gen_range(-3.0..3.0)).collect();
+    let want: Vec<f64> = gate.iter().zip(&up).map(|(&g, &u)| g as f64 / (1.0 + (-g as f64).exp()) * u as f64).collect();
+    pal_model::swiglu(&mut gate, &up);
+    for (i, (g, w)) in gate.iter().zip(&want).enumerate() {
+        assert!((*g as f64 - w).abs() <= 4e-7 * w.abs() + 1e-30, "element {i}: {g} vs {w}");
+    }
 }
