@@ -62,7 +62,22 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     }
-    let result: Result<ExitCode, Box<dyn std::error::Error>> = match cli.cmd {
+    // The command itself runs on a worker of the pool: its parallel loops then fork and join
+    // inside the pool instead of handing every one of them across from the main thread (a wake-up
+    // per loop; a decode step has a few hundred), and no third thread competes for the cores.
+    let mut result = None;
+    rayon::scope(|_| result = Some(run(cli.cmd)));
+    match result.unwrap_or_else(|| Err("the command did not run".into())) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cmd: Cmd) -> Result<ExitCode, String> {
+    let result: Result<ExitCode, Box<dyn std::error::Error>> = match cmd {
         Cmd::Selftest(a) => device::resolve(a.device).and_then(|d| selftest::run(&a, d)).map_err(Into::into),
         Cmd::Bench(a) => device::resolve(a.device).and_then(|d| bench::run(&a, d)).map_err(Into::into),
         Cmd::Kernels(k) => kernels::run(&k).map_err(Into::into),
@@ -71,13 +86,7 @@ fn main() -> ExitCode {
         Cmd::Score(a) => score::run(&a),
         Cmd::BenchModel(a) => bench_model::run(&a),
     };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
-    }
+    result.map_err(|e| e.to_string())
 }
 
 /// Shared by subcommands: parse `--device`.
