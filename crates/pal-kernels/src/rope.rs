@@ -52,6 +52,23 @@ pub struct Rope {
 
 impl Rope {
     pub fn new(config: RopeConfig, head_dim: usize, max_position: usize) -> Result<Self> {
+        Self::build(config, head_dim, max_position, None)
+    }
+
+    /// Like [`Rope::new`], with each pair's frequency divided by `freq_factors[i]` (after the
+    /// Llama-3 scaling, if any): the `rope_freqs` tensor of Llama 3.1+ GGUF files, or a linear
+    /// position interpolation (every factor equal). Fails, naming `freq_factors`, unless there is
+    /// one finite positive factor per rotated pair.
+    pub fn with_freq_factors(
+        config: RopeConfig,
+        head_dim: usize,
+        max_position: usize,
+        freq_factors: &[f64],
+    ) -> Result<Self> {
+        Self::build(config, head_dim, max_position, Some(freq_factors))
+    }
+
+    fn build(config: RopeConfig, head_dim: usize, max_position: usize, factors: Option<&[f64]>) -> Result<Self> {
         let rotary_dim = config.rotary_dim.unwrap_or(head_dim);
         if rotary_dim == 0 || !rotary_dim.is_multiple_of(2) || rotary_dim > head_dim {
             return Err(PalError::invalid("rotary_dim", format!("{rotary_dim} must be even and in 2..={head_dim}")));
@@ -77,13 +94,22 @@ impl Rope {
             }
         }
         let half = rotary_dim / 2;
+        if let Some(f) = factors {
+            if f.len() != half || !f.iter().all(|v| v.is_finite() && *v > 0.0) {
+                return Err(PalError::invalid(
+                    "freq_factors",
+                    format!("need {half} finite positive factors (one per rotated pair), got {} values", f.len()),
+                ));
+            }
+        }
         let inv_freq: Vec<f64> = (0..half)
             .map(|i| {
                 let f = config.theta.powf(-((2 * i) as f64) / rotary_dim as f64);
-                match config.llama3 {
+                let f = match config.llama3 {
                     Some(s) => llama3_scale(f, &s),
                     None => f,
-                }
+                };
+                f / factors.map_or(1.0, |x| x[i])
             })
             .collect();
         let mut cos = Vec::with_capacity(max_position * half);
@@ -152,6 +178,26 @@ fn llama3_scale(freq: f64, s: &Llama3Scaling) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn freq_factors_divide_each_frequency_and_are_validated() {
+        let c = RopeConfig::new(RopeStyle::AdjacentPairs, 10000.0);
+        let plain = Rope::new(c, 16, 8).unwrap();
+        let factors = [1.0, 2.0, 4.0, 8.0, 1.5, 1.0, 3.0, 0.5];
+        let scaled = Rope::with_freq_factors(c, 16, 8, &factors).unwrap();
+        for ((a, b), f) in scaled.inv_freq().iter().zip(plain.inv_freq()).zip(factors) {
+            assert_eq!(*a, b / f);
+        }
+        let (cos, sin) = scaled.table(5);
+        assert!(((5.0 * plain.inv_freq()[3] / 8.0).cos() as f32 - cos[3]).abs() < 1e-7);
+        assert!(((5.0 * plain.inv_freq()[3] / 8.0).sin() as f32 - sin[3]).abs() < 1e-7);
+        for bad in [&factors[..7], &[1.0, 2.0, 4.0, 8.0, 1.5, 1.0, 3.0, 0.0][..], &[f64::NAN; 8][..]] {
+            match Rope::with_freq_factors(c, 16, 8, bad) {
+                Err(PalError::InvalidArgument { arg, .. }) => assert_eq!(arg, "freq_factors"),
+                other => panic!("expected a typed error, got {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn llama3_scaling_keeps_high_and_divides_low_frequencies() {

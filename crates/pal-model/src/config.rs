@@ -18,6 +18,8 @@ pub struct LlamaConfig {
     pub context_length: usize,
     pub rms_eps: f32,
     pub rope: RopeConfig,
+    /// Divisors of each rotated pair's frequency (linear scaling, Llama 3.1 `rope_freqs`).
+    pub rope_freq_factors: Option<Vec<f64>>,
 }
 
 /// Architectures whose GGUF layout this forward implements, with their RoPE convention:
@@ -60,20 +62,7 @@ impl LlamaConfig {
             Some(_) => f.get_f64(&key("rope.freq_base"))?,
             None => 10_000.0,
         };
-        if let Some(kind) = f.get(&key("rope.scaling.type")).and_then(|v| v.as_str()) {
-            if kind != "none" {
-                return Err(ModelError::bad_meta(
-                    &key("rope.scaling.type"),
-                    format!("`{kind}` scaling is not supported yet"),
-                ));
-            }
-        }
-        if f.tensor("rope_freqs.weight").is_some() {
-            return Err(ModelError::bad_tensor(
-                "rope_freqs.weight",
-                "per-frequency RoPE factors are not supported yet",
-            ));
-        }
+        let rope_freq_factors = rope_freq_factors(f, &key, rotary_dim.unwrap_or(head_dim))?;
         let vocab_size = match f.get(&key("vocab_size")) {
             Some(_) => f.get_usize(&key("vocab_size"))?,
             None => f.get_array("tokenizer.ggml.tokens")?.len(),
@@ -93,6 +82,7 @@ impl LlamaConfig {
             context_length: f.get_usize(&key("context_length"))?,
             rms_eps,
             rope: RopeConfig { style, theta, rotary_dim, llama3: None },
+            rope_freq_factors,
             architecture: arch.clone(),
         };
         if cfg.num_layers == 0 || cfg.hidden == 0 || cfg.ffn_hidden == 0 || cfg.context_length == 0 {
@@ -107,10 +97,60 @@ impl LlamaConfig {
         Ok(cfg)
     }
 
+    /// The RoPE table for this model: theta and style from the metadata, each pair's frequency
+    /// divided by [`LlamaConfig::rope_freq_factors`] when the file has them.
+    pub fn rope(&self) -> std::result::Result<pal_kernels::Rope, pal_core::PalError> {
+        match &self.rope_freq_factors {
+            Some(f) => pal_kernels::Rope::with_freq_factors(self.rope, self.head_dim, self.context_length, f),
+            None => pal_kernels::Rope::new(self.rope, self.head_dim, self.context_length),
+        }
+    }
+
     pub fn q_dim(&self) -> usize {
         self.num_heads * self.head_dim
     }
     pub fn kv_dim(&self) -> usize {
         self.num_kv_heads * self.head_dim
     }
+}
+
+/// Per-pair RoPE frequency divisors: linear scaling (`rope.scaling.type = linear`, every pair
+/// divided by `rope.scaling.factor`, i.e. positions interpolated) times the `rope_freqs.weight`
+/// tensor of Llama 3.1+ files (llama.cpp divides each pair's frequency by it). `None` when the
+/// file has neither. Other scaling types (YaRN, LongRoPE) are refused by name.
+fn rope_freq_factors(f: &GgufFile, key: &dyn Fn(&str) -> String, rotary_dim: usize) -> Result<Option<Vec<f64>>> {
+    let half = rotary_dim / 2;
+    let mut factors: Option<Vec<f64>> = None;
+    match f.get(&key("rope.scaling.type")).and_then(|v| v.as_str()) {
+        None | Some("none") => {}
+        Some("linear") => {
+            let s = f.get_f64(&key("rope.scaling.factor"))?;
+            if !(s.is_finite() && s > 0.0) {
+                return Err(ModelError::bad_meta(&key("rope.scaling.factor"), format!("{s} (need a positive factor)")));
+            }
+            factors = Some(vec![s; half]);
+        }
+        Some(kind) => {
+            return Err(ModelError::bad_meta(
+                &key("rope.scaling.type"),
+                format!("`{kind}` scaling is not supported yet"),
+            ));
+        }
+    }
+    if let Some(t) = f.tensor("rope_freqs.weight") {
+        if t.elems() != half {
+            return Err(ModelError::bad_tensor(
+                "rope_freqs.weight",
+                format!("dims {:?}, expected [{half}] (one factor per rotated pair)", t.dims),
+            ));
+        }
+        let mut v = vec![0f32; half];
+        crate::quant::dequantize(t.dtype, f.data(t), &mut v)?;
+        if let Some(bad) = v.iter().find(|x| !(x.is_finite() && **x > 0.0)) {
+            return Err(ModelError::bad_tensor("rope_freqs.weight", format!("factor {bad} (need finite, positive)")));
+        }
+        let base = factors.unwrap_or_else(|| vec![1.0; half]);
+        factors = Some(base.iter().zip(&v).map(|(a, &b)| a * b as f64).collect());
+    }
+    Ok(factors)
 }

@@ -43,7 +43,8 @@ impl<'m> DenseLlama<'m> {
         let rd = c.rope.rotary_dim.unwrap_or(d);
         for head in x.chunks_exact_mut(d) {
             for i in 0..rd / 2 {
-                let freq = c.rope.theta.powf(-(2.0 * i as f64) / rd as f64);
+                let freq = c.rope.theta.powf(-(2.0 * i as f64) / rd as f64)
+                    / c.rope_freq_factors.as_ref().map_or(1.0, |f| f[i]);
                 let (s, co) = (pos as f64 * freq).sin_cos();
                 let (a, b) = match c.rope.style {
                     RopeStyle::AdjacentPairs => (2 * i, 2 * i + 1),

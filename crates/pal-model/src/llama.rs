@@ -126,7 +126,7 @@ impl LlamaModel {
             });
         }
         let out_norm = vector("output_norm.weight", c.hidden)?;
-        let rope = Rope::new(c.rope, c.head_dim, c.context_length)?;
+        let rope = c.rope()?;
         Ok(LlamaModel { config, file, embed, layers, out_norm, output, rope })
     }
 

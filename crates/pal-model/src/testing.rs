@@ -21,6 +21,10 @@ pub struct TinySpec {
     pub tied: bool,
     /// q/k/v biases (Qwen2).
     pub bias: bool,
+    /// Write a `rope_freqs.weight` tensor (Llama 3.1 style per-pair frequency divisors).
+    pub rope_freqs: bool,
+    /// Write `rope.scaling.type = linear` with this factor.
+    pub linear_rope: Option<f32>,
 }
 
 impl Default for TinySpec {
@@ -37,6 +41,8 @@ impl Default for TinySpec {
             weights: GgmlType::F32,
             tied: false,
             bias: false,
+            rope_freqs: false,
+            linear_rope: None,
         }
     }
 }
@@ -151,6 +157,15 @@ pub fn tiny_model(spec: &TinySpec, seed: u64) -> Vec<u8> {
                 "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}".into(),
             ),
         );
+    if let Some(f) = spec.linear_rope {
+        w.meta(&format!("{a}.rope.scaling.type"), MetaValue::String("linear".into()))
+            .meta(&format!("{a}.rope.scaling.factor"), MetaValue::F32(f));
+    }
+    if spec.rope_freqs {
+        // Divisors growing from 1 (fast pairs untouched) to 8 (slow pairs), as Llama 3.1's do.
+        let f: Vec<f32> = (0..d / 2).map(|i| 8f32.powf(i as f32 / (d / 2 - 1).max(1) as f32)).collect();
+        w.tensor("rope_freqs.weight", &[d / 2], GgmlType::F32, quantize(GgmlType::F32, &f).unwrap()).unwrap();
+    }
     let mut rng = Lcg(seed ^ 0x9E37_79B9_7F4A_7C15);
     let mut mat = |w: &mut GgufWriter, name: &str, cols: usize, rows: usize, dtype: GgmlType, scale: f32| {
         let bytes = match dtype {

@@ -158,3 +158,35 @@ fn k_quant_weights_take_the_generic_paths() {
         );
     }
 }
+
+#[test]
+fn rope_frequency_factors_and_linear_scaling() {
+    // Llama 3.1's `rope_freqs` tensor, linear position interpolation, and both at once; the oracle
+    // applies the divisors in its own f64 RoPE. Long enough for the slow pairs to matter.
+    check(TinySpec { rope_freqs: true, ..TinySpec::default() }, false, 4, 1e-4);
+    check(TinySpec { linear_rope: Some(4.0), ..TinySpec::default() }, false, 8, 1e-4);
+    check(
+        TinySpec { rope_freqs: true, linear_rope: Some(2.0), theta: 500_000.0, ..TinySpec::default() },
+        false,
+        16,
+        1e-4,
+    );
+}
+
+#[test]
+fn rope_factors_change_the_logits_and_bad_ones_are_refused() {
+    use pal_model::ModelError;
+    let load = |s: &TinySpec| LlamaModel::load(Arc::new(GgufFile::from_bytes(tiny_model(s, 7)).unwrap()));
+    let plain = load(&TinySpec::default()).unwrap();
+    let scaled = load(&TinySpec { rope_freqs: true, ..TinySpec::default() }).unwrap();
+    let f = scaled.config.rope_freq_factors.clone().unwrap();
+    assert_eq!(f.len(), 8);
+    assert!((f[0] - 1.0).abs() < 1e-6 && (f[7] - 8.0).abs() < 1e-5);
+    let toks: Vec<u32> = (0..40).map(|i| (i * 37 % 200) as u32).collect();
+    let (a, b) = (DenseLlama::new(&plain).logits(&toks), DenseLlama::new(&scaled).logits(&toks));
+    assert!(a.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-3), "the factors must reach the forward");
+    assert!(matches!(
+        load(&TinySpec { linear_rope: Some(0.0), ..TinySpec::default() }),
+        Err(ModelError::BadMetadata { .. })
+    ));
+}
