@@ -7,6 +7,7 @@
 //! skips a write produces NaN and fails the comparison.
 
 use crate::{cpu, gather, reference, DecodeArgs, DecodePlan, PrefillArgs, PrefillPlan, RaggedKv};
+use crate::cuda::PrefillKernel;
 use pal_core::{bf16, f16, AttentionOptions, DType, Element, KvLayout, PageTable, PagedKv, Result};
 
 /// SplitMix64: tiny, seedable, good enough for test data.
@@ -422,8 +423,15 @@ fn run_typed<T: Element + cudarc::driver::DeviceRepr>(
                             cpu::paged_prefill(&a, &plan, out)
                         }
                         Backend::Gather => gather::paged_prefill(&a, out),
-                        Backend::Cuda => crate::cuda::paged_prefill_host(gpu.ok_or_else(no_gpu)?, &a, 512, out),
-                        Backend::CudaSplit => crate::cuda::paged_prefill_host(gpu.ok_or_else(no_gpu)?, &a, 7, out),
+                        Backend::Cuda => {
+                            crate::cuda::paged_prefill_host(gpu.ok_or_else(no_gpu)?, &a, PrefillKernel::Auto, out)
+                        }
+                        Backend::CudaSplit => crate::cuda::paged_prefill_host(
+                            gpu.ok_or_else(no_gpu)?,
+                            &a,
+                            PrefillKernel::Rows { chunk_tokens: 7 },
+                            out,
+                        ),
                         Backend::CudaWhole | Backend::CudaGraph => Err(no_gpu()),
                     }
                 };
@@ -500,6 +508,7 @@ pub fn selftest_grid(rng: &mut Rng, quick: bool) -> Vec<AttnCase> {
         let mut ragged = AttnCase::prefill("D ragged new K/V", vec![0, 20, 3], vec![5, 7, 1], 8, 4, 64, 8, dt);
         ragged.ragged_new = true;
         cases.push(ragged);
+        cases.extend(tensor_core_prefill_cases(dt, quick));
     }
     // Awkward random shapes: batch, lengths, page sizes, GQA, head dims, options.
     let n_random = if quick { 6 } else { 24 };
@@ -528,6 +537,30 @@ pub fn selftest_grid(rng: &mut Rng, quick: bool) -> Vec<AttnCase> {
         cases.push(c);
     }
     cases
+}
+
+/// Prefill shapes that walk the GPU tensor-core kernel's edges: several 64-row tiles per sequence
+/// with GQA rows packed across tokens (groups 3, 4, 6), histories of several key tiles, empty
+/// histories, non-power-of-two and 1-token pages, a sliding window that skips whole tiles, soft-cap,
+/// non-causal attention, and head dims 64, 80, 96, 128 and 256 (32-key tiles).
+fn tensor_core_prefill_cases(dt: DType, quick: bool) -> Vec<AttnCase> {
+    let mut v = vec![
+        AttnCase::prefill("E tc chunk+history", vec![700, 0, 333], vec![150, 129, 64], 16, 4, 128, 16, dt),
+        AttnCase::prefill("E tc smollm page 12", vec![400, 5], vec![100, 77], 9, 3, 64, 12, dt),
+    ];
+    if quick {
+        return v;
+    }
+    let mut window = AttnCase::prefill("E tc D256 window", vec![500], vec![90], 8, 2, 256, 32, dt);
+    window.opts.window_left = Some(100);
+    let mut cap = AttnCase::prefill("E tc D80 page 1 non-causal", vec![90], vec![70], 4, 4, 80, 1, dt);
+    cap.opts.causal = false;
+    cap.opts.logit_soft_cap = Some(20.0);
+    cap.q_scale = 4.0;
+    v.push(window);
+    v.push(cap);
+    v.push(AttnCase::prefill("E tc D96 group 6", vec![257, 64], vec![65, 3], 12, 2, 96, 8, dt));
+    v
 }
 
 /// One `append_kv` correctness case: random tokens at random positions into scattered slots (some

@@ -7,6 +7,7 @@ mod ceiling;
 mod decode;
 mod decode_cuda;
 mod prefill;
+mod prefill_cuda;
 mod timing;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -129,15 +130,7 @@ pub fn run(a: &Args, device: Device) -> Result<ExitCode, PalError> {
         return Err(PalError::invalid("batch/context/new-tokens", "every value must be at least 1"));
     }
     let gpu = match device {
-        Device::Cuda => {
-            if a.op == Op::Prefill {
-                return Err(PalError::DeviceUnavailable {
-                    device: "cuda".into(),
-                    reason: "the CUDA backend runs decode and append so far, not prefill; use --device cpu".into(),
-                });
-            }
-            Some(pal_kernels::cuda::CudaDevice::probe()?)
-        }
+        Device::Cuda => Some(pal_kernels::cuda::CudaDevice::probe()?),
         _ => None,
     };
     let dev_name = match &gpu {
@@ -155,7 +148,8 @@ pub fn run(a: &Args, device: Device) -> Result<ExitCode, PalError> {
             Ceilings {
                 read_gbps: g.read_bandwidth(&buf, 20)?,
                 copy_gbps: g.copy_bandwidth(&buf, &mut dst, 10)?,
-                fma_gflops: 0.0,
+                // The prefill's compute ceiling: cuBLAS bf16 GEMM (8192^3), in GFLOP/s.
+                fma_gflops: if a.op == Op::Prefill { g.matmul_tflops_bf16(8192, 20)? * 1e3 } else { 0.0 },
             }
         }
         None => Ceilings {
@@ -191,7 +185,8 @@ pub fn run(a: &Args, device: Device) -> Result<ExitCode, PalError> {
         let mut r = match (a.op, &gpu) {
             (Op::Decode, Some(g)) => decode_cuda::run(g, c, ceil.read_gbps)?,
             (Op::Decode, None) => decode::run(c, &ceil)?,
-            (Op::Prefill, _) => prefill::run(c, &ceil)?,
+            (Op::Prefill, Some(g)) => prefill_cuda::run(g, c, ceil.fma_gflops)?,
+            (Op::Prefill, None) => prefill::run(c, &ceil)?,
             (Op::Append, Some(g)) => append_cuda::run(g, c, ceil.copy_gbps)?,
             (Op::Append, None) => append::run(c, &ceil)?,
         };
@@ -212,7 +207,7 @@ pub fn run(a: &Args, device: Device) -> Result<ExitCode, PalError> {
 
 fn print_table(rows: &[Row], c: &Ceilings) {
     println!(
-        "ceilings: read {:.1} GB/s, copy {:.1} GB/s (read+write), f32 FMA {:.1} GFLOP/s",
+        "ceilings: read {:.1} GB/s, copy {:.1} GB/s (read+write), compute {:.1} GFLOP/s (CPU: f32 FMA; GPU: bf16 GEMM)",
         c.read_gbps, c.copy_gbps, c.fma_gflops
     );
     println!(

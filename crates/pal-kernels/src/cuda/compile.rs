@@ -10,6 +10,7 @@ use std::path::PathBuf;
 const COMMON: &str = include_str!("kernels/common.cuh");
 const DECODE: &str = include_str!("kernels/decode.cu");
 const APPEND: &str = include_str!("kernels/append.cu");
+const PREFILL: &str = include_str!("kernels/prefill.cu");
 
 /// One compiled specialisation of a kernel family.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -27,6 +28,8 @@ pub enum Family {
     Decode,
     /// KV append with fused RoPE (`group` unused, 1).
     Append,
+    /// Tensor-core prefill (`group` unused, 1; q and kv both f16 or both bf16).
+    Prefill,
 }
 
 impl Family {
@@ -35,6 +38,7 @@ impl Family {
         match self {
             Family::Decode => &["pal_decode", "pal_merge", "pal_gather", "pal_read_probe"],
             Family::Append => &["pal_append", "pal_append_vec"],
+            Family::Prefill => &["pal_prefill_tc"],
         }
     }
 }
@@ -52,6 +56,7 @@ impl Variant {
         let body = match self.family {
             Family::Decode => DECODE,
             Family::Append => APPEND,
+            Family::Prefill => PREFILL,
         };
         format!(
             "#define PAL_T {}\n#define PAL_KV {}\n#define PAL_HEAD_DIM {}\n#define PAL_GROUP {}\n#define PAL_UNROLL {}\n#define PAL_LOAD_HINT {}\n{}\n{}",
@@ -75,6 +80,9 @@ impl Variant {
                     v.push(Variant { family: Family::Decode, q: dt, kv: dt, head_dim, group });
                 }
                 v.push(Variant { family: Family::Append, q: dt, kv: dt, head_dim, group: 1 });
+                if super::tensor_core_supports(dt, dt, head_dim) {
+                    v.push(Variant { family: Family::Prefill, q: dt, kv: dt, head_dim, group: 1 });
+                }
             }
         }
         v

@@ -8,15 +8,18 @@
 //!   per step; [`paged_decode`] then allocates nothing and reads no host data.
 //! - [`paged_decode_host`]: validate, upload, run, download (tests and `pal selftest`).
 //! - [`append_kv`] / [`append_kv_host`]: KV append with fused RoPE ([`DeviceRope`] holds the table).
-//! - [`paged_prefill`] / [`paged_prefill_host`]: a correctness path that runs the decode kernels
-//!   once per new token ([`CudaPrefillPlan`]); a tensor-core prefill is still to come.
+//! - [`paged_prefill`] / [`paged_prefill_host`]: chunked prefill with history on tensor cores
+//!   (mma.sync, FlashAttention-2 style) over the pages, with a row-by-row fallback for shapes the
+//!   tensor-core kernel does not take ([`CudaPrefillPlan`], [`PrefillKernel`]).
 //! - Not yet: a dispatch policy that falls back to the gather path.
 
 mod compile;
+mod prefill;
 mod toolkit;
 pub mod tuning;
 
 pub use compile::{compile as compile_variant, Family, Variant};
+pub use prefill::{paged_prefill, paged_prefill_host, tensor_core_supports, CudaPrefillPlan, PrefillKernel};
 pub use toolkit::{toolkit, Toolkit};
 
 use crate::{validate, AppendArgs, DecodeArgs, DecodePlan, Rope, RopeStyle};
@@ -176,6 +179,41 @@ impl CudaDevice {
         let n = src.len().min(dst.len());
         let ms = self.time_ms(iters, || self.stream.memcpy_dtod(src, dst).map_err(fail))?;
         Ok((2 * n) as f64 / ms / 1e6)
+    }
+
+    /// Dense bf16 matrix-multiply rate in TFLOP/s (cuBLAS, f32 accumulation, `n x n x n`): the
+    /// compute ceiling of the tensor-core prefill. A typed error when cuBLAS cannot be loaded.
+    pub fn matmul_tflops_bf16(&self, n: usize, iters: usize) -> Result<f64> {
+        use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
+        // SAFETY: only tries to dlopen the library.
+        if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+            return Err(PalError::DeviceUnavailable { device: "cuda".into(), reason: "cuBLAS is not installed".into() });
+        }
+        let blas = CudaBlas::new(self.stream.clone()).map_err(fail)?;
+        // Random operands: zeros would let the tensor cores idle at lower power and flatter clocks.
+        let mut rng = crate::testing::Rng::new(0x5eed);
+        let host: Vec<half::bf16> = (0..n * n).map(|_| half::bf16::from_f32(rng.uniform())).collect();
+        let a = self.upload(&host)?;
+        let b = self.upload(&host)?;
+        let mut c = self.zeros::<half::bf16>(n * n)?;
+        let ni = n as i32;
+        let cfg = GemmConfig {
+            transa: cublasOperation_t::CUBLAS_OP_N,
+            transb: cublasOperation_t::CUBLAS_OP_N,
+            m: ni,
+            n: ni,
+            k: ni,
+            alpha: half::bf16::ONE,
+            lda: ni,
+            ldb: ni,
+            beta: half::bf16::ZERO,
+            ldc: ni,
+        };
+        let ms = self.time_ms(iters, || {
+            // SAFETY: a, b and c each hold n * n elements, matching the configuration.
+            unsafe { blas.gemm(cfg, &a, &b, &mut c) }.map_err(fail)
+        })?;
+        Ok(2.0 * (n as f64).powi(3) / ms / 1e9)
     }
 
     /// Mean milliseconds of `f` over `iters` runs, after 3 warm-up runs, timed with CUDA events.
@@ -343,61 +381,6 @@ impl CudaDecodePlan {
     }
 }
 
-/// Prefill partition for the GPU: every new token is a query row attending to its visible range
-/// of its sequence (causal and window limits folded into the range), cut into chunks.
-///
-/// This path reuses the decode kernels row by row: correct for every option, but it re-reads the
-/// history once per query token, so it is a correctness path, not a fast prefill (no tensor cores).
-pub struct CudaPrefillPlan {
-    qo_indptr: Vec<u32>,
-    seq_lens: Vec<usize>,
-    opts: AttentionOptions,
-    heads: HeadConfig,
-    work: SplitWork,
-}
-
-impl CudaPrefillPlan {
-    /// Plan for new tokens whose K/V is already in the pool (the last tokens of each sequence).
-    pub fn new(
-        dev: &CudaDevice,
-        qo_indptr: &[u32],
-        table: &PageTable,
-        heads: HeadConfig,
-        opts: &AttentionOptions,
-        chunk_tokens: usize,
-    ) -> Result<Self> {
-        heads.validate()?;
-        let chunk = chunk_tokens.max(1);
-        let mut chunks = Vec::new();
-        for b in 0..table.batch() {
-            let (q0, q1) = (qo_indptr[b] as usize, qo_indptr[b + 1] as usize);
-            let total = table.seq_len(b);
-            let hist = total
-                .checked_sub(q1 - q0)
-                .ok_or_else(|| PalError::invalid("qo_indptr", "more new tokens than the sequence holds"))?;
-            for i in 0..q1 - q0 {
-                let pos = hist + i;
-                let (lo, hi) = (opts.first_visible(pos), if opts.causal { pos + 1 } else { total });
-                let mut s = lo;
-                while s < hi {
-                    let e = s.saturating_add(chunk).min(hi);
-                    chunks.push((b, q0 + i, s, e));
-                    s = e;
-                }
-            }
-        }
-        let rows = *qo_indptr.last().unwrap_or(&0) as usize;
-        let work = SplitWork::upload(dev, &chunks, rows, heads)?;
-        Ok(CudaPrefillPlan {
-            qo_indptr: qo_indptr.to_vec(),
-            seq_lens: table.seq_lens().to_vec(),
-            opts: *opts,
-            heads,
-            work,
-        })
-    }
-}
-
 /// Options as the kernels take them (`repr(C)`, matches `AttnOpts` in common.cuh).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -441,26 +424,6 @@ pub fn paged_decode<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     plan.host.check(&table.host, opts, plan.heads.num_kv_heads)?;
     if table.host.seq_lens().contains(&0) {
         return Err(PalError::invalid("page_table", "a sequence holds no token; decode needs at least one"));
-    }
-    launch_split(dev, q, pool, table, &mut plan.work, plan.heads, opts, out)
-}
-
-/// Prefill (append attention) on device buffers; `q`/`out` are `[tokens, num_qo_heads, head_dim]`
-/// and the new tokens' K/V must already be in the pool. See [`CudaPrefillPlan`].
-#[allow(clippy::too_many_arguments)]
-pub fn paged_prefill<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
-    dev: &CudaDevice,
-    q: &CudaSlice<Q>,
-    qo_indptr: &[u32],
-    pool: &DevicePool<KV>,
-    table: &DeviceTable,
-    plan: &mut CudaPrefillPlan,
-    opts: &AttentionOptions,
-    out: &mut CudaSlice<Q>,
-) -> Result<()> {
-    opts.validate()?;
-    if plan.qo_indptr != qo_indptr || plan.seq_lens != table.host.seq_lens() || plan.opts != *opts {
-        return Err(PalError::invalid("plan", "was built for another batch or other options; plan again"));
     }
     launch_split(dev, q, pool, table, &mut plan.work, plan.heads, opts, out)
 }
@@ -783,30 +746,5 @@ pub fn append_kv_host<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     a.q.copy_from_slice(&dev.download(&q)?);
     cache.k.copy_from_slice(&dev.download(&pool.k)?);
     cache.v.copy_from_slice(&dev.download(&pool.v)?);
-    Ok(())
-}
-
-/// Validate like the CPU backend, then upload, prefill on the GPU, download. New K/V must be in
-/// the pool (`new_kv: None`); ragged new K/V is not supported on the GPU yet.
-pub fn paged_prefill_host<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
-    dev: &CudaDevice,
-    a: &crate::PrefillArgs<'_, Q, KV>,
-    chunk_tokens: usize,
-    out: &mut [Q],
-) -> Result<()> {
-    let sh = validate::prefill(a, out.len())?;
-    if a.new_kv.is_some() {
-        return Err(PalError::DeviceUnavailable {
-            device: "cuda".into(),
-            reason: "ragged new K/V (`new_kv`) is not supported on the GPU yet; append first".into(),
-        });
-    }
-    let pool = DevicePool::upload(dev, a.kv.k, a.kv.v, a.kv.layout)?;
-    let table = DeviceTable::upload(dev, a.page_table, &a.kv.layout)?;
-    let mut plan = CudaPrefillPlan::new(dev, a.qo_indptr, a.page_table, sh.heads, &a.opts, chunk_tokens)?;
-    let q = dev.upload(a.q)?;
-    let mut o = dev.upload(out)?;
-    paged_prefill(dev, &q, a.qo_indptr, &pool, &table, &mut plan, &a.opts, &mut o)?;
-    out.copy_from_slice(&dev.download(&o)?);
     Ok(())
 }

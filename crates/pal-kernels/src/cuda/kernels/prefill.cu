@@ -1,0 +1,291 @@
+// Paged prefill (append attention with history) on tensor cores, FlashAttention-2 style.
+//
+// Work item = one tile of BM "packed rows" of one sequence, for one KV head. GQA is folded into
+// the rows: packed row r of a sequence is (new token r / group, query head r % group of this KV
+// head), so the block reads each K/V tile once for the whole group. Four warps own 16 rows each.
+//
+// Per KV tile of BN tokens: K and V rows are copied from their pages into shared memory with
+// cp.async (double buffered: tile i+1 is in flight while tile i is computed); S = Q K^T and
+// O += P V run on mma.sync m16n8k16 (f16 or bf16 inputs, f32 accumulation); softmax is online,
+// in base 2, with the row state kept per thread (each row lives in one lane quad).
+//
+// Requires PAL_T == PAL_KV (f16 or bf16) and HD % 16 == 0, HD <= 256 (the host dispatches other
+// shapes to the row-by-row path). Causal masking, the sliding window and the soft-cap follow the
+// CPU reference: query at position p sees keys [first_visible(p), p] (causal) or
+// [first_visible(p), total) (not causal); the cap applies to scaled scores.
+
+#define HD PAL_HEAD_DIM
+#define WARPS 4
+#define BM (WARPS * 16)                 // packed rows per block
+#define BN (HD > 128 ? 32 : 64)         // KV tokens per tile
+#define STRIDE (HD + 8)                 // smem row pitch in elements: +16 B keeps ldmatrix conflict-free
+#define KSTEPS (HD / 16)                // k-steps of Q K^T
+#define NT (BN / 8)                     // 8-column blocks of S
+#define DT (HD / 8)                     // 8-column blocks of O
+#define CHUNKS (HD / 8)                 // 16-byte chunks per row
+#define Q_IN_REGS (HD <= 128)           // wider heads re-read Q from shared memory (register budget)
+#define LOG2E 1.4426950408889634f
+
+typedef PAL_KV kv_t;
+
+__device__ __forceinline__ unsigned smem_addr(const void* p) {
+    return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+// 16-byte global -> shared copy; `valid == false` writes zeros (src-size 0) and reads nothing.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+                 "r"(valid ? 16 : 0)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+__device__ __forceinline__ void ldsm_x4(unsigned* r, const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+__device__ __forceinline__ void ldsm_x4_trans(unsigned* r, const void* p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p)));
+}
+
+// c[16x8] += a[16x16] * b[16x8], f32 accumulators.
+__device__ __forceinline__ void mma16816(float* c, const unsigned* a, const unsigned* b, __nv_bfloat16) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+__device__ __forceinline__ void mma16816(float* c, const unsigned* a, const unsigned* b, __half) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// Two f32 -> one 32-bit register of two 16-bit values (the lower column in the low half).
+__device__ __forceinline__ unsigned pack2(float lo, float hi, __nv_bfloat16) {
+    __nv_bfloat162 h = __floats2bfloat162_rn(lo, hi);
+    return *reinterpret_cast<unsigned*>(&h);
+}
+__device__ __forceinline__ unsigned pack2(float lo, float hi, __half) {
+    __half2 h = __floats2half2_rn(lo, hi);
+    return *reinterpret_cast<unsigned*>(&h);
+}
+
+extern "C" __global__ void __launch_bounds__(WARPS * 32)
+pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
+               const kv_t* __restrict__ k_cache,    // [blocks, page, Hkv, HD]
+               const kv_t* __restrict__ v_cache,
+               const int* __restrict__ indptr,      // [B+1] page-table rows
+               const int* __restrict__ indices,     // [nnz pages]
+               const int* __restrict__ tiles,       // [tiles, 5]: seq, q_start, n_new, total, row0
+               kv_t* __restrict__ out,              // [tokens, Hq, HD]
+               int num_kv_heads, int group, int page_size, AttnOpts opts) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    kv_t* sq = reinterpret_cast<kv_t*>(smem_raw);  // [BM][STRIDE]
+    kv_t* sk = sq + BM * STRIDE;                    // [2][BN][STRIDE]
+    kv_t* sv = sk + 2 * BN * STRIDE;                // [2][BN][STRIDE]
+
+    const int* ti = tiles + 5 * blockIdx.x;
+    const int seq = ti[0], q_start = ti[1], n_new = ti[2], total = ti[3], row0 = ti[4];
+    const int h = blockIdx.y;
+    const int hist = total - n_new;
+    const int hq = num_kv_heads * group;
+    const int rows = n_new * group;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int* pages = indices + indptr[seq];
+    const long token_stride = (long)num_kv_heads * HD;
+    const int page_shift = (page_size & (page_size - 1)) == 0 ? __ffs(page_size) - 1 : -1;
+
+    // Q tile -> shared memory (rows past the sequence's new tokens are zeros).
+    for (int c = tid; c < BM * CHUNKS; c += WARPS * 32) {
+        const int r = c / CHUNKS, ch = c % CHUNKS;
+        const int pr = row0 + r;
+        const bool valid = pr < rows;
+        const int t = valid ? pr / group : 0, gi = valid ? pr - (pr / group) * group : 0;
+        const kv_t* src = q + ((long)(q_start + t) * hq + h * group + gi) * HD + ch * 8;
+        cp_async16(sq + r * STRIDE + ch * 8, valid ? src : q, valid);
+    }
+
+    // Key range of the block, and the part of it every row sees (tiles there need no mask).
+    const int last_row = min(row0 + BM, rows) - 1;
+    const int t_first = row0 / group, t_last = last_row / group;
+    auto first_visible = [&](int pos) { return opts.window_left >= 0 ? max(0, pos - opts.window_left) : 0; };
+    const int lo_block = first_visible(hist + t_first);
+    const int hi_block = opts.causal ? hist + t_last + 1 : total;
+    const int lo_all = first_visible(hist + t_last);
+    const int hi_all = opts.causal ? hist + t_first + 1 : total;
+    const int n_tiles = hi_block > lo_block ? (hi_block - lo_block + BN - 1) / BN : 0;
+
+    // This thread's two rows (lane quad rows g and g + 8 of the warp's 16) and their key ranges.
+    int lo_r[2], hi_r[2];
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        const int pr = row0 + warp * 16 + (lane >> 2) + 8 * i;
+        if (pr < rows) {
+            const int pos = hist + pr / group;
+            lo_r[i] = first_visible(pos);
+            hi_r[i] = opts.causal ? pos + 1 : total;
+        } else {
+            lo_r[i] = 0; hi_r[i] = 0;  // padding row: sees nothing, written nowhere
+        }
+    }
+
+    auto load_kv = [&](int it, int buf) {
+        const int j0 = lo_block + it * BN;
+        kv_t* dk = sk + buf * BN * STRIDE;
+        kv_t* dv = sv + buf * BN * STRIDE;
+        for (int c = tid; c < BN * CHUNKS; c += WARPS * 32) {
+            const int r = c / CHUNKS, ch = c % CHUNKS;
+            const int j = j0 + r;
+            const bool valid = j < hi_block;
+            long off = 0;
+            if (valid) {
+                const int pg = page_shift >= 0 ? (j >> page_shift) : j / page_size;
+                const int po = page_shift >= 0 ? (j & (page_size - 1)) : j - pg * page_size;
+                off = ((long)pages[pg] * page_size + po) * token_stride + (long)h * HD + ch * 8;
+            }
+            // Zeros past the range: P is 0 there, and 0 * garbage could be NaN.
+            cp_async16(dk + r * STRIDE + ch * 8, k_cache + off, valid);
+            cp_async16(dv + r * STRIDE + ch * 8, v_cache + off, valid);
+        }
+    };
+
+    if (n_tiles > 0) load_kv(0, 0);
+    cp_async_commit();
+
+    float o[DT][4];
+#pragma unroll
+    for (int d = 0; d < DT; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
+    float m[2] = {PAL_NEG_INF, PAL_NEG_INF}, l[2] = {0.f, 0.f};
+    const float scale_log2 = opts.scale * LOG2E;
+    const kv_t* q_warp = sq + (warp * 16) * STRIDE;
+#if Q_IN_REGS
+    unsigned qf[KSTEPS][4];
+    bool q_loaded = false;
+#endif
+
+    for (int it = 0; it < n_tiles; ++it) {
+        cp_async_wait_all();
+        __syncthreads();
+        if (it + 1 < n_tiles) load_kv(it + 1, (it + 1) & 1);
+        cp_async_commit();
+#if Q_IN_REGS
+        if (!q_loaded) {
+#pragma unroll
+            for (int kk = 0; kk < KSTEPS; ++kk)
+                ldsm_x4(qf[kk], q_warp + (lane & 15) * STRIDE + kk * 16 + (lane >> 4) * 8);
+            q_loaded = true;
+        }
+#endif
+        const kv_t* kt = sk + (it & 1) * BN * STRIDE;
+        const kv_t* vt = sv + (it & 1) * BN * STRIDE;
+        const int j0 = lo_block + it * BN;
+
+        // S = Q K^T for this warp's 16 rows and the tile's BN keys.
+        float s[NT][4];
+#pragma unroll
+        for (int n = 0; n < NT; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+        for (int kk = 0; kk < KSTEPS; ++kk) {
+#if Q_IN_REGS
+            const unsigned* a = qf[kk];
+#else
+            unsigned a[4];
+            ldsm_x4(a, q_warp + (lane & 15) * STRIDE + kk * 16 + (lane >> 4) * 8);
+#endif
+#pragma unroll
+            for (int n = 0; n < NT; n += 2) {
+                unsigned b[4];
+                ldsm_x4(b, kt + (n * 8 + (lane & 7) + (lane >> 4) * 8) * STRIDE + kk * 16 + ((lane >> 3) & 1) * 8);
+                mma16816(s[n], a, b, kv_t());
+                mma16816(s[n + 1], a, b + 2, kv_t());
+            }
+        }
+
+        // Scale (and cap) into base-2 logits; mask keys a row must not see.
+        const bool full = j0 >= lo_all && j0 + BN <= hi_all;
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+                float x;
+                if (opts.soft_cap > 0.f) x = opts.soft_cap * tanhf(s[n][e] * opts.scale / opts.soft_cap) * LOG2E;
+                else x = s[n][e] * scale_log2;
+                if (!full) {
+                    const int j = j0 + n * 8 + 2 * (lane & 3) + (e & 1);
+                    const int i = e >> 1;
+                    if (j < lo_r[i] || j >= hi_r[i]) x = PAL_NEG_INF;
+                }
+                s[n][e] = x;
+            }
+        }
+
+        // Online softmax per row (the 4 lanes of a quad share a row).
+        float alpha[2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            float mx = m[i];
+#pragma unroll
+            for (int n = 0; n < NT; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * i], s[n][2 * i + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float base = mx == PAL_NEG_INF ? 0.f : mx;  // a row that saw nothing yet
+            alpha[i] = exp2f(m[i] - base);                     // m = -inf -> 0
+            m[i] = mx;
+            float sum = 0.f;
+#pragma unroll
+            for (int n = 0; n < NT; ++n) {
+                s[n][2 * i] = exp2f(s[n][2 * i] - base);
+                s[n][2 * i + 1] = exp2f(s[n][2 * i + 1] - base);
+                sum += s[n][2 * i] + s[n][2 * i + 1];
+            }
+            l[i] = l[i] * alpha[i] + sum;  // per-lane partial; the quad is summed at the end
+        }
+#pragma unroll
+        for (int d = 0; d < DT; ++d) {
+            o[d][0] *= alpha[0]; o[d][1] *= alpha[0];
+            o[d][2] *= alpha[1]; o[d][3] *= alpha[1];
+        }
+
+        // O += P V: P's accumulator layout is the A-operand layout of the next mma.
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) {
+            unsigned a[4];
+            a[0] = pack2(s[2 * kk][0], s[2 * kk][1], kv_t());
+            a[1] = pack2(s[2 * kk][2], s[2 * kk][3], kv_t());
+            a[2] = pack2(s[2 * kk + 1][0], s[2 * kk + 1][1], kv_t());
+            a[3] = pack2(s[2 * kk + 1][2], s[2 * kk + 1][3], kv_t());
+#pragma unroll
+            for (int d = 0; d < DT; d += 2) {
+                unsigned b[4];
+                ldsm_x4_trans(b, vt + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * STRIDE + d * 8 + (lane >> 4) * 8);
+                mma16816(o[d], a, b, kv_t());
+                mma16816(o[d + 1], a, b + 2, kv_t());
+            }
+        }
+    }
+    cp_async_wait_all();
+
+    // Normalise and write this thread's two rows.
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        float li = l[i];
+        li += __shfl_xor_sync(0xffffffffu, li, 1);
+        li += __shfl_xor_sync(0xffffffffu, li, 2);
+        const int pr = row0 + warp * 16 + (lane >> 2) + 8 * i;
+        if (pr >= rows) continue;
+        const int t = pr / group, gi = pr - t * group;
+        const float inv = li > 0.f ? 1.f / li : 0.f;
+        kv_t* dst = out + ((long)(q_start + t) * hq + h * group + gi) * HD + 2 * (lane & 3);
+#pragma unroll
+        for (int d = 0; d < DT; ++d) {
+            *reinterpret_cast<unsigned*>(dst + d * 8) = pack2(o[d][2 * i] * inv, o[d][2 * i + 1] * inv, kv_t());
+        }
+    }
+}

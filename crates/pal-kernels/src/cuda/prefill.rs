@@ -1,0 +1,294 @@
+//! Paged prefill (append attention with history) on the GPU.
+//!
+//! Two kernels, chosen per call by [`PrefillKernel`]:
+//! - **Tensor cores** (`prefill.cu`, FlashAttention-2 style, mma.sync): one block per tile of 64
+//!   packed (token, query head) rows of a sequence and one KV head, streaming the sequence's K/V
+//!   pages through shared memory. Needs 16-bit q equal to the pool's dtype and a head dim that is
+//!   a multiple of 16 up to 256.
+//! - **Rows**: every new token is a query row run through the split-KV decode kernels. Correct for
+//!   every dtype and head dim, but it re-reads the history once per token: the fallback.
+//!
+//! Both need the new tokens' K/V in the pool already (append first); ragged new K/V stays CPU-only.
+
+use super::compile::{Family, Variant};
+use super::{fail, launch_split, CudaDevice, DevicePool, DeviceTable, KernelOpts, SplitWork};
+use crate::validate;
+use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
+use pal_core::{AttentionOptions, DType, Element, HeadConfig, PageTable, PalError, Result};
+
+/// Which GPU prefill kernel to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrefillKernel {
+    /// Tensor cores where the dtypes and head dim allow them, else rows (the default).
+    Auto,
+    /// The tensor-core kernel; an error where it does not apply.
+    TensorCore,
+    /// The row-by-row fallback, cutting each row's key range into chunks of this many tokens.
+    Rows { chunk_tokens: usize },
+}
+
+/// Packed rows per block of the tensor-core kernel (`BM` in prefill.cu).
+const TC_ROWS: usize = 64;
+/// Keys per shared-memory tile of the tensor-core kernel (`BN` in prefill.cu).
+fn tc_keys(head_dim: usize) -> usize {
+    if head_dim > 128 {
+        32
+    } else {
+        64
+    }
+}
+/// Dynamic shared memory of the tensor-core kernel: a Q tile and double-buffered K and V tiles,
+/// rows padded by 16 bytes.
+fn tc_shared_bytes(head_dim: usize) -> usize {
+    (TC_ROWS + 4 * tc_keys(head_dim)) * (head_dim + 8) * 2
+}
+
+/// Whether the tensor-core kernel runs these dtypes and this head dim.
+pub fn tensor_core_supports(q: DType, kv: DType, head_dim: usize) -> bool {
+    q == kv && matches!(kv, DType::F16 | DType::BF16) && head_dim.is_multiple_of(16) && head_dim <= 256
+}
+
+enum Work {
+    /// `[tiles, 5]`: sequence, first query token, new tokens, total tokens, first packed row.
+    TensorCore { tiles: CudaSlice<i32>, num_tiles: usize },
+    Rows(SplitWork),
+}
+
+/// A prefill plan: the work partition of one batch, built on the host once per step and uploaded;
+/// [`paged_prefill`] then allocates nothing and reads no host data.
+pub struct CudaPrefillPlan {
+    qo_indptr: Vec<u32>,
+    seq_lens: Vec<usize>,
+    opts: AttentionOptions,
+    heads: HeadConfig,
+    dtypes: (DType, DType),
+    work: Work,
+}
+
+impl CudaPrefillPlan {
+    /// Plan for new tokens whose K/V is already in the pool (the last `qo_indptr[b+1] -
+    /// qo_indptr[b]` tokens of sequence `b`), with q of dtype `q` and a pool of dtype `kv`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        dev: &CudaDevice,
+        qo_indptr: &[u32],
+        table: &PageTable,
+        heads: HeadConfig,
+        opts: &AttentionOptions,
+        (q, kv): (DType, DType),
+        kernel: PrefillKernel,
+    ) -> Result<Self> {
+        heads.validate()?;
+        opts.validate()?;
+        if qo_indptr.len() != table.batch() + 1 {
+            return Err(PalError::invalid("qo_indptr", format!("needs batch + 1 = {} entries", table.batch() + 1)));
+        }
+        let mut seqs = Vec::with_capacity(table.batch());
+        for b in 0..table.batch() {
+            let (q0, q1) = (qo_indptr[b] as usize, qo_indptr[b + 1] as usize);
+            let n = q1
+                .checked_sub(q0)
+                .ok_or_else(|| PalError::invalid("qo_indptr", "must not decrease"))?;
+            let total = table.seq_len(b);
+            let hist = total
+                .checked_sub(n)
+                .ok_or_else(|| PalError::invalid("qo_indptr", "more new tokens than the sequence holds"))?;
+            seqs.push((q0, n, hist, total));
+        }
+        let tc_ok = tensor_core_supports(q, kv, heads.head_dim);
+        let work = match kernel {
+            PrefillKernel::TensorCore if !tc_ok => {
+                return Err(PalError::invalid(
+                    "kernel",
+                    format!(
+                        "the tensor-core prefill needs f16/bf16 q equal to the pool's dtype and a head dim that is a \
+                         multiple of 16 up to 256 (got q {q}, pool {kv}, head_dim {})",
+                        heads.head_dim
+                    ),
+                ))
+            }
+            PrefillKernel::TensorCore | PrefillKernel::Auto if tc_ok => {
+                let (tiles, num_tiles) = tensor_core_tiles(&seqs, heads, opts);
+                Work::TensorCore { tiles: dev.upload(&tiles)?, num_tiles }
+            }
+            PrefillKernel::Rows { chunk_tokens } => Work::Rows(row_work(dev, &seqs, heads, opts, chunk_tokens)?),
+            _ => Work::Rows(row_work(dev, &seqs, heads, opts, 512)?),
+        };
+        Ok(CudaPrefillPlan {
+            qo_indptr: qo_indptr.to_vec(),
+            seq_lens: table.seq_lens().to_vec(),
+            opts: *opts,
+            heads,
+            dtypes: (q, kv),
+            work,
+        })
+    }
+
+    /// The kernel this plan runs.
+    pub fn kernel(&self) -> &'static str {
+        match self.work {
+            Work::TensorCore { .. } => "tensor-core",
+            Work::Rows(_) => "rows",
+        }
+    }
+}
+
+/// Tiles of the tensor-core kernel, longest key range first (so the grid's tail is short tiles).
+fn tensor_core_tiles(seqs: &[(usize, usize, usize, usize)], heads: HeadConfig, opts: &AttentionOptions) -> (Vec<i32>, usize) {
+    let g = heads.group_size();
+    let mut tiles: Vec<(usize, [i32; 5])> = Vec::new();
+    for (b, &(q0, n, hist, total)) in seqs.iter().enumerate() {
+        let rows = n * g;
+        for row0 in (0..rows).step_by(TC_ROWS) {
+            let (t0, t1) = (row0 / g, ((row0 + TC_ROWS).min(rows) - 1) / g);
+            let lo = opts.first_visible(hist + t0);
+            let hi = if opts.causal { hist + t1 + 1 } else { total };
+            tiles.push((hi.saturating_sub(lo), [b as i32, q0 as i32, n as i32, total as i32, row0 as i32]));
+        }
+    }
+    tiles.sort_by(|a, b| b.0.cmp(&a.0));
+    let n = tiles.len();
+    let mut flat: Vec<i32> = tiles.into_iter().flat_map(|(_, t)| t).collect();
+    if flat.is_empty() {
+        flat = vec![0; 5]; // the device needs a buffer; no block reads it
+    }
+    (flat, n)
+}
+
+/// The row-by-row partition: every new token a query row, its visible range cut into chunks.
+fn row_work(
+    dev: &CudaDevice,
+    seqs: &[(usize, usize, usize, usize)],
+    heads: HeadConfig,
+    opts: &AttentionOptions,
+    chunk_tokens: usize,
+) -> Result<SplitWork> {
+    let chunk = chunk_tokens.max(1);
+    let mut chunks = Vec::new();
+    for (b, &(q0, n, hist, total)) in seqs.iter().enumerate() {
+        for i in 0..n {
+            let pos = hist + i;
+            let (lo, hi) = (opts.first_visible(pos), if opts.causal { pos + 1 } else { total });
+            let mut s = lo;
+            while s < hi {
+                let e = s.saturating_add(chunk).min(hi);
+                chunks.push((b, q0 + i, s, e));
+                s = e;
+            }
+        }
+    }
+    let rows = seqs.last().map(|s| s.0 + s.1).unwrap_or(0);
+    SplitWork::upload(dev, &chunks, rows, heads)
+}
+
+/// Prefill (append attention) on device buffers; `q`/`out` are `[tokens, num_qo_heads, head_dim]`
+/// and the new tokens' K/V must already be in the pool. See [`CudaPrefillPlan`].
+#[allow(clippy::too_many_arguments)]
+pub fn paged_prefill<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
+    dev: &CudaDevice,
+    q: &CudaSlice<Q>,
+    qo_indptr: &[u32],
+    pool: &DevicePool<KV>,
+    table: &DeviceTable,
+    plan: &mut CudaPrefillPlan,
+    opts: &AttentionOptions,
+    out: &mut CudaSlice<Q>,
+) -> Result<()> {
+    opts.validate()?;
+    if plan.qo_indptr != qo_indptr || plan.seq_lens != table.host.seq_lens() || plan.opts != *opts {
+        return Err(PalError::invalid("plan", "was built for another batch or other options; plan again"));
+    }
+    if plan.dtypes != (Q::DTYPE, KV::DTYPE) {
+        return Err(PalError::invalid("plan", "was built for other dtypes of q and the pool"));
+    }
+    let heads = plan.heads;
+    let tokens = qo_indptr.last().map_or(0, |&t| t as usize);
+    let (hq, d) = (heads.num_qo_heads, heads.head_dim);
+    pal_core::check_len("q", q.len(), tokens * hq * d, || format!("[{tokens}, {hq}, {d}]"))?;
+    pal_core::check_len("out", out.len(), tokens * hq * d, || format!("[{tokens}, {hq}, {d}]"))?;
+    match &mut plan.work {
+        Work::Rows(work) => launch_split(dev, q, pool, table, work, heads, opts, out),
+        Work::TensorCore { tiles, num_tiles } => {
+            launch_tensor_core(dev, q, pool, table, tiles, *num_tiles, heads, opts, out)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn launch_tensor_core<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
+    dev: &CudaDevice,
+    q: &CudaSlice<Q>,
+    pool: &DevicePool<KV>,
+    table: &DeviceTable,
+    tiles: &CudaSlice<i32>,
+    num_tiles: usize,
+    heads: HeadConfig,
+    opts: &AttentionOptions,
+    out: &mut CudaSlice<Q>,
+) -> Result<()> {
+    let (hkv, d) = (heads.num_kv_heads, heads.head_dim);
+    if pool.layout.num_kv_heads != hkv || pool.layout.head_dim != d {
+        return Err(PalError::invalid("plan", "was built for other head counts than the pool's"));
+    }
+    if num_tiles == 0 {
+        return Ok(());
+    }
+    let kernels = dev.kernels(&Variant { family: Family::Prefill, q: Q::DTYPE, kv: KV::DTYPE, head_dim: d, group: 1 })?;
+    let f = kernels.get("pal_prefill_tc")?;
+    let smem = tc_shared_bytes(d);
+    f.set_attribute(
+        cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+        smem as i32,
+    )
+    .map_err(fail)?;
+    let kopts = KernelOpts::new(opts, d);
+    let (hkv_i, g_i, page_i) = (hkv as i32, heads.group_size() as i32, pool.layout.block_size as i32);
+    let cfg = LaunchConfig {
+        grid_dim: (num_tiles as u32, hkv as u32, 1),
+        block_dim: (128, 1, 1),
+        shared_mem_bytes: smem as u32,
+    };
+    let mut b = dev.stream.launch_builder(f);
+    b.arg(q)
+        .arg(&pool.k)
+        .arg(&pool.v)
+        .arg(&table.indptr)
+        .arg(&table.indices)
+        .arg(tiles)
+        .arg(out)
+        .arg(&hkv_i)
+        .arg(&g_i)
+        .arg(&page_i)
+        .arg(&kopts);
+    // SAFETY: argument order and types match `pal_prefill_tc` (q, out and the pool share one 16-bit
+    // dtype, checked by the plan); page ids were validated against the pool, and every tile's query
+    // rows and key range lie within its sequence (the plan checked qo_indptr against the table).
+    unsafe { b.launch(cfg) }.map_err(fail)?;
+    Ok(())
+}
+
+/// Validate like the CPU backend, then upload, prefill on the GPU, download. New K/V must be in
+/// the pool (`new_kv: None`); ragged new K/V is not supported on the GPU yet.
+pub fn paged_prefill_host<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
+    dev: &CudaDevice,
+    a: &crate::PrefillArgs<'_, Q, KV>,
+    kernel: PrefillKernel,
+    out: &mut [Q],
+) -> Result<()> {
+    let sh = validate::prefill(a, out.len())?;
+    if a.new_kv.is_some() {
+        return Err(PalError::DeviceUnavailable {
+            device: "cuda".into(),
+            reason: "ragged new K/V (`new_kv`) is not supported on the GPU yet; append first".into(),
+        });
+    }
+    let pool = DevicePool::upload(dev, a.kv.k, a.kv.v, a.kv.layout)?;
+    let table = DeviceTable::upload(dev, a.page_table, &a.kv.layout)?;
+    let mut plan =
+        CudaPrefillPlan::new(dev, a.qo_indptr, a.page_table, sh.heads, &a.opts, (Q::DTYPE, KV::DTYPE), kernel)?;
+    let q = dev.upload(a.q)?;
+    let mut o = dev.upload(out)?;
+    paged_prefill(dev, &q, a.qo_indptr, &pool, &table, &mut plan, &a.opts, &mut o)?;
+    out.copy_from_slice(&dev.download(&o)?);
+    Ok(())
+}
