@@ -170,11 +170,13 @@ pub enum Backend {
     /// The CPU kernels with a plan that forces split-KV, so the merge path is exercised.
     CpuSplit,
     Gather,
-    /// The CUDA kernels with the device's own plan (decode only, so far).
+    /// The CUDA kernels with the device's own plan (prefill: tensor cores where they apply).
     Cuda,
-    /// The CUDA kernels with small chunks, forcing split-KV and the merge kernel.
+    /// The CUDA kernels forced into split-KV and the merge kernel (decode: chunks of 7 tokens;
+    /// prefill: 3 key splits per tensor-core tile, or the row path in chunks of 7).
     CudaSplit,
-    /// The CUDA kernels with one chunk per sequence: the decode kernel writes the output itself.
+    /// Decode: one chunk per sequence, the decode kernel writes the output itself. Prefill: the
+    /// row-by-row fallback with whole rows.
     CudaWhole,
     /// The CUDA decode step captured into a CUDA graph and replayed.
     CudaGraph,
@@ -185,13 +187,13 @@ impl Backend {
     pub const ALL: [Backend; 3] = [Backend::Cpu, Backend::CpuSplit, Backend::Gather];
     /// The GPU backends.
     pub const CUDA: [Backend; 4] = [Backend::Cuda, Backend::CudaSplit, Backend::CudaWhole, Backend::CudaGraph];
-    /// Whether this backend runs `case` yet (the GPU has no ragged-K/V prefill, and its whole-
-    /// sequence and graph variants are decode-only).
+    /// Whether this backend runs `case` yet (the GPU has no ragged-K/V prefill, and its graph
+    /// variant is decode-only).
     pub fn supports(self, case: &AttnCase) -> bool {
         match self {
             Backend::Cpu | Backend::CpuSplit | Backend::Gather => true,
-            Backend::Cuda | Backend::CudaSplit => case.new_lens.is_none() || !case.ragged_new,
-            Backend::CudaWhole | Backend::CudaGraph => case.new_lens.is_none(),
+            Backend::Cuda | Backend::CudaSplit | Backend::CudaWhole => case.new_lens.is_none() || !case.ragged_new,
+            Backend::CudaGraph => case.new_lens.is_none(),
         }
     }
     pub fn name(self) -> &'static str {
@@ -426,13 +428,23 @@ fn run_typed<T: Element + cudarc::driver::DeviceRepr>(
                         Backend::Cuda => {
                             crate::cuda::paged_prefill_host(gpu.ok_or_else(no_gpu)?, &a, PrefillKernel::Auto, out)
                         }
-                        Backend::CudaSplit => crate::cuda::paged_prefill_host(
+                        Backend::CudaSplit => {
+                            // Tensor cores with the key ranges forced into 3 splits (the merge
+                            // pass), or the row path in small chunks where tensor cores do not apply.
+                            let kernel = if crate::cuda::tensor_core_supports(T::DTYPE, T::DTYPE, d) {
+                                PrefillKernel::TensorCoreSplits(3)
+                            } else {
+                                PrefillKernel::Rows { chunk_tokens: 7 }
+                            };
+                            crate::cuda::paged_prefill_host(gpu.ok_or_else(no_gpu)?, &a, kernel, out)
+                        }
+                        Backend::CudaWhole => crate::cuda::paged_prefill_host(
                             gpu.ok_or_else(no_gpu)?,
                             &a,
-                            PrefillKernel::Rows { chunk_tokens: 7 },
+                            PrefillKernel::Rows { chunk_tokens: usize::MAX },
                             out,
                         ),
-                        Backend::CudaWhole | Backend::CudaGraph => Err(no_gpu()),
+                        Backend::CudaGraph => Err(no_gpu()),
                     }
                 };
                 outcomes.push(check(be, &want, &tol, q.len(), run)?);

@@ -38,7 +38,7 @@ impl Family {
         match self {
             Family::Decode => &["pal_decode", "pal_merge", "pal_gather", "pal_read_probe"],
             Family::Append => &["pal_append", "pal_append_vec"],
-            Family::Prefill => &["pal_prefill_tc"],
+            Family::Prefill => &["pal_prefill_tc", "pal_prefill_merge"],
         }
     }
 }

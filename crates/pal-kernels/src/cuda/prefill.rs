@@ -1,8 +1,8 @@
 //! Paged prefill (append attention with history) on the GPU.
 //!
 //! Two kernels, chosen per call by [`PrefillKernel`]:
-//! - **Tensor cores** (`prefill.cu`, FlashAttention-2 style, mma.sync): one block per tile of 64
-//!   packed (token, query head) rows of a sequence and one KV head, streaming the sequence's K/V
+//! - **Tensor cores** (`prefill.cu`, FlashAttention-2 style, mma.sync): one block per tile of 128
+//!   (64 for head dims above 128) packed (token, query head) rows of a sequence and one KV head, streaming the sequence's K/V
 //!   pages through shared memory. Needs 16-bit q equal to the pool's dtype and a head dim that is
 //!   a multiple of 16 up to 256.
 //! - **Rows**: every new token is a query row run through the split-KV decode kernels. Correct for
@@ -23,15 +23,25 @@ pub enum PrefillKernel {
     Auto,
     /// The tensor-core kernel; an error where it does not apply.
     TensorCore,
+    /// The tensor-core kernel with each tile's key range cut into this many splits (tests force
+    /// the split-KV merge with it); an error where the kernel does not apply.
+    TensorCoreSplits(usize),
     /// The row-by-row fallback, cutting each row's key range into chunks of this many tokens.
     Rows { chunk_tokens: usize },
 }
 
-/// Packed rows per block of the tensor-core kernel (`BM` in prefill.cu).
-const TC_ROWS: usize = 64;
+/// Packed rows per block of the tensor-core kernel (`BM` in prefill.cu: 4 warps of two 16-row
+/// m-tiles, one for head dims above 128).
+fn tc_rows(head_dim: usize) -> usize {
+    if head_dim <= 128 {
+        128
+    } else {
+        64
+    }
+}
 /// Keys per shared-memory tile of the tensor-core kernel (`BN` in prefill.cu).
 fn tc_keys(head_dim: usize) -> usize {
-    if head_dim > 128 {
+    if head_dim > 64 {
         32
     } else {
         64
@@ -40,7 +50,7 @@ fn tc_keys(head_dim: usize) -> usize {
 /// Dynamic shared memory of the tensor-core kernel: a Q tile and double-buffered K and V tiles,
 /// rows padded by 16 bytes.
 fn tc_shared_bytes(head_dim: usize) -> usize {
-    (TC_ROWS + 4 * tc_keys(head_dim)) * (head_dim + 8) * 2
+    (tc_rows(head_dim) + 4 * tc_keys(head_dim)) * (head_dim + 8) * 2
 }
 
 /// Whether the tensor-core kernel runs these dtypes and this head dim.
@@ -49,8 +59,16 @@ pub fn tensor_core_supports(q: DType, kv: DType, head_dim: usize) -> bool {
 }
 
 enum Work {
-    /// `[tiles, 5]`: sequence, first query token, new tokens, total tokens, first packed row.
-    TensorCore { tiles: CudaSlice<i32>, num_tiles: usize },
+    /// `tiles`: `[num_tiles, 5]`: sequence, first query token, new tokens, total tokens, first
+    /// packed row. With `splits > 1` each tile's key range is cut in `splits` and the partial
+    /// states (`part_o`, `part_lse`) are merged by a second kernel.
+    TensorCore {
+        tiles: CudaSlice<i32>,
+        num_tiles: usize,
+        splits: usize,
+        part_o: CudaSlice<f32>,
+        part_lse: CudaSlice<f32>,
+    },
     Rows(SplitWork),
 }
 
@@ -97,7 +115,7 @@ impl CudaPrefillPlan {
         }
         let tc_ok = tensor_core_supports(q, kv, heads.head_dim);
         let work = match kernel {
-            PrefillKernel::TensorCore if !tc_ok => {
+            PrefillKernel::TensorCore | PrefillKernel::TensorCoreSplits(_) if !tc_ok => {
                 return Err(PalError::invalid(
                     "kernel",
                     format!(
@@ -107,9 +125,21 @@ impl CudaPrefillPlan {
                     ),
                 ))
             }
-            PrefillKernel::TensorCore | PrefillKernel::Auto if tc_ok => {
-                let (tiles, num_tiles) = tensor_core_tiles(&seqs, heads, opts);
-                Work::TensorCore { tiles: dev.upload(&tiles)?, num_tiles }
+            PrefillKernel::TensorCore | PrefillKernel::TensorCoreSplits(_) | PrefillKernel::Auto if tc_ok => {
+                let (tiles, num_tiles, mean_keys) = tensor_core_tiles(&seqs, heads, opts);
+                let splits = match kernel {
+                    PrefillKernel::TensorCoreSplits(n) => n.clamp(1, 64),
+                    _ => tc_splits(dev.sm_count(), num_tiles * heads.num_kv_heads, mean_keys),
+                };
+                let tokens = seqs.last().map(|s| s.0 + s.1).unwrap_or(0);
+                let part = if splits > 1 { splits * tokens * heads.num_qo_heads } else { 1 };
+                Work::TensorCore {
+                    tiles: dev.upload(&tiles)?,
+                    num_tiles,
+                    splits,
+                    part_o: dev.zeros(part * heads.head_dim)?,
+                    part_lse: dev.zeros(part)?,
+                }
             }
             PrefillKernel::Rows { chunk_tokens } => Work::Rows(row_work(dev, &seqs, heads, opts, chunk_tokens)?),
             _ => Work::Rows(row_work(dev, &seqs, heads, opts, 512)?),
@@ -131,16 +161,40 @@ impl CudaPrefillPlan {
             Work::Rows(_) => "rows",
         }
     }
+
+    /// Key-range splits per tile of the tensor-core kernel (1: no merge pass; rows: 0).
+    pub fn splits(&self) -> usize {
+        match self.work {
+            Work::TensorCore { splits, .. } => splits,
+            Work::Rows(_) => 0,
+        }
+    }
 }
 
-/// Tiles of the tensor-core kernel, longest key range first (so the grid's tail is short tiles).
-fn tensor_core_tiles(seqs: &[(usize, usize, usize, usize)], heads: HeadConfig, opts: &AttentionOptions) -> (Vec<i32>, usize) {
+/// Key-range splits per tile: enough blocks for two per SM (the kernel's occupancy), but at least
+/// 256 keys per split on average (below that the merge costs more than the parallelism brings).
+fn tc_splits(sm_count: usize, blocks: usize, mean_keys: usize) -> usize {
+    let target = 2 * sm_count;
+    if blocks == 0 || blocks >= target {
+        return 1;
+    }
+    target.div_ceil(blocks).min(mean_keys / 256).clamp(1, 16)
+}
+
+/// Tiles of the tensor-core kernel, longest key range first (so the grid's tail is short tiles),
+/// with their count and mean key range.
+fn tensor_core_tiles(
+    seqs: &[(usize, usize, usize, usize)],
+    heads: HeadConfig,
+    opts: &AttentionOptions,
+) -> (Vec<i32>, usize, usize) {
     let g = heads.group_size();
+    let tile_rows = tc_rows(heads.head_dim);
     let mut tiles: Vec<(usize, [i32; 5])> = Vec::new();
     for (b, &(q0, n, hist, total)) in seqs.iter().enumerate() {
         let rows = n * g;
-        for row0 in (0..rows).step_by(TC_ROWS) {
-            let (t0, t1) = (row0 / g, ((row0 + TC_ROWS).min(rows) - 1) / g);
+        for row0 in (0..rows).step_by(tile_rows) {
+            let (t0, t1) = (row0 / g, ((row0 + tile_rows).min(rows) - 1) / g);
             let lo = opts.first_visible(hist + t0);
             let hi = if opts.causal { hist + t1 + 1 } else { total };
             tiles.push((hi.saturating_sub(lo), [b as i32, q0 as i32, n as i32, total as i32, row0 as i32]));
@@ -148,11 +202,12 @@ fn tensor_core_tiles(seqs: &[(usize, usize, usize, usize)], heads: HeadConfig, o
     }
     tiles.sort_by(|a, b| b.0.cmp(&a.0));
     let n = tiles.len();
+    let mean_keys = tiles.iter().map(|t| t.0).sum::<usize>() / n.max(1);
     let mut flat: Vec<i32> = tiles.into_iter().flat_map(|(_, t)| t).collect();
     if flat.is_empty() {
         flat = vec![0; 5]; // the device needs a buffer; no block reads it
     }
-    (flat, n)
+    (flat, n, mean_keys)
 }
 
 /// The row-by-row partition: every new token a query row, its visible range cut into chunks.
@@ -208,10 +263,19 @@ pub fn paged_prefill<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     pal_core::check_len("out", out.len(), tokens * hq * d, || format!("[{tokens}, {hq}, {d}]"))?;
     match &mut plan.work {
         Work::Rows(work) => launch_split(dev, q, pool, table, work, heads, opts, out),
-        Work::TensorCore { tiles, num_tiles } => {
-            launch_tensor_core(dev, q, pool, table, tiles, *num_tiles, heads, opts, out)
+        Work::TensorCore { tiles, num_tiles, splits, part_o, part_lse } => {
+            let split = SplitState { splits: *splits, part_o, part_lse, tokens };
+            launch_tensor_core(dev, q, pool, table, tiles, *num_tiles, split, heads, opts, out)
         }
     }
+}
+
+/// The split-KV workspace of a tensor-core launch.
+struct SplitState<'a> {
+    splits: usize,
+    part_o: &'a mut CudaSlice<f32>,
+    part_lse: &'a mut CudaSlice<f32>,
+    tokens: usize,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -222,6 +286,7 @@ fn launch_tensor_core<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     table: &DeviceTable,
     tiles: &CudaSlice<i32>,
     num_tiles: usize,
+    split: SplitState<'_>,
     heads: HeadConfig,
     opts: &AttentionOptions,
     out: &mut CudaSlice<Q>,
@@ -243,8 +308,9 @@ fn launch_tensor_core<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     .map_err(fail)?;
     let kopts = KernelOpts::new(opts, d);
     let (hkv_i, g_i, page_i) = (hkv as i32, heads.group_size() as i32, pool.layout.block_size as i32);
+    let (splits_i, tokens_i) = (split.splits as i32, split.tokens as i32);
     let cfg = LaunchConfig {
-        grid_dim: (num_tiles as u32, hkv as u32, 1),
+        grid_dim: (num_tiles as u32, hkv as u32, split.splits as u32),
         block_dim: (128, 1, 1),
         shared_mem_bytes: smem as u32,
     };
@@ -255,7 +321,11 @@ fn launch_tensor_core<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
         .arg(&table.indptr)
         .arg(&table.indices)
         .arg(tiles)
-        .arg(out)
+        .arg(&mut *out)
+        .arg(&mut *split.part_o)
+        .arg(&mut *split.part_lse)
+        .arg(&splits_i)
+        .arg(&tokens_i)
         .arg(&hkv_i)
         .arg(&g_i)
         .arg(&page_i)
@@ -264,6 +334,16 @@ fn launch_tensor_core<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     // dtype, checked by the plan); page ids were validated against the pool, and every tile's query
     // rows and key range lie within its sequence (the plan checked qo_indptr against the table).
     unsafe { b.launch(cfg) }.map_err(fail)?;
+    if split.splits > 1 {
+        let rows = (split.tokens * heads.num_qo_heads) as i64;
+        let mcfg =
+            LaunchConfig { grid_dim: ((rows as u32).div_ceil(4), 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        let mut m = dev.stream.launch_builder(kernels.get("pal_prefill_merge")?);
+        m.arg(&*split.part_o).arg(&*split.part_lse).arg(out).arg(&splits_i).arg(&rows);
+        // SAFETY: the workspace holds `splits` x rows partial states, all written by the launch
+        // above (every valid row of every split); `out` holds rows x head_dim elements.
+        unsafe { m.launch(mcfg) }.map_err(fail)?;
+    }
     Ok(())
 }
 

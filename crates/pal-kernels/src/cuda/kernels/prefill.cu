@@ -2,7 +2,10 @@
 //
 // Work item = one tile of BM "packed rows" of one sequence, for one KV head. GQA is folded into
 // the rows: packed row r of a sequence is (new token r / group, query head r % group of this KV
-// head), so the block reads each K/V tile once for the whole group. Four warps own 16 rows each.
+// head), so the block reads each K/V tile once for the whole group. Four warps own WM x 16 rows
+// each: with two 16-row m-tiles per warp every K/V fragment read from shared memory feeds two
+// mma instructions, which halves the shared-memory traffic per FLOP (one m-tile left the kernel
+// bound by shared-memory bandwidth at ~25% of the tensor-core peak).
 //
 // Per KV tile of BN tokens: K and V rows are copied from their pages into shared memory with
 // cp.async (double buffered: tile i+1 is in flight while tile i is computed); S = Q K^T and
@@ -16,14 +19,15 @@
 
 #define HD PAL_HEAD_DIM
 #define WARPS 4
-#define BM (WARPS * 16)                 // packed rows per block
-#define BN (HD > 128 ? 32 : 64)         // KV tokens per tile
+#define WM (HD <= 128 ? 2 : 1)          // 16-row m-tiles per warp (wide heads: register budget)
+#define BM (WARPS * 16 * WM)            // packed rows per block
+#define BN (HD > 64 ? 32 : 64)          // KV tokens per tile (wider heads: register budget)
 #define STRIDE (HD + 8)                 // smem row pitch in elements: +16 B keeps ldmatrix conflict-free
 #define KSTEPS (HD / 16)                // k-steps of Q K^T
 #define NT (BN / 8)                     // 8-column blocks of S
 #define DT (HD / 8)                     // 8-column blocks of O
 #define CHUNKS (HD / 8)                 // 16-byte chunks per row
-#define Q_IN_REGS (HD <= 128)           // wider heads re-read Q from shared memory (register budget)
+#define LOADS ((BN * CHUNKS + WARPS * 32 - 1) / (WARPS * 32))  // K (and V) chunks per thread per tile
 #define LOG2E 1.4426950408889634f
 
 typedef PAL_KV kv_t;
@@ -84,8 +88,10 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
                const int* __restrict__ indptr,      // [B+1] page-table rows
                const int* __restrict__ indices,     // [nnz pages]
                const int* __restrict__ tiles,       // [tiles, 5]: seq, q_start, n_new, total, row0
-               kv_t* __restrict__ out,              // [tokens, Hq, HD]
-               int num_kv_heads, int group, int page_size, AttnOpts opts) {
+               kv_t* __restrict__ out,              // [tokens, Hq, HD], written when num_splits == 1
+               float* __restrict__ part_o,          // [num_splits, tokens, Hq, HD] otherwise
+               float* __restrict__ part_lse,        // [num_splits, tokens, Hq] (base 2)
+               int num_splits, int num_tokens, int num_kv_heads, int group, int page_size, AttnOpts opts) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     kv_t* sq = reinterpret_cast<kv_t*>(smem_raw);  // [BM][STRIDE]
     kv_t* sk = sq + BM * STRIDE;                    // [2][BN][STRIDE]
@@ -120,172 +126,242 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
     const int hi_block = opts.causal ? hist + t_last + 1 : total;
     const int lo_all = first_visible(hist + t_last);
     const int hi_all = opts.causal ? hist + t_first + 1 : total;
-    const int n_tiles = hi_block > lo_block ? (hi_block - lo_block + BN - 1) / BN : 0;
+    const int all_tiles = hi_block > lo_block ? (hi_block - lo_block + BN - 1) / BN : 0;
+    // Split-KV: block z of num_splits takes an even share of the key tiles.
+    const int split = blockIdx.z;
+    const int t_begin = all_tiles * split / num_splits, t_end = all_tiles * (split + 1) / num_splits;
+    const int n_tiles = t_end - t_begin;
 
-    // This thread's two rows (lane quad rows g and g + 8 of the warp's 16) and their key ranges.
-    int lo_r[2], hi_r[2];
+    // This thread's rows: lane-quad rows g and g + 8 of each of the warp's m-tiles.
+    const int warp_row = warp * 16 * WM;
+    int pos_r[WM][2];  // query position, or -1 for a padding row (sees nothing, written nowhere)
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-        const int pr = row0 + warp * 16 + (lane >> 2) + 8 * i;
-        if (pr < rows) {
-            const int pos = hist + pr / group;
-            lo_r[i] = first_visible(pos);
-            hi_r[i] = opts.causal ? pos + 1 : total;
-        } else {
-            lo_r[i] = 0; hi_r[i] = 0;  // padding row: sees nothing, written nowhere
+    for (int mi = 0; mi < WM; ++mi)
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            const int pr = row0 + warp_row + mi * 16 + (lane >> 2) + 8 * i;
+            pos_r[mi][i] = pr < rows ? hist + pr / group : -1;
         }
-    }
 
-    auto load_kv = [&](int it, int buf) {
-        const int j0 = lo_block + it * BN;
-        kv_t* dk = sk + buf * BN * STRIDE;
-        kv_t* dv = sv + buf * BN * STRIDE;
-        for (int c = tid; c < BN * CHUNKS; c += WARPS * 32) {
-            const int r = c / CHUNKS, ch = c % CHUNKS;
-            const int j = j0 + r;
-            const bool valid = j < hi_block;
-            long off = 0;
-            if (valid) {
+    // K/V tile loads. Each thread copies the same LOADS (row, chunk) pairs of every tile; the page
+    // lookups of a tile (dependent global loads) are staged one tile ahead, into `slot`, so their
+    // latency hides behind a tile of compute instead of stalling the copy.
+    int slot[LOADS];  // pool slot of each row this thread copies next, -1 past the key range
+    auto stage = [&](int it) {
+        const int j0 = lo_block + (t_begin + it) * BN;
+#pragma unroll
+        for (int k = 0; k < LOADS; ++k) {
+            const int j = j0 + (tid + k * WARPS * 32) / CHUNKS;
+            slot[k] = -1;
+            if (j < hi_block) {
                 const int pg = page_shift >= 0 ? (j >> page_shift) : j / page_size;
                 const int po = page_shift >= 0 ? (j & (page_size - 1)) : j - pg * page_size;
-                off = ((long)pages[pg] * page_size + po) * token_stride + (long)h * HD + ch * 8;
+                slot[k] = pages[pg] * page_size + po;
             }
+        }
+    };
+    auto issue = [&](int buf) {
+        kv_t* dk = sk + buf * BN * STRIDE;
+        kv_t* dv = sv + buf * BN * STRIDE;
+#pragma unroll
+        for (int k = 0; k < LOADS; ++k) {
+            const int c = tid + k * WARPS * 32;
+            if (BN * CHUNKS % (WARPS * 32) != 0 && c >= BN * CHUNKS) break;
+            const int r = c / CHUNKS, ch = c % CHUNKS;
+            const bool valid = slot[k] >= 0;
+            const long off = valid ? (long)slot[k] * token_stride + (long)h * HD + ch * 8 : 0;
             // Zeros past the range: P is 0 there, and 0 * garbage could be NaN.
             cp_async16(dk + r * STRIDE + ch * 8, k_cache + off, valid);
             cp_async16(dv + r * STRIDE + ch * 8, v_cache + off, valid);
         }
     };
 
-    if (n_tiles > 0) load_kv(0, 0);
+    if (n_tiles > 0) {
+        stage(0);
+        issue(0);
+    }
     cp_async_commit();
+    if (n_tiles > 1) stage(1);
 
-    float o[DT][4];
+    float o[WM][DT][4];
 #pragma unroll
-    for (int d = 0; d < DT; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
-    float m[2] = {PAL_NEG_INF, PAL_NEG_INF}, l[2] = {0.f, 0.f};
+    for (int mi = 0; mi < WM; ++mi)
+#pragma unroll
+        for (int d = 0; d < DT; ++d) o[mi][d][0] = o[mi][d][1] = o[mi][d][2] = o[mi][d][3] = 0.f;
+    float m[WM][2], l[WM][2];
+#pragma unroll
+    for (int mi = 0; mi < WM; ++mi) { m[mi][0] = m[mi][1] = PAL_NEG_INF; l[mi][0] = l[mi][1] = 0.f; }
     const float scale_log2 = opts.scale * LOG2E;
-    const kv_t* q_warp = sq + (warp * 16) * STRIDE;
-#if Q_IN_REGS
-    unsigned qf[KSTEPS][4];
-    bool q_loaded = false;
-#endif
+    const kv_t* q_warp = sq + warp_row * STRIDE;
 
     for (int it = 0; it < n_tiles; ++it) {
         cp_async_wait_all();
         __syncthreads();
-        if (it + 1 < n_tiles) load_kv(it + 1, (it + 1) & 1);
+        if (it + 1 < n_tiles) issue((it + 1) & 1);
         cp_async_commit();
-#if Q_IN_REGS
-        if (!q_loaded) {
-#pragma unroll
-            for (int kk = 0; kk < KSTEPS; ++kk)
-                ldsm_x4(qf[kk], q_warp + (lane & 15) * STRIDE + kk * 16 + (lane >> 4) * 8);
-            q_loaded = true;
-        }
-#endif
+        if (it + 2 < n_tiles) stage(it + 2);
         const kv_t* kt = sk + (it & 1) * BN * STRIDE;
         const kv_t* vt = sv + (it & 1) * BN * STRIDE;
-        const int j0 = lo_block + it * BN;
+        const int j0 = lo_block + (t_begin + it) * BN;
 
-        // S = Q K^T for this warp's 16 rows and the tile's BN keys.
-        float s[NT][4];
+        // S = Q K^T for this warp's rows and the tile's BN keys; each K fragment feeds WM mmas.
+        float s[WM][NT][4];
 #pragma unroll
-        for (int n = 0; n < NT; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+        for (int mi = 0; mi < WM; ++mi)
+#pragma unroll
+            for (int n = 0; n < NT; ++n) s[mi][n][0] = s[mi][n][1] = s[mi][n][2] = s[mi][n][3] = 0.f;
 #pragma unroll
         for (int kk = 0; kk < KSTEPS; ++kk) {
-#if Q_IN_REGS
-            const unsigned* a = qf[kk];
-#else
-            unsigned a[4];
-            ldsm_x4(a, q_warp + (lane & 15) * STRIDE + kk * 16 + (lane >> 4) * 8);
-#endif
+            unsigned a[WM][4];
+#pragma unroll
+            for (int mi = 0; mi < WM; ++mi)
+                ldsm_x4(a[mi], q_warp + (mi * 16 + (lane & 15)) * STRIDE + kk * 16 + (lane >> 4) * 8);
 #pragma unroll
             for (int n = 0; n < NT; n += 2) {
                 unsigned b[4];
                 ldsm_x4(b, kt + (n * 8 + (lane & 7) + (lane >> 4) * 8) * STRIDE + kk * 16 + ((lane >> 3) & 1) * 8);
-                mma16816(s[n], a, b, kv_t());
-                mma16816(s[n + 1], a, b + 2, kv_t());
+#pragma unroll
+                for (int mi = 0; mi < WM; ++mi) {
+                    mma16816(s[mi][n], a[mi], b, kv_t());
+                    mma16816(s[mi][n + 1], a[mi], b + 2, kv_t());
+                }
             }
         }
 
         // Scale (and cap) into base-2 logits; mask keys a row must not see.
         const bool full = j0 >= lo_all && j0 + BN <= hi_all;
 #pragma unroll
-        for (int n = 0; n < NT; ++n) {
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-                float x;
-                if (opts.soft_cap > 0.f) x = opts.soft_cap * tanhf(s[n][e] * opts.scale / opts.soft_cap) * LOG2E;
-                else x = s[n][e] * scale_log2;
-                if (!full) {
-                    const int j = j0 + n * 8 + 2 * (lane & 3) + (e & 1);
-                    const int i = e >> 1;
-                    if (j < lo_r[i] || j >= hi_r[i]) x = PAL_NEG_INF;
-                }
-                s[n][e] = x;
-            }
-        }
-
-        // Online softmax per row (the 4 lanes of a quad share a row).
-        float alpha[2];
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-            float mx = m[i];
-#pragma unroll
-            for (int n = 0; n < NT; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * i], s[n][2 * i + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float base = mx == PAL_NEG_INF ? 0.f : mx;  // a row that saw nothing yet
-            alpha[i] = exp2f(m[i] - base);                     // m = -inf -> 0
-            m[i] = mx;
-            float sum = 0.f;
+        for (int mi = 0; mi < WM; ++mi)
 #pragma unroll
             for (int n = 0; n < NT; ++n) {
-                s[n][2 * i] = exp2f(s[n][2 * i] - base);
-                s[n][2 * i + 1] = exp2f(s[n][2 * i + 1] - base);
-                sum += s[n][2 * i] + s[n][2 * i + 1];
-            }
-            l[i] = l[i] * alpha[i] + sum;  // per-lane partial; the quad is summed at the end
-        }
 #pragma unroll
-        for (int d = 0; d < DT; ++d) {
-            o[d][0] *= alpha[0]; o[d][1] *= alpha[0];
-            o[d][2] *= alpha[1]; o[d][3] *= alpha[1];
+                for (int e = 0; e < 4; ++e) {
+                    float x;
+                    if (opts.soft_cap > 0.f) x = opts.soft_cap * tanhf(s[mi][n][e] * opts.scale / opts.soft_cap) * LOG2E;
+                    else x = s[mi][n][e] * scale_log2;
+                    if (!full) {
+                        const int j = j0 + n * 8 + 2 * (lane & 3) + (e & 1);
+                        const int i = e >> 1;
+                        const int pos = pos_r[mi][i];
+                        const int hi = pos < 0 ? 0 : opts.causal ? pos + 1 : total;
+                        if (j < first_visible(pos) || j >= hi) x = PAL_NEG_INF;
+                    }
+                    s[mi][n][e] = x;
+                }
+            }
+
+        // Online softmax per row (the 4 lanes of a quad share a row).
+#pragma unroll
+        for (int mi = 0; mi < WM; ++mi) {
+            float alpha[2];
+#pragma unroll
+            for (int i = 0; i < 2; ++i) {
+                float mx = m[mi][i];
+#pragma unroll
+                for (int n = 0; n < NT; ++n) mx = fmaxf(mx, fmaxf(s[mi][n][2 * i], s[mi][n][2 * i + 1]));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                const float base = mx == PAL_NEG_INF ? 0.f : mx;  // a row that saw nothing yet
+                alpha[i] = exp2f(m[mi][i] - base);                 // m = -inf -> 0
+                m[mi][i] = mx;
+                float sum = 0.f;
+#pragma unroll
+                for (int n = 0; n < NT; ++n) {
+                    s[mi][n][2 * i] = exp2f(s[mi][n][2 * i] - base);
+                    s[mi][n][2 * i + 1] = exp2f(s[mi][n][2 * i + 1] - base);
+                    sum += s[mi][n][2 * i] + s[mi][n][2 * i + 1];
+                }
+                l[mi][i] = l[mi][i] * alpha[i] + sum;  // per-lane partial; the quad is summed at the end
+            }
+#pragma unroll
+            for (int d = 0; d < DT; ++d) {
+                o[mi][d][0] *= alpha[0]; o[mi][d][1] *= alpha[0];
+                o[mi][d][2] *= alpha[1]; o[mi][d][3] *= alpha[1];
+            }
         }
 
-        // O += P V: P's accumulator layout is the A-operand layout of the next mma.
+        // O += P V: P's accumulator layout is the A-operand layout of the next mma; each V
+        // fragment feeds WM mmas.
 #pragma unroll
         for (int kk = 0; kk < BN / 16; ++kk) {
-            unsigned a[4];
-            a[0] = pack2(s[2 * kk][0], s[2 * kk][1], kv_t());
-            a[1] = pack2(s[2 * kk][2], s[2 * kk][3], kv_t());
-            a[2] = pack2(s[2 * kk + 1][0], s[2 * kk + 1][1], kv_t());
-            a[3] = pack2(s[2 * kk + 1][2], s[2 * kk + 1][3], kv_t());
+            unsigned a[WM][4];
+#pragma unroll
+            for (int mi = 0; mi < WM; ++mi) {
+                a[mi][0] = pack2(s[mi][2 * kk][0], s[mi][2 * kk][1], kv_t());
+                a[mi][1] = pack2(s[mi][2 * kk][2], s[mi][2 * kk][3], kv_t());
+                a[mi][2] = pack2(s[mi][2 * kk + 1][0], s[mi][2 * kk + 1][1], kv_t());
+                a[mi][3] = pack2(s[mi][2 * kk + 1][2], s[mi][2 * kk + 1][3], kv_t());
+            }
 #pragma unroll
             for (int d = 0; d < DT; d += 2) {
                 unsigned b[4];
                 ldsm_x4_trans(b, vt + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * STRIDE + d * 8 + (lane >> 4) * 8);
-                mma16816(o[d], a, b, kv_t());
-                mma16816(o[d + 1], a, b + 2, kv_t());
+#pragma unroll
+                for (int mi = 0; mi < WM; ++mi) {
+                    mma16816(o[mi][d], a[mi], b, kv_t());
+                    mma16816(o[mi][d + 1], a[mi], b + 2, kv_t());
+                }
             }
         }
     }
     cp_async_wait_all();
 
-    // Normalise and write this thread's two rows.
+    // Normalise and write this thread's rows: the output, or this split's partial state.
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-        float li = l[i];
-        li += __shfl_xor_sync(0xffffffffu, li, 1);
-        li += __shfl_xor_sync(0xffffffffu, li, 2);
-        const int pr = row0 + warp * 16 + (lane >> 2) + 8 * i;
-        if (pr >= rows) continue;
-        const int t = pr / group, gi = pr - t * group;
-        const float inv = li > 0.f ? 1.f / li : 0.f;
-        kv_t* dst = out + ((long)(q_start + t) * hq + h * group + gi) * HD + 2 * (lane & 3);
+    for (int mi = 0; mi < WM; ++mi)
 #pragma unroll
-        for (int d = 0; d < DT; ++d) {
-            *reinterpret_cast<unsigned*>(dst + d * 8) = pack2(o[d][2 * i] * inv, o[d][2 * i + 1] * inv, kv_t());
+        for (int i = 0; i < 2; ++i) {
+            float li = l[mi][i];
+            li += __shfl_xor_sync(0xffffffffu, li, 1);
+            li += __shfl_xor_sync(0xffffffffu, li, 2);
+            const int pr = row0 + warp_row + mi * 16 + (lane >> 2) + 8 * i;
+            if (pr >= rows) continue;
+            const int t = pr / group, gi = pr - t * group;
+            const float inv = li > 0.f ? 1.f / li : 0.f;
+            const long row = (long)(q_start + t) * hq + h * group + gi;
+            if (num_splits == 1) {
+                kv_t* dst = out + row * HD + 2 * (lane & 3);
+#pragma unroll
+                for (int d = 0; d < DT; ++d)
+                    *reinterpret_cast<unsigned*>(dst + d * 8) =
+                        pack2(o[mi][d][2 * i] * inv, o[mi][d][2 * i + 1] * inv, kv_t());
+            } else {
+                const long prow = (long)split * num_tokens * hq + row;
+                float* dst = part_o + prow * HD + 2 * (lane & 3);
+#pragma unroll
+                for (int d = 0; d < DT; ++d)
+                    *reinterpret_cast<float2*>(dst + d * 8) = make_float2(o[mi][d][2 * i] * inv, o[mi][d][2 * i + 1] * inv);
+                if ((lane & 3) == 0) part_lse[prow] = li > 0.f ? m[mi][i] + __log2f(li) : PAL_NEG_INF;
+            }
         }
+}
+
+// Combine the split-KV partial states of every (token, query head): one block per pair.
+extern "C" __global__ void __launch_bounds__(128)
+pal_prefill_merge(const float* __restrict__ part_o, const float* __restrict__ part_lse, kv_t* __restrict__ out,
+                  int num_splits, long rows) {
+    const long row = (long)blockIdx.x * 4 + (threadIdx.x >> 5);  // a warp per (token, head) row
+    if (row >= rows) return;
+    const int lane = threadIdx.x & 31;
+    float mx = PAL_NEG_INF;
+    for (int s = 0; s < num_splits; ++s) mx = fmaxf(mx, part_lse[s * rows + row]);
+    float acc[(HD + 31) / 32], total = 0.f;
+#pragma unroll
+    for (int k = 0; k < (HD + 31) / 32; ++k) acc[k] = 0.f;
+    for (int s = 0; s < num_splits; ++s) {
+        const float lse = part_lse[s * rows + row];
+        const float w = (mx == PAL_NEG_INF || lse == PAL_NEG_INF) ? 0.f : exp2f(lse - mx);
+        total += w;
+#pragma unroll
+        for (int k = 0; k < (HD + 31) / 32; ++k) {
+            const int d = lane + 32 * k;
+            if (d < HD) acc[k] = fmaf(w, part_o[(s * rows + row) * HD + d], acc[k]);
+        }
+    }
+    const float inv = total > 0.f ? 1.f / total : 0.f;
+#pragma unroll
+    for (int k = 0; k < (HD + 31) / 32; ++k) {
+        const int d = lane + 32 * k;
+        if (d < HD) out[row * HD + d] = from_f32<kv_t>(acc[k] * inv);
     }
 }
