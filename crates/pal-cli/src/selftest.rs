@@ -12,6 +12,9 @@ pub struct Args {
     /// A grid of a few seconds (bf16 seed shapes up to 4k tokens and a few random shapes).
     #[arg(long)]
     quick: bool,
+    /// Only the cases of this op: decode, prefill or append (default: all).
+    #[arg(long, value_parser = ["decode", "prefill", "append"])]
+    op: Option<String>,
     /// Seed for the random data and shapes (default: fresh each run).
     #[arg(long)]
     seed: Option<u64>,
@@ -23,7 +26,8 @@ pub struct Args {
 pub fn run(a: &Args, device: Device) -> Result<ExitCode, pal_core::PalError> {
     let seed = a.seed.unwrap_or_else(fresh_seed);
     let mut rng = Rng::new(seed);
-    let cases = selftest_grid(&mut rng, a.quick);
+    let keep = |op: &str| a.op.as_deref().is_none_or(|o| o == op);
+    let cases: Vec<_> = selftest_grid(&mut rng, a.quick).into_iter().filter(|c| keep(c.op())).collect();
     let gpu = match device {
         Device::Cuda => Some(pal_kernels::cuda::CudaDevice::probe()?),
         _ => None,
@@ -63,7 +67,7 @@ pub fn run(a: &Args, device: Device) -> Result<ExitCode, pal_core::PalError> {
         Some(_) => vec![Backend::Cuda],
         None => vec![Backend::Cpu],
     };
-    for c in append_cases() {
+    for c in append_cases().into_iter().filter(|_| keep("append")) {
         let shape = format!(
             "T={} Hq={} Hkv={} D={} page={} {} rope={}",
             c.tokens,

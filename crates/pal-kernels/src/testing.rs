@@ -554,7 +554,8 @@ pub fn selftest_grid(rng: &mut Rng, quick: bool) -> Vec<AttnCase> {
 /// Prefill shapes that walk the GPU tensor-core kernel's edges: several 64-row tiles per sequence
 /// with GQA rows packed across tokens (groups 3, 4, 6), histories of several key tiles, empty
 /// histories, non-power-of-two and 1-token pages, a sliding window that skips whole tiles, soft-cap,
-/// non-causal attention, and head dims 64, 80, 96, 128 and 256 (32-key tiles).
+/// non-causal attention, custom (also negative) softmax scales, and head dims 64, 80, 96, 128 and
+/// 256 (32-key tiles).
 fn tensor_core_prefill_cases(dt: DType, quick: bool) -> Vec<AttnCase> {
     let mut v = vec![
         AttnCase::prefill("E tc chunk+history", vec![700, 0, 333], vec![150, 129, 64], 16, 4, 128, 16, dt),
@@ -572,6 +573,12 @@ fn tensor_core_prefill_cases(dt: DType, quick: bool) -> Vec<AttnCase> {
     v.push(window);
     v.push(cap);
     v.push(AttnCase::prefill("E tc D96 group 6", vec![257, 64], vec![65, 3], 12, 2, 96, 8, dt));
+    // A caller's softmax scale, also a negative one (the max of the scaled scores flips).
+    for (name, scale) in [("E tc scale 0.3", 0.3f32), ("E tc scale -0.08", -0.08)] {
+        let mut c = AttnCase::prefill(name, vec![130], vec![100], 8, 2, 64, 16, dt);
+        c.opts.sm_scale = Some(scale);
+        v.push(c);
+    }
     v
 }
 

@@ -59,13 +59,15 @@ impl Variant {
             Family::Prefill => PREFILL,
         };
         format!(
-            "#define PAL_T {}\n#define PAL_KV {}\n#define PAL_HEAD_DIM {}\n#define PAL_GROUP {}\n#define PAL_UNROLL {}\n#define PAL_LOAD_HINT {}\n{}\n{}",
+            "#define PAL_T {}\n#define PAL_KV {}\n#define PAL_HEAD_DIM {}\n#define PAL_GROUP {}\n#define PAL_UNROLL {}\n#define PAL_LOAD_HINT {}\n#define PAL_PREFILL_WARPS {}\n#define PAL_PREFILL_BN {}\n{}\n{}",
             cuda_type(self.q),
             cuda_type(self.kv),
             self.head_dim,
             self.group,
             tuning::unroll(),
             tuning::load_hint() as u8,
+            tuning::prefill_warps(),
+            tuning::prefill_keys(self.head_dim),
             COMMON,
             body
         )

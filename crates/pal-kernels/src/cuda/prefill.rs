@@ -11,6 +11,7 @@
 //! Both need the new tokens' K/V in the pool already (append first); ragged new K/V stays CPU-only.
 
 use super::compile::{Family, Variant};
+use super::tuning;
 use super::{fail, launch_split, CudaDevice, DevicePool, DeviceTable, KernelOpts, SplitWork};
 use crate::validate;
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
@@ -30,22 +31,14 @@ pub enum PrefillKernel {
     Rows { chunk_tokens: usize },
 }
 
-/// Packed rows per block of the tensor-core kernel (`BM` in prefill.cu: 4 warps of two 16-row
+/// Packed rows per block of the tensor-core kernel (`BM` in prefill.cu: warps of two 16-row
 /// m-tiles, one for head dims above 128).
 fn tc_rows(head_dim: usize) -> usize {
-    if head_dim <= 128 {
-        128
-    } else {
-        64
-    }
+    tuning::prefill_warps() * if head_dim <= 128 { 32 } else { 16 }
 }
 /// Keys per shared-memory tile of the tensor-core kernel (`BN` in prefill.cu).
 fn tc_keys(head_dim: usize) -> usize {
-    if head_dim > 64 {
-        32
-    } else {
-        64
-    }
+    tuning::prefill_keys(head_dim)
 }
 /// Dynamic shared memory of the tensor-core kernel: a Q tile and double-buffered K and V tiles,
 /// rows padded by 16 bytes.
@@ -311,7 +304,7 @@ fn launch_tensor_core<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     let (splits_i, tokens_i) = (split.splits as i32, split.tokens as i32);
     let cfg = LaunchConfig {
         grid_dim: (num_tiles as u32, hkv as u32, split.splits as u32),
-        block_dim: (128, 1, 1),
+        block_dim: (32 * tuning::prefill_warps() as u32, 1, 1),
         shared_mem_bytes: smem as u32,
     };
     let mut b = dev.stream.launch_builder(f);

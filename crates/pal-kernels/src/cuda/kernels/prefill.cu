@@ -18,10 +18,10 @@
 // [first_visible(p), total) (not causal); the cap applies to scaled scores.
 
 #define HD PAL_HEAD_DIM
-#define WARPS 4
+#define WARPS PAL_PREFILL_WARPS         // 4 (or 8: tuning)
 #define WM (HD <= 128 ? 2 : 1)          // 16-row m-tiles per warp (wide heads: register budget)
 #define BM (WARPS * 16 * WM)            // packed rows per block
-#define BN (HD > 64 ? 32 : 64)          // KV tokens per tile (wider heads: register budget)
+#define BN PAL_PREFILL_BN               // KV tokens per tile: 64 up to HD 64, else 32 (register budget)
 #define STRIDE (HD + 8)                 // smem row pitch in elements: +16 B keeps ldmatrix conflict-free
 #define KSTEPS (HD / 16)                // k-steps of Q K^T
 #define NT (BN / 8)                     // 8-column blocks of S
@@ -228,29 +228,33 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
             }
         }
 
-        // Scale (and cap) into base-2 logits; mask keys a row must not see.
+        // Mask keys a row must not see. Without a soft-cap the scores stay unscaled here: the
+        // scale folds into one FFMA per element in the exponent below.
         const bool full = j0 >= lo_all && j0 + BN <= hi_all;
+        const bool cap = opts.soft_cap > 0.f;
+        const bool pre = cap || scale_log2 < 0.f;  // scale applied before the max (a negative scale flips it)
 #pragma unroll
         for (int mi = 0; mi < WM; ++mi)
 #pragma unroll
             for (int n = 0; n < NT; ++n) {
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
-                    float x;
-                    if (opts.soft_cap > 0.f) x = opts.soft_cap * tanhf(s[mi][n][e] * opts.scale / opts.soft_cap) * LOG2E;
-                    else x = s[mi][n][e] * scale_log2;
+                    float x = s[mi][n][e];
+                    if (cap) x = opts.soft_cap * tanhf(x * opts.scale / opts.soft_cap) * LOG2E;
+                    else if (pre) x *= scale_log2;
                     if (!full) {
                         const int j = j0 + n * 8 + 2 * (lane & 3) + (e & 1);
-                        const int i = e >> 1;
-                        const int pos = pos_r[mi][i];
+                        const int pos = pos_r[mi][e >> 1];
                         const int hi = pos < 0 ? 0 : opts.causal ? pos + 1 : total;
                         if (j < first_visible(pos) || j >= hi) x = PAL_NEG_INF;
                     }
                     s[mi][n][e] = x;
                 }
             }
+        // Base-2 logit = x * mul: the scale times log2(e), or 1 where it was applied above.
+        const float mul = pre ? 1.f : scale_log2;
 
-        // Online softmax per row (the 4 lanes of a quad share a row).
+        // Online softmax per row (the 4 lanes of a quad share a row), with m kept in logit units.
 #pragma unroll
         for (int mi = 0; mi < WM; ++mi) {
             float alpha[2];
@@ -261,14 +265,14 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
                 for (int n = 0; n < NT; ++n) mx = fmaxf(mx, fmaxf(s[mi][n][2 * i], s[mi][n][2 * i + 1]));
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                const float base = mx == PAL_NEG_INF ? 0.f : mx;  // a row that saw nothing yet
-                alpha[i] = exp2f(m[mi][i] - base);                 // m = -inf -> 0
+                const float base = mx == PAL_NEG_INF ? 0.f : mx * mul;  // a row that saw nothing yet
+                alpha[i] = exp2f(m[mi][i] * mul - base);                 // m = -inf -> 0
                 m[mi][i] = mx;
                 float sum = 0.f;
 #pragma unroll
                 for (int n = 0; n < NT; ++n) {
-                    s[mi][n][2 * i] = exp2f(s[mi][n][2 * i] - base);
-                    s[mi][n][2 * i + 1] = exp2f(s[mi][n][2 * i + 1] - base);
+                    s[mi][n][2 * i] = exp2f(fmaf(s[mi][n][2 * i], mul, -base));
+                    s[mi][n][2 * i + 1] = exp2f(fmaf(s[mi][n][2 * i + 1], mul, -base));
                     sum += s[mi][n][2 * i] + s[mi][n][2 * i + 1];
                 }
                 l[mi][i] = l[mi][i] * alpha[i] + sum;  // per-lane partial; the quad is summed at the end
@@ -331,7 +335,7 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
 #pragma unroll
                 for (int d = 0; d < DT; ++d)
                     *reinterpret_cast<float2*>(dst + d * 8) = make_float2(o[mi][d][2 * i] * inv, o[mi][d][2 * i + 1] * inv);
-                if ((lane & 3) == 0) part_lse[prow] = li > 0.f ? m[mi][i] + __log2f(li) : PAL_NEG_INF;
+                if ((lane & 3) == 0) part_lse[prow] = li > 0.f ? m[mi][i] * (opts.soft_cap > 0.f || scale_log2 < 0.f ? 1.f : scale_log2) + __log2f(li) : PAL_NEG_INF;
             }
         }
 }

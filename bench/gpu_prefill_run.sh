@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# One GPU session for the prefill: correctness (selftest on the GPU, compute-sanitizer memcheck and
+# racecheck over the prefill cases), then PAL's prefill benchmark and the Python peers
+# (FlashInfer fa2/fa3, PyTorch SDPA cuDNN/flash) on the same shapes, results under $OUT.
+# Usage on the GPU machine: bench/gpu_prefill_run.sh PATH_TO_PAL_BINARY
+set -u
+PAL=${1:-./target/release/pal}
+OUT=${OUT:-bench/results/gpu}
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+fi
+export TORCH_CUDA_ARCH_LIST=9.0a FLASHINFER_CUDA_ARCH_LIST=9.0a
+log="$OUT/prefill_log.txt"
+t0=$(date +%s)
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$log"
+echo "== selftest --device cuda" | tee -a "$log"
+"$PAL" selftest --device cuda > "$OUT/prefill_selftest_cuda.txt" 2>&1; echo "selftest exit $?" | tee -a "$log"
+grep -E "FAIL|NONDET" "$OUT/prefill_selftest_cuda.txt" | head -n 10 | tee -a "$log"
+tail -n 1 "$OUT/prefill_selftest_cuda.txt" | tee -a "$log"
+for tool in memcheck racecheck; do
+  echo "== compute-sanitizer $tool (selftest --quick --op prefill)" | tee -a "$log"
+  timeout 300 compute-sanitizer --tool $tool --error-exitcode 9 "$PAL" selftest --device cuda --quick --op prefill > /tmp/san.txt 2>&1
+  echo "$tool exit $?" | tee -a "$log"
+  grep -E "ERROR SUMMARY|RACECHECK SUMMARY|selftest:" /tmp/san.txt | tail -n 3 | tee -a "$log"
+done
+echo "t=$(( $(date +%s) - t0 ))s" | tee -a "$log"
+run() {  # name, then arguments shared by PAL and the peers
+  local name=$1; shift
+  echo "== prefill $name: $*" | tee -a "$log"
+  "$PAL" bench prefill --device cuda "$@" --budget-ms 100 --json > "$OUT/prefill_pal_$name.json" 2>>"$log"
+  timeout 300 python3 bench/peers/prefill_peers.py "$@" --budget-ms 100 --out "$OUT/prefill_peers_$name.json" 2>>"$log"
+  echo "peers exit $? t=$(( $(date +%s) - t0 ))s" | tee -a "$log"
+}
+run llama --batch 1,8,32 --context 1024,4096,16384,32768 --new-tokens 512
+run llama_nohist --batch 1,8 --context 1024,4096,16384 --new-tokens 16384
+run smollm --batch 1,8,32 --context 4096,16384 --new-tokens 512 --hq 9 --hkv 3 --head-dim 64
+run mha --batch 1,8 --context 4096,16384 --new-tokens 512 --hq 32 --hkv 32 --head-dim 128
+python3 bench/summarize_prefill_gpu.py "$OUT" | tee -a "$log"
+echo "done t=$(( $(date +%s) - t0 ))s" | tee -a "$log"
