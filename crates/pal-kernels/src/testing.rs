@@ -6,8 +6,8 @@
 //! NaN, and outputs are filled with NaN before a kernel runs, so a kernel that reads a wrong slot or
 //! skips a write produces NaN and fails the comparison.
 
-use crate::{cpu, gather, reference, DecodeArgs, DecodePlan, PrefillArgs, PrefillPlan, RaggedKv};
 use crate::cuda::PrefillKernel;
+use crate::{cpu, gather, reference, DecodeArgs, DecodePlan, PrefillArgs, PrefillPlan, RaggedKv};
 use pal_core::{bf16, f16, AttentionOptions, DType, Element, KvLayout, PageTable, PagedKv, Result};
 
 /// SplitMix64: tiny, seedable, good enough for test data.

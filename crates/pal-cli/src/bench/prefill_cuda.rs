@@ -64,8 +64,8 @@ fn typed<T: Element + cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBi
     let hist = c.context - n;
     let pairs = c.batch as f64 * (n as f64 * hist as f64 + (n * (n + 1) / 2) as f64);
     let flops = 4.0 * pairs * c.head_dim as f64 * c.hq as f64;
-    let bytes = (2 * c.batch * c.context * c.hkv * c.head_dim + 2 * tokens * c.hq * c.head_dim) as f64
-        * c.dtype.size() as f64;
+    let bytes =
+        (2 * c.batch * c.context * c.hkv * c.head_dim + 2 * tokens * c.hq * c.head_dim) as f64 * c.dtype.size() as f64;
     let t = |ms: f64| super::timing::Timing { median_ms: ms, min_ms: ms, iters };
     let mut rows = kernel_rows(
         "prefill",

@@ -187,7 +187,10 @@ impl CudaDevice {
         use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
         // SAFETY: only tries to dlopen the library.
         if !unsafe { cudarc::cublas::sys::is_culib_present() } {
-            return Err(PalError::DeviceUnavailable { device: "cuda".into(), reason: "cuBLAS is not installed".into() });
+            return Err(PalError::DeviceUnavailable {
+                device: "cuda".into(),
+                reason: "cuBLAS is not installed".into(),
+            });
         }
         let blas = CudaBlas::new(self.stream.clone()).map_err(fail)?;
         // Random operands: zeros would let the tensor cores idle at lower power and flatter clocks.

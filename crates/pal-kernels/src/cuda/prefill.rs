@@ -62,7 +62,7 @@ enum Work {
         part_o: CudaSlice<f32>,
         part_lse: CudaSlice<f32>,
     },
-    Rows(SplitWork),
+    Rows(Box<SplitWork>),
 }
 
 /// A prefill plan: the work partition of one batch, built on the host once per step and uploaded;
@@ -97,9 +97,7 @@ impl CudaPrefillPlan {
         let mut seqs = Vec::with_capacity(table.batch());
         for b in 0..table.batch() {
             let (q0, q1) = (qo_indptr[b] as usize, qo_indptr[b + 1] as usize);
-            let n = q1
-                .checked_sub(q0)
-                .ok_or_else(|| PalError::invalid("qo_indptr", "must not decrease"))?;
+            let n = q1.checked_sub(q0).ok_or_else(|| PalError::invalid("qo_indptr", "must not decrease"))?;
             let total = table.seq_len(b);
             let hist = total
                 .checked_sub(n)
@@ -134,8 +132,10 @@ impl CudaPrefillPlan {
                     part_lse: dev.zeros(part)?,
                 }
             }
-            PrefillKernel::Rows { chunk_tokens } => Work::Rows(row_work(dev, &seqs, heads, opts, chunk_tokens)?),
-            _ => Work::Rows(row_work(dev, &seqs, heads, opts, 512)?),
+            PrefillKernel::Rows { chunk_tokens } => {
+                Work::Rows(Box::new(row_work(dev, &seqs, heads, opts, chunk_tokens)?))
+            }
+            _ => Work::Rows(Box::new(row_work(dev, &seqs, heads, opts, 512)?)),
         };
         Ok(CudaPrefillPlan {
             qo_indptr: qo_indptr.to_vec(),
@@ -193,7 +193,7 @@ fn tensor_core_tiles(
             tiles.push((hi.saturating_sub(lo), [b as i32, q0 as i32, n as i32, total as i32, row0 as i32]));
         }
     }
-    tiles.sort_by(|a, b| b.0.cmp(&a.0));
+    tiles.sort_by_key(|t| std::cmp::Reverse(t.0));
     let n = tiles.len();
     let mean_keys = tiles.iter().map(|t| t.0).sum::<usize>() / n.max(1);
     let mut flat: Vec<i32> = tiles.into_iter().flat_map(|(_, t)| t).collect();
@@ -291,7 +291,8 @@ fn launch_tensor_core<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     if num_tiles == 0 {
         return Ok(());
     }
-    let kernels = dev.kernels(&Variant { family: Family::Prefill, q: Q::DTYPE, kv: KV::DTYPE, head_dim: d, group: 1 })?;
+    let kernels =
+        dev.kernels(&Variant { family: Family::Prefill, q: Q::DTYPE, kv: KV::DTYPE, head_dim: d, group: 1 })?;
     let f = kernels.get("pal_prefill_tc")?;
     let smem = tc_shared_bytes(d);
     f.set_attribute(
