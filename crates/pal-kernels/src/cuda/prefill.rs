@@ -366,3 +366,55 @@ pub fn paged_prefill_host<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     out.copy_from_slice(&dev.download(&o)?);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensor_cores_take_16_bit_matching_dtypes_and_head_dims_divisible_by_16() {
+        assert!(tensor_core_supports(DType::BF16, DType::BF16, 128));
+        assert!(tensor_core_supports(DType::F16, DType::F16, 80));
+        assert!(tensor_core_supports(DType::BF16, DType::BF16, 256));
+        assert!(!tensor_core_supports(DType::F32, DType::F32, 128));
+        assert!(!tensor_core_supports(DType::F16, DType::BF16, 128));
+        assert!(!tensor_core_supports(DType::BF16, DType::BF16, 72));
+        assert!(!tensor_core_supports(DType::BF16, DType::BF16, 272));
+    }
+
+    #[test]
+    fn tiles_cover_every_packed_row_once_longest_first() {
+        let heads = HeadConfig::new(12, 4, 128).unwrap(); // group 3: rows straddle tokens
+        let opts = AttentionOptions::default();
+        // (first query token, new tokens, history, total)
+        let seqs = [(0, 100, 700, 800), (100, 1, 0, 1), (101, 300, 33, 333), (401, 0, 5, 5)];
+        let (flat, n, mean) = tensor_core_tiles(&seqs, heads, &opts);
+        assert_eq!(flat.len(), 5 * n);
+        let mut covered = vec![Vec::new(); seqs.len()];
+        let mut work = Vec::new();
+        for t in flat.chunks(5) {
+            let (b, q0, nn, total, row0) = (t[0] as usize, t[1], t[2], t[3], t[4] as usize);
+            assert_eq!((q0 as usize, nn as usize, total as usize), (seqs[b].0, seqs[b].1, seqs[b].3));
+            let rows = seqs[b].1 * 3;
+            let end = (row0 + tc_rows(128)).min(rows);
+            covered[b].extend(row0..end);
+            let last_token = (end - 1) / 3;
+            work.push(seqs[b].2 + last_token + 1); // causal: keys up to the tile's last token
+        }
+        for (b, c) in covered.iter_mut().enumerate() {
+            c.sort();
+            assert_eq!(*c, (0..seqs[b].1 * 3).collect::<Vec<_>>(), "sequence {b}");
+        }
+        assert!(work.windows(2).all(|w| w[0] >= w[1]), "longest key range first: {work:?}");
+        assert!(mean > 0);
+    }
+
+    #[test]
+    fn splits_fill_the_gpu_only_when_tiles_are_few_and_long() {
+        assert_eq!(tc_splits(132, 1024, 16384), 1); // enough blocks already
+        assert_eq!(tc_splits(132, 128, 4096), 3); // 128 blocks -> 264 wanted
+        assert_eq!(tc_splits(132, 128, 300), 1); // too few keys to split
+        assert_eq!(tc_splits(132, 1, 1 << 20), 16); // capped
+        assert_eq!(tc_splits(132, 0, 100), 1);
+    }
+}

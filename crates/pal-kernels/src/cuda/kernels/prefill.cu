@@ -273,10 +273,14 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
                 }
                 l[mi][i] = l[mi][i] * alpha[i] + sum;  // per-lane partial; the quad is summed at the end
             }
+            // Once the running maxima settle (most tiles of a long range) no row of the warp
+            // rescales: skip the DT x 4 multiplies.
+            if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
 #pragma unroll
-            for (int d = 0; d < DT; ++d) {
-                o[mi][d][0] *= alpha[0]; o[mi][d][1] *= alpha[0];
-                o[mi][d][2] *= alpha[1]; o[mi][d][3] *= alpha[1];
+                for (int d = 0; d < DT; ++d) {
+                    o[mi][d][0] *= alpha[0]; o[mi][d][1] *= alpha[0];
+                    o[mi][d][2] *= alpha[1]; o[mi][d][3] *= alpha[1];
+                }
             }
         }
 
