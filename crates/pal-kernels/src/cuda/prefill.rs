@@ -164,14 +164,20 @@ impl CudaPrefillPlan {
     }
 }
 
-/// Key-range splits per tile: enough blocks for two per SM (the kernel's occupancy), but at least
-/// 256 keys per split on average (below that the merge costs more than the parallelism brings).
+/// Key-range splits per tile. With `blocks` tiles and two resident blocks per SM (the kernel's
+/// occupancy), `s` splits run `s * blocks` blocks in `ceil(s * blocks / slots)` waves: take the
+/// fewest splits that keep the waves at least 75% full (every split adds merge traffic and a
+/// block prologue), else the fullest; and at least 256 keys per split on average.
 fn tc_splits(sm_count: usize, blocks: usize, mean_keys: usize) -> usize {
-    let target = 2 * sm_count;
-    if blocks == 0 || blocks >= target {
+    let slots = 2 * sm_count;
+    if blocks == 0 || blocks >= slots {
         return 1;
     }
-    target.div_ceil(blocks).min(mean_keys / 256).clamp(1, 16)
+    let max = (mean_keys / 256).clamp(1, 16);
+    let fill = |s: usize| (s * blocks) as f64 / ((s * blocks).div_ceil(slots) * slots) as f64;
+    (1..=max)
+        .find(|&s| fill(s) >= 0.75)
+        .unwrap_or_else(|| (1..=max).fold(1, |best, s| if fill(s) > fill(best) + 1e-9 { s } else { best }))
 }
 
 /// Tiles of the tensor-core kernel, longest key range first (so the grid's tail is short tiles),
@@ -412,7 +418,9 @@ mod tests {
     #[test]
     fn splits_fill_the_gpu_only_when_tiles_are_few_and_long() {
         assert_eq!(tc_splits(132, 1024, 16384), 1); // enough blocks already
-        assert_eq!(tc_splits(132, 128, 4096), 3); // 128 blocks -> 264 wanted
+        assert_eq!(tc_splits(132, 128, 4096), 2); // 256 blocks: one wave of 264 slots (3 would take 1.45)
+        assert_eq!(tc_splits(132, 100, 4096), 2); // 200 blocks (3: 300, two waves)
+        assert_eq!(tc_splits(132, 40, 8192), 5); // 200 blocks
         assert_eq!(tc_splits(132, 128, 300), 1); // too few keys to split
         assert_eq!(tc_splits(132, 1, 1 << 20), 16); // capped
         assert_eq!(tc_splits(132, 0, 100), 1);
