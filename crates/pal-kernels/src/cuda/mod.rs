@@ -145,6 +145,10 @@ impl CudaDevice {
             .map(|&name| module.load_function(name).map(|f| (name, f)).map_err(fail))
             .collect::<Result<Vec<_>>>()?;
         let k = Arc::new(Kernels { functions, _module: module });
+        if variant.family == Family::Prefill {
+            // Once per loaded module, not per launch: the opt-in above 48 KB of shared memory.
+            prefill::allow_shared_memory(&k, variant.head_dim)?;
+        }
         map.insert(variant.clone(), k.clone());
         Ok(k)
     }
@@ -431,6 +435,14 @@ pub fn paged_decode<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     launch_split(dev, q, pool, table, &mut plan.work, plan.heads, opts, out)
 }
 
+/// A plan's head counts must be the pool's.
+fn check_pool_heads(layout: &KvLayout, heads: HeadConfig) -> Result<()> {
+    if layout.num_kv_heads != heads.num_kv_heads || layout.head_dim != heads.head_dim {
+        return Err(PalError::invalid("plan", "was built for other head counts than the pool's"));
+    }
+    Ok(())
+}
+
 /// The split-KV launch shared by decode and prefill: the attention kernel over every chunk, then
 /// (unless each row is one chunk) the merge kernel over every query row.
 #[allow(clippy::too_many_arguments)]
@@ -445,9 +457,7 @@ fn launch_split<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     out: &mut CudaSlice<Q>,
 ) -> Result<()> {
     let (hq, hkv, d, g) = (heads.num_qo_heads, heads.num_kv_heads, heads.head_dim, heads.group_size());
-    if pool.layout.num_kv_heads != hkv || pool.layout.head_dim != d {
-        return Err(PalError::invalid("plan", "was built for other head counts than the pool's"));
-    }
+    check_pool_heads(&pool.layout, heads)?;
     let rows = work.rows;
     pal_core::check_len("q", q.len(), rows * hq * d, || format!("[{rows}, {hq}, {d}]"))?;
     pal_core::check_len("out", out.len(), rows * hq * d, || format!("[{rows}, {hq}, {d}]"))?;

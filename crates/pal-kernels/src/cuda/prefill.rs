@@ -12,7 +12,7 @@
 
 use super::compile::{Family, Variant};
 use super::tuning;
-use super::{fail, launch_split, CudaDevice, DevicePool, DeviceTable, KernelOpts, SplitWork};
+use super::{check_pool_heads, fail, launch_split, CudaDevice, DevicePool, DeviceTable, KernelOpts, SplitWork};
 use crate::validate;
 use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig, PushKernelArg};
 use pal_core::{AttentionOptions, DType, Element, HeadConfig, PageTable, PalError, Result};
@@ -36,14 +36,22 @@ pub enum PrefillKernel {
 fn tc_rows(head_dim: usize) -> usize {
     tuning::prefill_warps() * if head_dim <= 128 { 32 } else { 16 }
 }
-/// Keys per shared-memory tile of the tensor-core kernel (`BN` in prefill.cu).
-fn tc_keys(head_dim: usize) -> usize {
-    tuning::prefill_keys(head_dim)
-}
-/// Dynamic shared memory of the tensor-core kernel: a Q tile and double-buffered K and V tiles,
-/// rows padded by 16 bytes.
+/// Dynamic shared memory of the tensor-core kernel: a Q tile and double-buffered K and V tiles of
+/// `BN` keys, rows padded by 16 bytes.
 fn tc_shared_bytes(head_dim: usize) -> usize {
-    (tc_rows(head_dim) + 4 * tc_keys(head_dim)) * (head_dim + 8) * 2
+    (tc_rows(head_dim) + 4 * tuning::prefill_keys(head_dim)) * (head_dim + 8) * 2
+}
+
+/// Let the tensor-core kernel of a freshly loaded module use its dynamic shared memory (above the
+/// default 48 KB a launch needs this opt-in).
+pub(super) fn allow_shared_memory(kernels: &super::Kernels, head_dim: usize) -> Result<()> {
+    kernels
+        .get("pal_prefill_tc")?
+        .set_attribute(
+            cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            tc_shared_bytes(head_dim) as i32,
+        )
+        .map_err(fail)
 }
 
 /// Whether the tensor-core kernel runs these dtypes and this head dim.
@@ -291,9 +299,7 @@ fn launch_tensor_core<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     out: &mut CudaSlice<Q>,
 ) -> Result<()> {
     let (hkv, d) = (heads.num_kv_heads, heads.head_dim);
-    if pool.layout.num_kv_heads != hkv || pool.layout.head_dim != d {
-        return Err(PalError::invalid("plan", "was built for other head counts than the pool's"));
-    }
+    check_pool_heads(&pool.layout, heads)?;
     if num_tiles == 0 {
         return Ok(());
     }
@@ -301,11 +307,6 @@ fn launch_tensor_core<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
         dev.kernels(&Variant { family: Family::Prefill, q: Q::DTYPE, kv: KV::DTYPE, head_dim: d, group: 1 })?;
     let f = kernels.get("pal_prefill_tc")?;
     let smem = tc_shared_bytes(d);
-    f.set_attribute(
-        cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-        smem as i32,
-    )
-    .map_err(fail)?;
     let kopts = KernelOpts::new(opts, d);
     let (hkv_i, g_i, page_i) = (hkv as i32, heads.group_size() as i32, pool.layout.block_size as i32);
     let (splits_i, tokens_i) = (split.splits as i32, split.tokens as i32);

@@ -22,14 +22,17 @@ pub fn load_hint() -> bool {
 }
 
 /// Warps per block of the tensor-core prefill (each owns two 16-row m-tiles; one for wide heads).
+/// Read from the environment once: the launch path asks for it every call.
 pub fn prefill_warps() -> usize {
-    env_usize("PAL_PREFILL_WARPS", 4, |v| [4, 8].contains(&v))
+    static WARPS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *WARPS.get_or_init(|| env_usize("PAL_PREFILL_WARPS", 4, |v| [4, 8].contains(&v)))
 }
 
-/// Keys per shared-memory tile of the tensor-core prefill for `head_dim` (0 in the environment:
-/// the default, 64 for head dims up to 64, else 32 (register budget)).
+/// Keys per shared-memory tile of the tensor-core prefill for `head_dim`: 64 for head dims up to
+/// 64, else 32 (register budget), unless `PAL_PREFILL_BN` says otherwise (read once).
 pub fn prefill_keys(head_dim: usize) -> usize {
-    match env_usize("PAL_PREFILL_BN", 0, |v| [0, 16, 32, 64].contains(&v)) {
+    static BN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    match *BN.get_or_init(|| env_usize("PAL_PREFILL_BN", 0, |v| [0, 16, 32, 64].contains(&v))) {
         0 if head_dim <= 64 => 64,
         0 => 32,
         v => v,
