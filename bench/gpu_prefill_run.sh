@@ -4,14 +4,7 @@
 # (FlashInfer fa2/fa3, PyTorch SDPA cuDNN/flash) on the same shapes, results under $OUT.
 # Usage on the GPU machine: bench/gpu_prefill_run.sh PATH_TO_PAL_BINARY
 set -u
-PAL=${1:-./target/release/pal}
-OUT=${OUT:-bench/results/gpu}
-mkdir -p "$OUT"
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
-export TORCH_CUDA_ARCH_LIST=9.0a FLASHINFER_CUDA_ARCH_LIST=9.0a
+source "$(dirname "$0")/gpu_env.sh"
 log="$OUT/prefill_log.txt"
 t0=$(date +%s)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$log"

@@ -3,15 +3,7 @@
 # then PAL's decode benchmark and the Python peers on the same shapes, results under $OUT.
 # Usage on the GPU machine: bench/gpu_run.sh PATH_TO_PAL_BINARY
 set -u
-PAL=${1:-./target/release/pal}
-OUT=${OUT:-bench/results/gpu}
-mkdir -p "$OUT"
-export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-# Peers that travel as wheels (FlashInfer, built from its sdist: see BENCHMARKS.md).
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
-export TORCH_CUDA_ARCH_LIST=9.0a FLASHINFER_CUDA_ARCH_LIST=9.0a
+source "$(dirname "$0")/gpu_env.sh"
 log="$OUT/gpu_log.txt"
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm,clocks.max.mem --format=csv | tee "$log"
 echo "== selftest --device cuda" | tee -a "$log"

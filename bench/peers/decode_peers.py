@@ -13,21 +13,7 @@ The read-bandwidth ceiling is measured here too (a streaming sum of a 2 GiB tens
 import argparse, json, sys
 import torch
 import torch.nn.functional as F
-
-
-def time_ms(fn, budget_ms=300):
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize()
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    s.record(); fn(); e.record(); torch.cuda.synchronize()
-    once = max(s.elapsed_time(e), 1e-3)
-    n = int(min(2000, max(5, budget_ms / once)))
-    s.record()
-    for _ in range(n):
-        fn()
-    e.record(); torch.cuda.synchronize()
-    return s.elapsed_time(e) / n
+from common import paged_cell, time_ms
 
 
 def read_ceiling():
@@ -64,15 +50,8 @@ def main():
     hq, hkv, d, page = a.hq, a.hkv, a.head_dim, a.page
     for B in [int(x) for x in a.batch.split(",")]:
         for L in [int(x) for x in a.context.split(",")]:
-            pages = (L + page - 1) // page
-            nb = B * pages
-            k_pool = torch.randn(nb, page, hkv, d, dtype=dt, device="cuda")
-            v_pool = torch.randn(nb, page, hkv, d, dtype=dt, device="cuda")
-            perm = torch.randperm(nb, device="cuda", dtype=torch.int32)
-            table = perm.view(B, pages)
+            k_pool, v_pool, table, pages, kd, vd = paged_cell(B, L, hkv, d, page, dt)
             q = torch.randn(B, hq, d, dtype=dt, device="cuda")
-            kd = k_pool[table.long()].reshape(B, pages * page, hkv, d)[:, :L].transpose(1, 2).contiguous()
-            vd = v_pool[table.long()].reshape(B, pages * page, hkv, d)[:, :L].transpose(1, 2).contiguous()
             qq = q.unsqueeze(2)
             bytes_ = (2 * B * L * hkv * d + 2 * B * hq * d) * 2
             def sdpa():

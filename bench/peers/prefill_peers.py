@@ -14,21 +14,7 @@ Prints / writes one JSON array of rows shaped like PAL's.
 import argparse, json, sys
 import torch
 import torch.nn.functional as F
-
-
-def time_ms(fn, budget_ms):
-    for _ in range(2):
-        fn()
-    torch.cuda.synchronize()
-    s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    s.record(); fn(); e.record(); torch.cuda.synchronize()
-    once = max(s.elapsed_time(e), 1e-3)
-    n = int(min(2000, max(3, budget_ms / once)))
-    s.record()
-    for _ in range(n):
-        fn()
-    e.record(); torch.cuda.synchronize()
-    return s.elapsed_time(e) / n
+from common import paged_cell, time_ms
 
 
 def matmul_ceiling():
@@ -71,15 +57,8 @@ def main():
     for B in [int(x) for x in a.batch.split(",")]:
         for L in [int(x) for x in a.context.split(",")]:
             n = min(a.new_tokens, L)
-            pages = (L + page - 1) // page
-            nb = B * pages
-            k_pool = torch.randn(nb, page, hkv, d, dtype=dt, device="cuda")
-            v_pool = torch.randn(nb, page, hkv, d, dtype=dt, device="cuda")
-            perm = torch.randperm(nb, device="cuda", dtype=torch.int32)
-            table = perm.view(B, pages)
+            k_pool, v_pool, table, pages, kd, vd = paged_cell(B, L, hkv, d, page, dt)
             q = torch.randn(B * n, hq, d, dtype=dt, device="cuda")
-            kd = k_pool[table.long()].reshape(B, pages * page, hkv, d)[:, :L].transpose(1, 2).contiguous()
-            vd = v_pool[table.long()].reshape(B, pages * page, hkv, d)[:, :L].transpose(1, 2).contiguous()
             qd = q.view(B, n, hq, d).transpose(1, 2).contiguous()
             hist = L - n
             flops = 4.0 * B * (n * hist + n * (n + 1) / 2) * d * hq
@@ -115,7 +94,7 @@ def main():
                     if ref is None:
                         ref = out
                     err = (out - ref).abs().max().item()
-                    ms = time_ms(fn, a.budget_ms)
+                    ms = time_ms(fn, a.budget_ms, warmup=2, min_iters=3)
                 except Exception as ex:
                     print(f"{name} B={B} L={L} new={n} failed: {str(ex).splitlines()[0] if str(ex) else ex!r}", file=sys.stderr)
                     continue

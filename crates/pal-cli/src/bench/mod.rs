@@ -4,6 +4,7 @@
 mod append;
 mod append_cuda;
 mod ceiling;
+mod cuda_cell;
 mod decode;
 mod decode_cuda;
 mod prefill;
@@ -252,6 +253,14 @@ pub(crate) fn fragmented_lists(batch: usize, pages: usize, seed: u64) -> Vec<Vec
     let mut ids: Vec<u32> = (0..(batch * pages) as u32).collect();
     pal_kernels::testing::Rng::new(seed).shuffle(&mut ids);
     ids.chunks(pages.max(1)).map(|c| c.to_vec()).collect()
+}
+
+/// FLOPs of a prefill cell: query i of a sequence sees its history plus i + 1 new keys (causal);
+/// 4 FLOPs per (query, key) pair and dim, for every query head.
+pub(crate) fn prefill_flops(c: &Cell) -> f64 {
+    let (n, hist) = (c.new_tokens, c.context - c.new_tokens);
+    let pairs = c.batch as f64 * (n as f64 * hist as f64 + (n * (n + 1) / 2) as f64);
+    4.0 * pairs * c.head_dim as f64 * c.hq as f64
 }
 
 /// Build the common part of a row.

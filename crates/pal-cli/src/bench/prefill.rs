@@ -2,7 +2,7 @@
 //! cached tokens plus themselves.
 
 use super::timing::time_interleaved;
-use super::{bench_pool, check_agree, kernel_rows, random_vec, BenchPool, Ceilings, Cell, Row};
+use super::{bench_pool, check_agree, kernel_rows, prefill_flops, random_vec, BenchPool, Ceilings, Cell, Row};
 use pal_core::{bf16, f16, AttentionOptions, DType, Element, PagedKv, PalError};
 use pal_kernels::gather::{dense_prefill, Contiguous};
 use pal_kernels::{cpu, PrefillArgs, PrefillPlan};
@@ -48,12 +48,8 @@ fn typed<T: Element>(c: &Cell, ceil: &Ceilings) -> Result<Vec<Row>, PalError> {
         ],
     )?;
     check_agree(c, &out, &[&dense_out, &gather_out])?;
-    // Causal pairs: query i of a sequence sees history + i + 1 keys. 4 FLOPs per pair and dim.
-    let hist = c.context - n;
-    let pairs = c.batch as f64 * (n as f64 * hist as f64 + (n * (n + 1) / 2) as f64);
-    let flops = 4.0 * pairs * c.head_dim as f64 * c.hq as f64;
     let bytes = (2 * c.batch * c.context * c.hkv * c.head_dim + 2 * q.len()) as f64 * c.dtype.size() as f64;
     let ceiling = ("fma_gflops", ceil.fma_gflops);
-    let rows = kernel_rows("prefill", c, [times[0], times[1], times[2]], bytes, Some(flops), ceiling);
+    let rows = kernel_rows("prefill", c, [times[0], times[1], times[2]], bytes, Some(prefill_flops(c)), ceiling);
     Ok(rows)
 }
