@@ -24,8 +24,9 @@ fn typed<T: Element + cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBi
     let mut cell = DeviceCell::<T>::new(dev, c)?;
     let q = dev.upload(&random_vec::<T>(c.batch * c.hq * c.head_dim, 4))?;
     let mut out = dev.zeros::<T>(c.batch * c.hq * c.head_dim)?;
-    let mut plan = CudaDecodePlan::new(dev, &cell.table, heads, &opts)?;
-    let mut dense_plan = CudaDecodePlan::new(dev, &cell.dense_table, heads, &opts)?;
+    let dtypes = (T::DTYPE, T::DTYPE);
+    let mut plan = CudaDecodePlan::new(dev, &cell.table, heads, &opts, dtypes)?;
+    let mut dense_plan = CudaDecodePlan::new(dev, &cell.dense_table, heads, &opts, dtypes)?;
     let mut dense_out = dev.zeros::<T>(c.batch * c.hq * c.head_dim)?;
 
     let n = iters_for(dev, c, || paged_decode(dev, &q, &cell.pool, &cell.table_d, &mut plan, &opts, &mut out))?;

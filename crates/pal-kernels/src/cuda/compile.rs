@@ -36,7 +36,7 @@ impl Family {
     /// The `extern "C"` kernels a module of this family defines.
     pub fn entries(self) -> &'static [&'static str] {
         match self {
-            Family::Decode => &["pal_decode", "pal_merge", "pal_gather", "pal_read_probe"],
+            Family::Decode => &["pal_decode", "pal_decode_pipe", "pal_merge", "pal_gather", "pal_read_probe"],
             Family::Append => &["pal_append", "pal_append_vec"],
             Family::Prefill => &["pal_prefill_tc", "pal_prefill_merge"],
         }
@@ -59,7 +59,7 @@ impl Variant {
             Family::Prefill => PREFILL,
         };
         format!(
-            "#define PAL_T {}\n#define PAL_KV {}\n#define PAL_HEAD_DIM {}\n#define PAL_GROUP {}\n#define PAL_UNROLL {}\n#define PAL_LOAD_HINT {}\n#define PAL_PREFILL_WARPS {}\n#define PAL_PREFILL_BN {}\n{}\n{}",
+            "#define PAL_T {}\n#define PAL_KV {}\n#define PAL_HEAD_DIM {}\n#define PAL_GROUP {}\n#define PAL_UNROLL {}\n#define PAL_LOAD_HINT {}\n#define PAL_PREFILL_WARPS {}\n#define PAL_PREFILL_BN {}\n#define PAL_DEC_TILE {}\n#define PAL_DEC_STAGES {}\n#define PAL_DEC_VEC {}\n{}\n{}",
             cuda_type(self.q),
             cuda_type(self.kv),
             self.head_dim,
@@ -68,6 +68,9 @@ impl Variant {
             tuning::load_hint() as u8,
             tuning::prefill_warps(),
             tuning::prefill_keys(self.head_dim),
+            tuning::decode_tile_tokens(self.head_dim, self.kv.size(), self.group),
+            tuning::decode_stages(),
+            tuning::decode_lane_dims(self.head_dim, self.group),
             COMMON,
             body
         )

@@ -26,7 +26,7 @@ use crate::{validate, AppendArgs, DecodeArgs, DecodePlan, Rope, RopeStyle};
 use cudarc::driver::{
     CudaContext, CudaFunction, CudaModule, CudaSlice, CudaStream, DeviceRepr, LaunchConfig, PushKernelArg,
 };
-use pal_core::{AttentionOptions, Element, HeadConfig, KvLayout, PageTable, PagedKvMut, PalError, Result};
+use pal_core::{AttentionOptions, DType, Element, HeadConfig, KvLayout, PageTable, PagedKvMut, PalError, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
@@ -145,9 +145,17 @@ impl CudaDevice {
             .map(|&name| module.load_function(name).map(|f| (name, f)).map_err(fail))
             .collect::<Result<Vec<_>>>()?;
         let k = Arc::new(Kernels { functions, _module: module });
-        if variant.family == Family::Prefill {
-            // Once per loaded module, not per launch: the opt-in above 48 KB of shared memory.
-            prefill::allow_shared_memory(&k, variant.head_dim)?;
+        // Once per loaded module, not per launch: the opt-in above 48 KB of shared memory.
+        match variant.family {
+            Family::Prefill => prefill::allow_shared_memory(&k, variant.head_dim)?,
+            Family::Decode => k
+                .get("pal_decode_pipe")?
+                .set_attribute(
+                    cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    tuning::decode_shared_bytes(variant.head_dim, variant.kv.size(), variant.group) as i32,
+                )
+                .map_err(fail)?,
+            Family::Append => {}
         }
         map.insert(variant.clone(), k.clone());
         Ok(k)
@@ -349,28 +357,42 @@ impl SplitWork {
 pub struct CudaDecodePlan {
     pub host: DecodePlan,
     heads: HeadConfig,
+    /// (q, pool) storage types the plan was sized for; launches check them.
+    dtypes: (DType, DType),
     work: SplitWork,
 }
 
 /// Threads of a merge block; must equal `MERGE_THREADS` in decode.cu (the kernel strides by it).
 const MERGE_THREADS: u32 = 128;
+/// Threads of a decode block; must equal `WARPS * 32` in decode.cu.
+const DECODE_THREADS: u32 = 128;
 /// Smallest chunk worth a block of its own.
 const MIN_CHUNK: usize = 128;
 
 impl CudaDecodePlan {
-    pub fn new(dev: &CudaDevice, table: &PageTable, heads: HeadConfig, opts: &AttentionOptions) -> Result<Self> {
+    /// The partition for one decode step over `table`: one block per (sequence, KV head) when
+    /// that already fills the SMs, else chunks sized so that the blocks fill every SM to the
+    /// kernel's occupancy (asked from the driver for these dtypes and heads).
+    pub fn new(
+        dev: &CudaDevice,
+        table: &PageTable,
+        heads: HeadConfig,
+        opts: &AttentionOptions,
+        dtypes: (DType, DType),
+    ) -> Result<Self> {
         heads.validate()?;
         // Without a split, blocks = sequences x KV heads x query sub-groups. When that already
         // fills the GPU, splitting only adds a merge pass: write the output directly.
         let sub_groups = heads.group_size() / block_group(heads.group_size());
         let unsplit_blocks = table.batch() * heads.num_kv_heads * sub_groups;
         if unsplit_blocks >= dev.sm_count {
-            return Self::with_chunk_tokens(dev, table, heads, opts, usize::MAX);
+            return Self::with_chunk_tokens(dev, table, heads, opts, dtypes, usize::MAX);
         }
-        let visible: usize = table.seq_lens().iter().map(|&l| crate::plan::visible_range(l, opts).len()).sum();
-        let target = dev.sm_count * tuning::blocks_per_sm();
-        let per_block = (visible * heads.num_kv_heads * sub_groups).div_ceil(target.max(1)).max(MIN_CHUNK);
-        Self::with_chunk_tokens(dev, table, heads, opts, per_block)
+        let visible: Vec<usize> =
+            table.seq_lens().iter().map(|&l| crate::plan::visible_range(l, opts).len()).collect();
+        let slots = dev.sm_count * decode_blocks_per_sm(dev, heads, dtypes)?;
+        let chunk = one_wave_chunk(&visible, heads.num_kv_heads * sub_groups, slots, MIN_CHUNK);
+        Self::with_chunk_tokens(dev, table, heads, opts, dtypes, chunk)
     }
 
     /// A plan with a fixed chunk length (tests force split-KV with small chunks).
@@ -379,13 +401,67 @@ impl CudaDecodePlan {
         table: &PageTable,
         heads: HeadConfig,
         opts: &AttentionOptions,
+        dtypes: (DType, DType),
         chunk: usize,
     ) -> Result<Self> {
+        heads.validate()?;
         let host = DecodePlan::with_partition(table, opts, chunk, 1);
         let chunks: Vec<_> = host.chunks().map(|(b, s, e)| (b, b, s, e)).collect();
         let work = SplitWork::upload(dev, &chunks, table.batch(), heads)?;
-        Ok(CudaDecodePlan { host, heads, work })
+        Ok(CudaDecodePlan { host, heads, dtypes, work })
     }
+}
+
+/// The shortest chunk length (at least `min_chunk`) whose blocks fit in one wave of `slots`
+/// resident blocks: each sequence of `lens[i]` visible tokens becomes `ceil(lens[i] / chunk)`
+/// chunks of `blocks_per_chunk` blocks (KV heads x query sub-groups). One wave matters: with
+/// `ceil(total / slots)` as the length, the rounding per sequence made a few blocks more than the
+/// slots, and that second wave of long chunks ran after the first (10-20% of a B=8 decode).
+fn one_wave_chunk(lens: &[usize], blocks_per_chunk: usize, slots: usize, min_chunk: usize) -> usize {
+    let blocks = |c: usize| lens.iter().map(|&l| l.div_ceil(c).max(1)).sum::<usize>() * blocks_per_chunk;
+    let longest = lens.iter().copied().max().unwrap_or(0);
+    if longest <= min_chunk || blocks(min_chunk) <= slots {
+        return min_chunk;
+    }
+    // blocks(c) falls as c grows; find the first c in (min_chunk, longest] that fits.
+    let (mut lo, mut hi) = (min_chunk, longest);
+    while lo + 1 < hi {
+        let mid = lo + (hi - lo) / 2;
+        if blocks(mid) <= slots {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    hi
+}
+
+/// The decode kernel specialisation for these heads and dtypes: one block computes
+/// `block_group(group)` query heads.
+fn decode_variant(heads: HeadConfig, (q, kv): (DType, DType)) -> Variant {
+    Variant { family: Family::Decode, q, kv, head_dim: heads.head_dim, group: block_group(heads.group_size()) }
+}
+
+/// The decode entry point the tuning selects and its dynamic shared memory per block.
+fn decode_entry(v: &Variant) -> (&'static str, usize) {
+    if tuning::decode_pipeline() {
+        ("pal_decode_pipe", tuning::decode_shared_bytes(v.head_dim, v.kv.size(), v.group))
+    } else {
+        ("pal_decode", 0)
+    }
+}
+
+/// Resident decode blocks per SM: the driver's occupancy for the kernel (registers and shared
+/// memory), unless `PAL_CUDA_BLOCKS_PER_SM` says otherwise.
+fn decode_blocks_per_sm(dev: &CudaDevice, heads: HeadConfig, dtypes: (DType, DType)) -> Result<usize> {
+    if let Some(b) = tuning::blocks_per_sm() {
+        return Ok(b);
+    }
+    let v = decode_variant(heads, dtypes);
+    let (name, smem) = decode_entry(&v);
+    let kernels = dev.kernels(&v)?;
+    let n = kernels.get(name)?.occupancy_max_active_blocks_per_multiprocessor(DECODE_THREADS, smem, None).map_err(fail)?;
+    Ok((n as usize).max(1))
 }
 
 /// Options as the kernels take them (`repr(C)`, matches `AttnOpts` in common.cuh).
@@ -428,6 +504,9 @@ pub fn paged_decode<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     out: &mut CudaSlice<Q>,
 ) -> Result<()> {
     opts.validate()?;
+    if plan.dtypes != (Q::DTYPE, KV::DTYPE) {
+        return Err(PalError::invalid("plan", "was built for other dtypes of q and the pool"));
+    }
     plan.host.check(&table.host, opts, plan.heads.num_kv_heads)?;
     if table.host.seq_lens().contains(&0) {
         return Err(PalError::invalid("page_table", "a sequence holds no token; decode needs at least one"));
@@ -464,17 +543,19 @@ fn launch_split<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     if work.num_chunks == 0 {
         return Ok(());
     }
-    let s = block_group(g);
-    let variant = Variant { family: Family::Decode, q: Q::DTYPE, kv: KV::DTYPE, head_dim: d, group: s };
+    let variant = decode_variant(heads, (Q::DTYPE, KV::DTYPE));
+    let s = variant.group;
     let kernels = dev.kernels(&variant)?;
-    let (fd, fm) = (kernels.get("pal_decode")?, kernels.get("pal_merge")?);
+    let (entry, smem) = decode_entry(&variant);
+    let fd = kernels.get(entry)?;
+    let fm = kernels.get("pal_merge")?;
     let kopts = KernelOpts::new(opts, d);
     let (hkv_i, g_i, page_i, hq_i) = (hkv as i32, g as i32, pool.layout.block_size as i32, hq as i32);
     let direct = i32::from(work.direct);
     let cfg = LaunchConfig {
         grid_dim: (work.num_chunks as u32, hkv as u32, (g / s) as u32),
-        block_dim: (128, 1, 1),
-        shared_mem_bytes: 0,
+        block_dim: (DECODE_THREADS, 1, 1),
+        shared_mem_bytes: smem as u32,
     };
     let mut b = dev.stream.launch_builder(fd);
     b.arg(q)
@@ -541,9 +622,10 @@ pub fn paged_decode_host<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     let sh = validate::decode(a, out.len())?;
     let pool = DevicePool::upload(dev, a.kv.k, a.kv.v, a.kv.layout)?;
     let table = DeviceTable::upload(dev, a.page_table, &a.kv.layout)?;
+    let dtypes = (Q::DTYPE, KV::DTYPE);
     let mut plan = match chunk_tokens {
-        Some(c) => CudaDecodePlan::with_chunk_tokens(dev, a.page_table, sh.heads, &a.opts, c)?,
-        None => CudaDecodePlan::new(dev, a.page_table, sh.heads, &a.opts)?,
+        Some(c) => CudaDecodePlan::with_chunk_tokens(dev, a.page_table, sh.heads, &a.opts, dtypes, c)?,
+        None => CudaDecodePlan::new(dev, a.page_table, sh.heads, &a.opts, dtypes)?,
     };
     let q = dev.upload(a.q)?;
     let mut o = dev.upload(out)?;
@@ -563,7 +645,7 @@ pub fn paged_decode_host_graph<Q: Element + DeviceRepr, KV: Element + DeviceRepr
     let sh = validate::decode(a, out.len())?;
     let pool = DevicePool::upload(dev, a.kv.k, a.kv.v, a.kv.layout)?;
     let table = DeviceTable::upload(dev, a.page_table, &a.kv.layout)?;
-    let mut plan = CudaDecodePlan::new(dev, a.page_table, sh.heads, &a.opts)?;
+    let mut plan = CudaDecodePlan::new(dev, a.page_table, sh.heads, &a.opts, (Q::DTYPE, KV::DTYPE))?;
     let q = dev.upload(a.q)?;
     let mut o = dev.upload(out)?;
     paged_decode(dev, &q, &pool, &table, &mut plan, &a.opts, &mut o)?;
@@ -760,4 +842,29 @@ pub fn append_kv_host<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     cache.k.copy_from_slice(&dev.download(&pool.k)?);
     cache.v.copy_from_slice(&dev.download(&pool.v)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_wave_chunk;
+
+    #[test]
+    fn one_wave_chunk_fills_the_slots_without_a_second_wave() {
+        // Llama B=8, 32k tokens, 8 KV heads, 528 slots: 8 chunks of 4096 per sequence = 512 blocks
+        // (the old ceil(total / slots) = 3971 made 9 chunks, 576 blocks).
+        let c = one_wave_chunk(&[32768; 8], 8, 528, 128);
+        assert_eq!(c, 4096);
+        // Shortest such chunk: one token less needs a ninth chunk.
+        assert!(32768usize.div_ceil(c - 1) * 64 > 528);
+        // B=1: 66 chunks per head fit.
+        let c = one_wave_chunk(&[32768], 8, 528, 128);
+        assert!(32768usize.div_ceil(c) * 8 <= 528 && 32768usize.div_ceil(c - 1) * 8 > 528);
+        // Mixed lengths: the total stays within the slots.
+        let lens = [100, 5000, 70000, 3, 12345];
+        let c = one_wave_chunk(&lens, 3, 660, 128);
+        assert!(lens.iter().map(|l| l.div_ceil(c).max(1)).sum::<usize>() * 3 <= 660);
+        // Short sequences never go below the minimum chunk.
+        assert_eq!(one_wave_chunk(&[50, 60], 8, 528, 128), 128);
+        assert_eq!(one_wave_chunk(&[1000], 1, 528, 128), 128);
+    }
 }

@@ -6,9 +6,10 @@ fn env_usize(name: &str, default: usize, allowed: impl Fn(usize) -> bool) -> usi
     std::env::var(name).ok().and_then(|v| v.parse().ok()).filter(|v| allowed(*v)).unwrap_or(default)
 }
 
-/// Thread blocks per SM the split-KV plan aims for.
-pub fn blocks_per_sm() -> usize {
-    env_usize("PAL_CUDA_BLOCKS_PER_SM", 4, |v| (1..=64).contains(&v))
+/// Thread blocks per SM the split-KV plan aims for, when `PAL_CUDA_BLOCKS_PER_SM` sets it;
+/// otherwise the plan asks the driver for the kernel's occupancy.
+pub fn blocks_per_sm() -> Option<usize> {
+    std::env::var("PAL_CUDA_BLOCKS_PER_SM").ok().and_then(|v| v.parse().ok()).filter(|v| (1..=64).contains(v))
 }
 
 /// Tokens per token group whose K/V loads are issued together (compiled into the kernel).
@@ -37,4 +38,58 @@ pub fn prefill_keys(head_dim: usize) -> usize {
         0 => 32,
         v => v,
     }
+}
+
+/// Whether decode runs the cp.async pipelined kernel (`pal_decode_pipe`, default) or the
+/// register-staged one (`pal_decode`); `PAL_DECODE_PIPE=0` picks the latter (read once).
+pub fn decode_pipeline() -> bool {
+    static PIPE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *PIPE.get_or_init(|| env_usize("PAL_DECODE_PIPE", 1, |v| v <= 1) == 1)
+}
+
+/// Pipeline depth of the decode kernel: K/V tiles in shared memory, `stages - 1` of them in
+/// flight while one is computed (`PAL_DEC_STAGES`, read once).
+pub fn decode_stages() -> usize {
+    static STAGES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *STAGES.get_or_init(|| env_usize("PAL_DEC_STAGES", 4, |v| (2..=16).contains(&v)))
+}
+
+/// Bytes of K (and as many of V) per pipeline stage (`PAL_DEC_TILE_BYTES`, read once).
+fn decode_tile_bytes() -> usize {
+    static BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BYTES.get_or_init(|| env_usize("PAL_DEC_TILE_BYTES", 4096, |v| (256..=65536).contains(&v)))
+}
+
+/// Head dims each lane of a decode block holds (`VEC` in decode.cu): 16 for wide heads with at
+/// most 2 query heads per block, else 8, so that q and the accumulators of the block's query
+/// heads (2 x heads x dims registers) stay in registers. `PAL_DEC_VEC` (8 or 16) overrides it.
+pub fn decode_lane_dims(head_dim: usize, block_heads: usize) -> usize {
+    static VEC: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    match *VEC.get_or_init(|| env_usize("PAL_DEC_VEC", 0, |v| [0, 8, 16].contains(&v))) {
+        0 if head_dim.is_multiple_of(16) && head_dim >= 128 && block_heads <= 2 => 16,
+        0 => 8,
+        v => v,
+    }
+}
+
+/// Token groups of a decode block (mirrors `GROUPS` in decode.cu): 4 warps, each split into
+/// groups of `LPT` lanes that read one token row with 16-byte words.
+fn decode_token_groups(head_dim: usize, block_heads: usize) -> usize {
+    let lanes_per_token = (head_dim / decode_lane_dims(head_dim, block_heads)).next_power_of_two().clamp(1, 32);
+    4 * 32 / lanes_per_token
+}
+
+/// Tokens per pipeline stage: about `decode_tile_bytes` of K, a multiple of the token groups.
+pub fn decode_tile_tokens(head_dim: usize, kv_bytes: usize, block_heads: usize) -> usize {
+    let groups = decode_token_groups(head_dim, block_heads);
+    let tokens = decode_tile_bytes() / (head_dim * kv_bytes).max(1);
+    (tokens / groups).max(1) * groups
+}
+
+/// Dynamic shared memory of one pipelined decode block: the K and V stages, or the in-block
+/// merge that reuses them (`block_heads` query heads), whichever is larger.
+pub fn decode_shared_bytes(head_dim: usize, kv_bytes: usize, block_heads: usize) -> usize {
+    let stages = decode_stages() * 2 * decode_tile_tokens(head_dim, kv_bytes, block_heads) * head_dim * kv_bytes;
+    let merge = 4 * block_heads * (head_dim + 2) * 4;
+    stages.max(merge)
 }

@@ -16,6 +16,7 @@ template <> struct Pack8<float> {
         a = *reinterpret_cast<const float4*>(p);
         b = *reinterpret_cast<const float4*>(p + 4);
     }
+    __device__ __forceinline__ void load_shared(const float* p) { load(p); }
     __device__ __forceinline__ void zero() { a = make_float4(0.f, 0.f, 0.f, 0.f); b = a; }
     __device__ __forceinline__ void widen(float* x) const {
         x[0] = a.x; x[1] = a.y; x[2] = a.z; x[3] = a.w; x[4] = b.x; x[5] = b.y; x[6] = b.z; x[7] = b.w;
@@ -38,6 +39,7 @@ __device__ __forceinline__ uint4 load_stream(const void* p) {
 template <> struct Pack8<__nv_bfloat16> {
     uint4 w;
     __device__ __forceinline__ void load(const __nv_bfloat16* p) { w = load_stream(p); }
+    __device__ __forceinline__ void load_shared(const __nv_bfloat16* p) { w = *reinterpret_cast<const uint4*>(p); }
     __device__ __forceinline__ void zero() { w = make_uint4(0u, 0u, 0u, 0u); }
     __device__ __forceinline__ void widen(float* x) const {
         const unsigned int u[4] = {w.x, w.y, w.z, w.w};
@@ -51,6 +53,7 @@ template <> struct Pack8<__nv_bfloat16> {
 template <> struct Pack8<__half> {
     uint4 w;
     __device__ __forceinline__ void load(const __half* p) { w = load_stream(p); }
+    __device__ __forceinline__ void load_shared(const __half* p) { w = *reinterpret_cast<const uint4*>(p); }
     __device__ __forceinline__ void zero() { w = make_uint4(0u, 0u, 0u, 0u); }
     __device__ __forceinline__ void widen(float* x) const {
         const __half2* h = reinterpret_cast<const __half2*>(&w);
@@ -109,3 +112,21 @@ struct AttnOpts {
 __device__ __forceinline__ float apply_cap(float s, float cap) {
     return cap > 0.f ? cap * tanhf(s / cap) : s;
 }
+
+// --- cp.async (sm_80+): global -> shared copies that bypass registers ---
+__device__ __forceinline__ unsigned smem_addr(const void* p) {
+    return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+// 16-byte global -> shared copy; `valid == false` writes zeros (src-size 0) and reads nothing.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
+                 "r"(valid ? 16 : 0)
+                 : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+// Wait until at most N committed groups are still in flight.
+template <int N> __device__ __forceinline__ void cp_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+

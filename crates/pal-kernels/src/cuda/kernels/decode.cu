@@ -11,7 +11,11 @@
 #define G PAL_GROUP  // query heads per block: the GQA group, or a divisor of it when the group exceeds 8
 #define WARPS 4
 // Dims per lane: 16 (two 16-byte words of bf16) for wide heads, 8 otherwise.
+#if defined(PAL_DEC_VEC) && PAL_DEC_VEC > 0
+#define VEC PAL_DEC_VEC
+#else
 #define VEC ((HD % 16 == 0 && HD >= 128) ? 16 : 8)
+#endif
 #define P8 (VEC / 8)
 #define LPT_RAW (HD / VEC)
 #define LPT (LPT_RAW <= 1 ? 1 : LPT_RAW <= 2 ? 2 : LPT_RAW <= 4 ? 4 : LPT_RAW <= 8 ? 8 : LPT_RAW <= 16 ? 16 : 32)
@@ -194,6 +198,266 @@ pal_decode(const PAL_T* __restrict__ q,            // [B, Hq, HD]
                 const float w = __expf(sm_m[r][g] - mm);
                 ll += sm_l[r][g] * w;
                 oo += sm_o[r][g][d] * w;
+            }
+        }
+        if (direct) {
+            out[((long)qrow * hq + head0 + g) * HD + d] = from_f32<PAL_T>(ll > 0.f ? oo / ll : 0.f);
+        } else {
+            const long row = (long)chunk * hq + head0 + g;
+            part_o[row * HD + d] = ll > 0.f ? oo / ll : 0.f;
+            if (d == 0) part_lse[row] = ll > 0.f ? mm + logf(ll) : PAL_NEG_INF;
+        }
+    }
+}
+
+// The same work item through a cp.async pipeline: K/V tiles of TILE tokens stream into shared
+// memory STAGES - 1 tiles ahead of the tile being computed, so the loads of a block never wait for
+// its arithmetic (the register-staged `pal_decode` issues UNROLL tokens, then stalls on them).
+// Lane dims are interleaved (part c of lane li holds dims c * LPT * 8 + li * 8 .. + 8) so that the
+// 8 lanes of a quarter warp read 128 contiguous bytes of a shared-memory row: no bank conflicts.
+// The shared memory of the stages is reused by the final in-block merge.
+#ifndef PAL_DEC_TILE
+#define PAL_DEC_TILE GROUPS
+#endif
+#ifndef PAL_DEC_STAGES
+#define PAL_DEC_STAGES 4
+#endif
+#define TILE PAL_DEC_TILE                                    // tokens per stage
+#define STAGES PAL_DEC_STAGES
+#define TU (TILE / GROUPS)                                   // tokens per token group per stage
+#define ROW_WORDS (HD * (int)sizeof(PAL_KV) / 16)            // 16-byte words per K (or V) row
+#define TILE_WORDS (TILE * ROW_WORDS)
+#define CPT ((TILE_WORDS + WARPS * 32 - 1) / (WARPS * 32))   // words per thread per stage, K and V each
+static_assert(TILE % GROUPS == 0, "PAL_DEC_TILE must be a multiple of the token groups per block");
+static_assert(STAGES >= 2, "PAL_DEC_STAGES must be at least 2");
+
+extern "C" __global__ void __launch_bounds__(WARPS * 32)
+pal_decode_pipe(const PAL_T* __restrict__ q, const PAL_KV* __restrict__ k_cache,
+                const PAL_KV* __restrict__ v_cache, const int* __restrict__ indptr,
+                const int* __restrict__ indices, const int* __restrict__ chunk_seq,
+                const int* __restrict__ chunk_row, const int* __restrict__ chunk_start,
+                const int* __restrict__ chunk_end, float* __restrict__ part_o, float* __restrict__ part_lse,
+                PAL_T* __restrict__ out, int direct, int num_kv_heads, int group, int page_size, AttnOpts opts) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    PAL_KV* sk = reinterpret_cast<PAL_KV*>(smem_raw);  // [STAGES][TILE][HD]
+    PAL_KV* sv = sk + STAGES * TILE * HD;
+    const int chunk = blockIdx.x;
+    const int h = blockIdx.y;
+    const int hq = num_kv_heads * group;
+    const int head0 = h * group + blockIdx.z * G;
+    const int b = chunk_seq[chunk];
+    const int qrow = chunk_row[chunk];
+    const int start = chunk_start[chunk], end = chunk_end[chunk];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int sub = lane / LPT, li = lane % LPT;
+    const int grp = warp * GROUPS_PER_WARP + sub;
+    const int* pages = indices + indptr[b];
+    const long token_stride = (long)num_kv_heads * HD;
+    const int page_shift = (page_size & (page_size - 1)) == 0 ? __ffs(page_size) - 1 : -1;
+
+    // The words this thread copies each stage: word w = tid + i * threads is row w / ROW_WORDS,
+    // element column (w % ROW_WORDS) * 16 / sizeof(PAL_KV).
+    constexpr int ELEMS_PER_WORD = 16 / (int)sizeof(PAL_KV);
+    int crow[CPT], ccol[CPT], cpage[CPT];
+#pragma unroll
+    for (int i = 0; i < CPT; ++i) {
+        const int w = threadIdx.x + i * WARPS * 32;
+        crow[i] = w < TILE_WORDS ? w / ROW_WORDS : TILE;  // TILE: no word (past the tile)
+        ccol[i] = (w % ROW_WORDS) * ELEMS_PER_WORD;
+        cpage[i] = 0;
+    }
+    // Page ids of the tile starting at `base`, read one stage before they are used so that the
+    // copies never wait on the page-table load.
+    auto load_pages = [&](int base) {
+#pragma unroll
+        for (int i = 0; i < CPT; ++i) {
+            const int j = base + crow[i];
+            if (crow[i] < TILE && j < end) cpage[i] = pages[page_shift >= 0 ? (j >> page_shift) : j / page_size];
+        }
+    };
+    auto issue = [&](int base, int stage) {
+#pragma unroll
+        for (int i = 0; i < CPT; ++i) {
+            if (crow[i] >= TILE) continue;
+            const int j = base + crow[i];
+            const bool valid = j < end;
+            const int po = page_shift >= 0 ? (j & (page_size - 1)) : j - (j / page_size) * page_size;
+            const long off = ((long)cpage[i] * page_size + po) * token_stride + (long)h * HD + ccol[i];
+            const int dst = (stage * TILE + crow[i]) * HD + ccol[i];
+            cp_async16(sk + dst, valid ? k_cache + off : k_cache, valid);
+            cp_async16(sv + dst, valid ? v_cache + off : v_cache, valid);
+        }
+    };
+
+    const int ntiles = (end - start + TILE - 1) / TILE;
+    load_pages(start);
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) {
+        if (s < ntiles) {
+            issue(start + s * TILE, s);
+            load_pages(start + (s + 1) * TILE);
+        }
+        cp_async_commit();
+    }
+
+    // q for the G heads, this lane's dims, pre-scaled (part c at qv[g][8c .. 8c + 8]).
+    float qv[G][VEC];
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+        const PAL_T* qp = q + ((long)qrow * hq + head0 + g) * HD;
+#pragma unroll
+        for (int c = 0; c < P8; ++c) {
+            const int d = c * LPT * 8 + li * 8;
+#pragma unroll
+            for (int i = 0; i < 8; ++i) qv[g][8 * c + i] = d < HD ? to_f32(qp[d + i]) * opts.scale : 0.f;
+        }
+    }
+    float m[G], l[G], acc[G][VEC];
+#pragma unroll
+    for (int g = 0; g < G; ++g) {
+        m[g] = PAL_NEG_INF; l[g] = 0.f;
+#pragma unroll
+        for (int i = 0; i < VEC; ++i) acc[g][i] = 0.f;
+    }
+
+    for (int t = 0; t < ntiles; ++t) {
+        cp_async_wait<STAGES - 2>();  // tile t has landed (for this thread's copies) ...
+        __syncthreads();              // ... for every thread's, and tile t - 1's buffer is free
+        const int next = t + STAGES - 1;
+        if (next < ntiles) {
+            issue(start + next * TILE, next % STAGES);
+            load_pages(start + (next + 1) * TILE);
+        }
+        cp_async_commit();
+        const int stage = t % STAGES;
+        const int base = start + t * TILE;
+
+        Pack8<PAL_KV> kx[TU][P8], vx[TU][P8];
+        bool ok[TU];
+#pragma unroll
+        for (int u = 0; u < TU; ++u) {
+            const int row = grp + u * GROUPS;
+            ok[u] = base + row < end;
+            const int r = (stage * TILE + row) * HD;
+#pragma unroll
+            for (int c = 0; c < P8; ++c) {
+                const int d = c * LPT * 8 + li * 8;
+                if (d < HD) {
+                    kx[u][c].load_shared(sk + r + d);
+                    vx[u][c].load_shared(sv + r + d);
+                } else {
+                    kx[u][c].zero();
+                    vx[u][c].zero();
+                }
+            }
+        }
+        float s[G][TU];
+#pragma unroll
+        for (int u = 0; u < TU; ++u) {
+            float kf[VEC];
+#pragma unroll
+            for (int c = 0; c < P8; ++c) kx[u][c].widen(kf + 8 * c);
+#pragma unroll
+            for (int g = 0; g < G; ++g) {
+                float a = 0.f;
+#pragma unroll
+                for (int i = 0; i < VEC; ++i) a = fmaf(qv[g][i], kf[i], a);
+                s[g][u] = a;
+            }
+        }
+#pragma unroll
+        for (int o = LPT / 2; o > 0; o >>= 1)
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+#pragma unroll
+                for (int u = 0; u < TU; ++u) s[g][u] += __shfl_xor_sync(0xffffffffu, s[g][u], o, LPT);
+        float p[G][TU];
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+            float mt = m[g];
+#pragma unroll
+            for (int u = 0; u < TU; ++u) {
+                s[g][u] = ok[u] ? apply_cap(s[g][u], opts.soft_cap) : PAL_NEG_INF;
+                mt = fmaxf(mt, s[g][u]);
+            }
+            // Rescale only when the running max moved (rare after the first tokens): saves
+            // G * VEC multiplies per tile, as many as the P V product itself.
+            if (mt != m[g]) {
+                const float alpha = __expf(m[g] - mt);  // 0 when m was -inf
+                l[g] *= alpha;
+#pragma unroll
+                for (int i = 0; i < VEC; ++i) acc[g][i] *= alpha;
+                m[g] = mt;
+            }
+#pragma unroll
+            for (int u = 0; u < TU; ++u) {
+                p[g][u] = ok[u] ? __expf(s[g][u] - mt) : 0.f;
+                l[g] += p[g][u];
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < TU; ++u) {
+            float vf[VEC];
+#pragma unroll
+            for (int c = 0; c < P8; ++c) vx[u][c].widen(vf + 8 * c);
+#pragma unroll
+            for (int g = 0; g < G; ++g)
+#pragma unroll
+                for (int i = 0; i < VEC; ++i) acc[g][i] = fmaf(p[g][u], vf[i], acc[g][i]);
+        }
+    }
+
+    // Token groups of a warp merge by shuffles, warps through the (now idle) stage memory.
+#pragma unroll
+    for (int o = LPT; o < 32; o <<= 1) {
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+            const float mo = __shfl_xor_sync(0xffffffffu, m[g], o);
+            const float lo = __shfl_xor_sync(0xffffffffu, l[g], o);
+            const float mn = fmaxf(m[g], mo);
+            const float a = m[g] == PAL_NEG_INF ? 0.f : __expf(m[g] - mn);
+            const float c = mo == PAL_NEG_INF ? 0.f : __expf(mo - mn);
+            l[g] = l[g] * a + lo * c;
+            m[g] = mn;
+#pragma unroll
+            for (int i = 0; i < VEC; ++i) {
+                const float ao = __shfl_xor_sync(0xffffffffu, acc[g][i], o);
+                acc[g][i] = acc[g][i] * a + ao * c;
+            }
+        }
+    }
+    cp_async_wait_all();
+    __syncthreads();
+    float* sm_m = reinterpret_cast<float*>(smem_raw);  // [WARPS][G]
+    float* sm_l = sm_m + WARPS * G;                    // [WARPS][G]
+    float* sm_o = sm_l + WARPS * G;                    // [WARPS][G][HD]
+    if (sub == 0) {
+        if (li == 0) {
+#pragma unroll
+            for (int g = 0; g < G; ++g) { sm_m[warp * G + g] = m[g]; sm_l[warp * G + g] = l[g]; }
+        }
+#pragma unroll
+        for (int c = 0; c < P8; ++c) {
+            const int d = c * LPT * 8 + li * 8;
+            if (d < HD) {
+#pragma unroll
+                for (int g = 0; g < G; ++g)
+#pragma unroll
+                    for (int i = 0; i < 8; ++i) sm_o[(warp * G + g) * HD + d + i] = acc[g][8 * c + i];
+            }
+        }
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < G * HD; e += WARPS * 32) {
+        const int g = e / HD, d = e % HD;
+        float mm = PAL_NEG_INF;
+        for (int r = 0; r < WARPS; ++r) mm = fmaxf(mm, sm_m[r * G + g]);
+        float ll = 0.f, oo = 0.f;
+        if (mm != PAL_NEG_INF) {
+            for (int r = 0; r < WARPS; ++r) {
+                const float w = __expf(sm_m[r * G + g] - mm);
+                ll += sm_l[r * G + g] * w;
+                oo += sm_o[(r * G + g) * HD + d] * w;
             }
         }
         if (direct) {
