@@ -40,33 +40,35 @@ pub fn prefill_keys(head_dim: usize) -> usize {
     }
 }
 
-/// Whether decode runs the cp.async pipelined kernel (`pal_decode_pipe`, default) or the
-/// register-staged one (`pal_decode`); `PAL_DECODE_PIPE=0` picks the latter (read once).
+/// Whether decode runs the cp.async pipelined kernel (`pal_decode_pipe`, `PAL_DECODE_PIPE=1`)
+/// instead of the register-staged one (`pal_decode`, the default: on an H100 the two tie within
+/// 3% once the plan fills one wave, and the register kernel wins at batch 32; BENCHMARKS.md).
 pub fn decode_pipeline() -> bool {
     static PIPE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *PIPE.get_or_init(|| env_usize("PAL_DECODE_PIPE", 1, |v| v <= 1) == 1)
+    *PIPE.get_or_init(|| env_usize("PAL_DECODE_PIPE", 0, |v| v <= 1) == 1)
 }
 
 /// Pipeline depth of the decode kernel: K/V tiles in shared memory, `stages - 1` of them in
 /// flight while one is computed (`PAL_DEC_STAGES`, read once).
 pub fn decode_stages() -> usize {
     static STAGES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *STAGES.get_or_init(|| env_usize("PAL_DEC_STAGES", 4, |v| (2..=16).contains(&v)))
+    *STAGES.get_or_init(|| env_usize("PAL_DEC_STAGES", 3, |v| (2..=16).contains(&v)))
 }
 
 /// Bytes of K (and as many of V) per pipeline stage (`PAL_DEC_TILE_BYTES`, read once).
 fn decode_tile_bytes() -> usize {
     static BYTES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *BYTES.get_or_init(|| env_usize("PAL_DEC_TILE_BYTES", 4096, |v| (256..=65536).contains(&v)))
+    *BYTES.get_or_init(|| env_usize("PAL_DEC_TILE_BYTES", 8192, |v| (256..=65536).contains(&v)))
 }
 
 /// Head dims each lane of a decode block holds (`VEC` in decode.cu): 16 for wide heads with at
-/// most 2 query heads per block, else 8, so that q and the accumulators of the block's query
-/// heads (2 x heads x dims registers) stay in registers. `PAL_DEC_VEC` (8 or 16) overrides it.
+/// most 4 query heads per block, else 8, so that q and the accumulators of the block's query
+/// heads (2 x heads x dims registers) stay in registers (8 heads x 16 dims spilled). For 4 heads
+/// 16 dims beat 8 by 20% at batch 32 and lose 1-3% at batch 8 (H100). `PAL_DEC_VEC` overrides.
 pub fn decode_lane_dims(head_dim: usize, block_heads: usize) -> usize {
     static VEC: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     match *VEC.get_or_init(|| env_usize("PAL_DEC_VEC", 0, |v| [0, 8, 16].contains(&v))) {
-        0 if head_dim.is_multiple_of(16) && head_dim >= 128 && block_heads <= 2 => 16,
+        0 if head_dim.is_multiple_of(16) && head_dim >= 128 && block_heads <= 4 => 16,
         0 => 8,
         v => v,
     }

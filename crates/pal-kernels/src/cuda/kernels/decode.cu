@@ -10,7 +10,8 @@
 #define HD PAL_HEAD_DIM
 #define G PAL_GROUP  // query heads per block: the GQA group, or a divisor of it when the group exceeds 8
 #define WARPS 4
-// Dims per lane: 16 (two 16-byte words of bf16) for wide heads, 8 otherwise.
+// Dims per lane (PAL_DEC_VEC, chosen by the host: tuning.rs decode_lane_dims): 16 for wide heads
+// with few query heads per block, else 8. The fallback below is only for standalone compiles.
 #if defined(PAL_DEC_VEC) && PAL_DEC_VEC > 0
 #define VEC PAL_DEC_VEC
 #else
