@@ -226,7 +226,7 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
 #pragma unroll
                 for (int e = 0; e < 4; ++e) {
                     float x;
-                    if (opts.soft_cap > 0.f) x = opts.soft_cap * tanhf(s[mi][n][e] * opts.scale / opts.soft_cap) * LOG2E;
+                    if (opts.soft_cap > 0.f) x = opts.soft_cap * tanh_f32(s[mi][n][e] * opts.scale / opts.soft_cap) * LOG2E;
                     else x = s[mi][n][e] * scale_log2;
                     if (!full) {
                         const int j = j0 + n * 8 + 2 * (lane & 3) + (e & 1);
