@@ -388,8 +388,7 @@ impl CudaDecodePlan {
         if unsplit_blocks >= dev.sm_count {
             return Self::with_chunk_tokens(dev, table, heads, opts, dtypes, usize::MAX);
         }
-        let visible: Vec<usize> =
-            table.seq_lens().iter().map(|&l| crate::plan::visible_range(l, opts).len()).collect();
+        let visible: Vec<usize> = table.seq_lens().iter().map(|&l| crate::plan::visible_range(l, opts).len()).collect();
         let slots = dev.sm_count * decode_blocks_per_sm(dev, heads, dtypes)?;
         let chunk = one_wave_chunk(&visible, heads.num_kv_heads * sub_groups, slots, MIN_CHUNK);
         Self::with_chunk_tokens(dev, table, heads, opts, dtypes, chunk)
@@ -460,7 +459,8 @@ fn decode_blocks_per_sm(dev: &CudaDevice, heads: HeadConfig, dtypes: (DType, DTy
     let v = decode_variant(heads, dtypes);
     let (name, smem) = decode_entry(&v);
     let kernels = dev.kernels(&v)?;
-    let n = kernels.get(name)?.occupancy_max_active_blocks_per_multiprocessor(DECODE_THREADS, smem, None).map_err(fail)?;
+    let n =
+        kernels.get(name)?.occupancy_max_active_blocks_per_multiprocessor(DECODE_THREADS, smem, None).map_err(fail)?;
     Ok((n as usize).max(1))
 }
 
