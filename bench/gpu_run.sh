@@ -15,13 +15,16 @@ if [ "$CHECKS" = 1 ]; then
   "$PAL" selftest --device cuda > "$OUT/selftest_cuda.txt" 2>&1; echo "selftest exit $?" | tee -a "$log"
   tail -n 3 "$OUT/selftest_cuda.txt" | tee -a "$log"
   small=(bench decode --device cuda --batch 3 --context 97,300 --page 8 --hq 8 --hkv 2 --head-dim 64 --budget-ms 1)
-  # The opt-in cp.async decode kernel too (its shared-memory pipeline is what racecheck is for).
-  PAL_DECODE_PIPE=1 "$PAL" selftest --device cuda --op decode --quick > "$OUT/selftest_cuda_pipe.txt" 2>&1
-  echo "selftest (PAL_DECODE_PIPE=1, decode) exit $?: $(tail -n 1 "$OUT/selftest_cuda_pipe.txt")" | tee -a "$log"
-  for pipe in 0 1; do
+  # The decode kernels the default does not pick for bf16 (register, cp.async pipelined) too, and
+  # the sanitizers over each (racecheck is for the shared-memory pipelines).
+  for k in reg pipe; do
+    PAL_DECODE_KERNEL=$k "$PAL" selftest --device cuda --op decode --quick > "$OUT/selftest_cuda_$k.txt" 2>&1
+    echo "selftest (PAL_DECODE_KERNEL=$k, decode) exit $?: $(tail -n 1 "$OUT/selftest_cuda_$k.txt")" | tee -a "$log"
+  done
+  for k in tc reg pipe; do
     for tool in memcheck racecheck; do
-      echo "== compute-sanitizer $tool (PAL_DECODE_PIPE=$pipe)" | tee -a "$log"
-      PAL_DECODE_PIPE=$pipe compute-sanitizer --tool $tool --error-exitcode 9 "$PAL" "${small[@]}" > /tmp/san.txt 2>&1
+      echo "== compute-sanitizer $tool (PAL_DECODE_KERNEL=$k)" | tee -a "$log"
+      PAL_DECODE_KERNEL=$k compute-sanitizer --tool $tool --error-exitcode 9 "$PAL" "${small[@]}" > /tmp/san.txt 2>&1
       echo "$tool exit $?" | tee -a "$log"
       grep -E "ERROR SUMMARY|RACECHECK SUMMARY|Error|error" /tmp/san.txt | head -n 5 | tee -a "$log"
     done

@@ -11,6 +11,8 @@ const COMMON: &str = include_str!("kernels/common.cuh");
 const DECODE: &str = include_str!("kernels/decode.cu");
 const APPEND: &str = include_str!("kernels/append.cu");
 const PREFILL: &str = include_str!("kernels/prefill.cu");
+const MMA: &str = include_str!("kernels/mma.cuh");
+const DECODE_TC: &str = include_str!("kernels/decode_tc.cu");
 
 /// One compiled specialisation of a kernel family.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -30,6 +32,9 @@ pub enum Family {
     Append,
     /// Tensor-core prefill (`group` unused, 1; q and kv both f16 or both bf16).
     Prefill,
+    /// Tensor-core decode (q and kv both f16 or both bf16, head dim a multiple of 16); its
+    /// split-KV partial states merge with the `Decode` module's `pal_merge`.
+    DecodeTc,
 }
 
 impl Family {
@@ -39,6 +44,7 @@ impl Family {
             Family::Decode => &["pal_decode", "pal_decode_pipe", "pal_merge", "pal_gather", "pal_read_probe"],
             Family::Append => &["pal_append", "pal_append_vec"],
             Family::Prefill => &["pal_prefill_tc", "pal_prefill_merge"],
+            Family::DecodeTc => &["pal_decode_tc"],
         }
     }
 }
@@ -53,13 +59,14 @@ pub fn cuda_type(d: DType) -> &'static str {
 
 impl Variant {
     pub fn source(&self) -> String {
-        let body = match self.family {
-            Family::Decode => DECODE,
-            Family::Append => APPEND,
-            Family::Prefill => PREFILL,
+        let (helpers, body) = match self.family {
+            Family::Decode => ("", DECODE),
+            Family::Append => ("", APPEND),
+            Family::Prefill => (MMA, PREFILL),
+            Family::DecodeTc => (MMA, DECODE_TC),
         };
         format!(
-            "#define PAL_T {}\n#define PAL_KV {}\n#define PAL_HEAD_DIM {}\n#define PAL_GROUP {}\n#define PAL_UNROLL {}\n#define PAL_LOAD_HINT {}\n#define PAL_PREFILL_WARPS {}\n#define PAL_PREFILL_BN {}\n#define PAL_DEC_TILE {}\n#define PAL_DEC_STAGES {}\n#define PAL_DEC_VEC {}\n{}\n{}",
+            "#define PAL_T {}\n#define PAL_KV {}\n#define PAL_HEAD_DIM {}\n#define PAL_GROUP {}\n#define PAL_UNROLL {}\n#define PAL_LOAD_HINT {}\n#define PAL_PREFILL_WARPS {}\n#define PAL_PREFILL_BN {}\n#define PAL_DEC_TILE {}\n#define PAL_DEC_STAGES {}\n#define PAL_DEC_VEC {}\n{}\n{}\n{}",
             cuda_type(self.q),
             cuda_type(self.kv),
             self.head_dim,
@@ -69,9 +76,10 @@ impl Variant {
             tuning::prefill_warps(),
             tuning::prefill_keys(self.head_dim),
             tuning::decode_tile_tokens(self.head_dim, self.kv.size(), self.group),
-            tuning::decode_stages(),
+            if self.family == Family::DecodeTc { tuning::decode_tc_stages() } else { tuning::decode_stages() },
             tuning::decode_lane_dims(self.head_dim, self.group),
             COMMON,
+            helpers,
             body
         )
     }
@@ -83,6 +91,9 @@ impl Variant {
             for head_dim in [64, 80, 96, 128, 256] {
                 for group in 1..=8 {
                     v.push(Variant { family: Family::Decode, q: dt, kv: dt, head_dim, group });
+                    if super::tensor_core_supports(dt, dt, head_dim) {
+                        v.push(Variant { family: Family::DecodeTc, q: dt, kv: dt, head_dim, group });
+                    }
                 }
                 v.push(Variant { family: Family::Append, q: dt, kv: dt, head_dim, group: 1 });
                 if super::tensor_core_supports(dt, dt, head_dim) {

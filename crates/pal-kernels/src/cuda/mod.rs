@@ -148,13 +148,14 @@ impl CudaDevice {
         // Once per loaded module, not per launch: the opt-in above 48 KB of shared memory.
         match variant.family {
             Family::Prefill => prefill::allow_shared_memory(&k, variant.head_dim)?,
-            Family::Decode => k
-                .get("pal_decode_pipe")?
-                .set_attribute(
-                    cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    tuning::decode_shared_bytes(variant.head_dim, variant.kv.size(), variant.group) as i32,
-                )
-                .map_err(fail)?,
+            Family::Decode => allow_shared(
+                &k,
+                "pal_decode_pipe",
+                tuning::decode_shared_bytes(variant.head_dim, variant.kv.size(), variant.group),
+            )?,
+            Family::DecodeTc => {
+                allow_shared(&k, "pal_decode_tc", tuning::decode_tc_shared_bytes(variant.head_dim, variant.kv.size()))?
+            }
             Family::Append => {}
         }
         map.insert(variant.clone(), k.clone());
@@ -441,12 +442,21 @@ fn decode_variant(heads: HeadConfig, (q, kv): (DType, DType)) -> Variant {
     Variant { family: Family::Decode, q, kv, head_dim: heads.head_dim, group: block_group(heads.group_size()) }
 }
 
-/// The decode entry point the tuning selects and its dynamic shared memory per block.
-fn decode_entry(v: &Variant) -> (&'static str, usize) {
-    if tuning::decode_pipeline() {
-        ("pal_decode_pipe", tuning::decode_shared_bytes(v.head_dim, v.kv.size(), v.group))
-    } else {
-        ("pal_decode", 0)
+/// The attention kernel a decode launch runs: the module it lives in, its entry point and its
+/// dynamic shared memory per block. The split-KV merge always comes from `decode_variant`.
+fn decode_attention(heads: HeadConfig, dtypes: (DType, DType)) -> (Variant, &'static str, usize) {
+    let v = decode_variant(heads, dtypes);
+    let tc = tensor_core_supports(dtypes.0, dtypes.1, heads.head_dim);
+    match tuning::decode_kernel(tc) {
+        tuning::DecodeKernel::TensorCore => {
+            let smem = tuning::decode_tc_shared_bytes(v.head_dim, v.kv.size());
+            (Variant { family: Family::DecodeTc, ..v }, "pal_decode_tc", smem)
+        }
+        tuning::DecodeKernel::Pipelined => {
+            let smem = tuning::decode_shared_bytes(v.head_dim, v.kv.size(), v.group);
+            (v, "pal_decode_pipe", smem)
+        }
+        tuning::DecodeKernel::Register => (v, "pal_decode", 0),
     }
 }
 
@@ -456,12 +466,17 @@ fn decode_blocks_per_sm(dev: &CudaDevice, heads: HeadConfig, dtypes: (DType, DTy
     if let Some(b) = tuning::blocks_per_sm() {
         return Ok(b);
     }
-    let v = decode_variant(heads, dtypes);
-    let (name, smem) = decode_entry(&v);
+    let (v, name, smem) = decode_attention(heads, dtypes);
     let kernels = dev.kernels(&v)?;
     let n =
         kernels.get(name)?.occupancy_max_active_blocks_per_multiprocessor(DECODE_THREADS, smem, None).map_err(fail)?;
     Ok((n as usize).max(1))
+}
+
+/// Let `name` launch with `bytes` of dynamic shared memory (above 48 KB needs the opt-in).
+fn allow_shared(k: &Kernels, name: &str, bytes: usize) -> Result<()> {
+    let attr = cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+    k.get(name)?.set_attribute(attr, bytes as i32).map_err(fail)
 }
 
 /// Options as the kernels take them (`repr(C)`, matches `AttnOpts` in common.cuh).
@@ -543,12 +558,12 @@ fn launch_split<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     if work.num_chunks == 0 {
         return Ok(());
     }
-    let variant = decode_variant(heads, (Q::DTYPE, KV::DTYPE));
-    let s = variant.group;
-    let kernels = dev.kernels(&variant)?;
-    let (entry, smem) = decode_entry(&variant);
-    let fd = kernels.get(entry)?;
-    let fm = kernels.get("pal_merge")?;
+    let (attn_variant, entry, smem) = decode_attention(heads, (Q::DTYPE, KV::DTYPE));
+    let s = attn_variant.group;
+    let attn = dev.kernels(&attn_variant)?;
+    let fd = attn.get(entry)?;
+    let merge = dev.kernels(&decode_variant(heads, (Q::DTYPE, KV::DTYPE)))?;
+    let fm = merge.get("pal_merge")?;
     let kopts = KernelOpts::new(opts, d);
     let (hkv_i, g_i, page_i, hq_i) = (hkv as i32, g as i32, pool.layout.block_size as i32, hq as i32);
     let direct = i32::from(work.direct);
@@ -575,7 +590,7 @@ fn launch_split<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
         .arg(&g_i)
         .arg(&page_i)
         .arg(&kopts);
-    // SAFETY: argument types and order match `pal_decode`; every buffer was sized and every index
+    // SAFETY: argument types and order match `pal_decode` (and `pal_decode_pipe`, `pal_decode_tc`); every buffer was sized and every index
     // validated on the host (page ids in the pool, chunk ranges within each sequence).
     unsafe { b.launch(cfg) }.map_err(fail)?;
     if work.direct {

@@ -1,6 +1,7 @@
 //! Tuning knobs of the CUDA decode, with defaults chosen from H100 measurements (BENCHMARKS.md).
 //! Environment overrides exist for experiments: `PAL_CUDA_BLOCKS_PER_SM`, `PAL_CUDA_UNROLL`,
-//! `PAL_CUDA_LOAD_HINT`, and for the tensor-core prefill `PAL_PREFILL_WARPS`, `PAL_PREFILL_BN`.
+//! `PAL_CUDA_LOAD_HINT`, `PAL_DECODE_KERNEL`, `PAL_DEC_*`, and for the tensor-core prefill
+//! `PAL_PREFILL_WARPS`, `PAL_PREFILL_BN`.
 
 fn env_usize(name: &str, default: usize, allowed: impl Fn(usize) -> bool) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).filter(|v| allowed(*v)).unwrap_or(default)
@@ -40,12 +41,47 @@ pub fn prefill_keys(head_dim: usize) -> usize {
     }
 }
 
-/// Whether decode runs the cp.async pipelined kernel (`pal_decode_pipe`, `PAL_DECODE_PIPE=1`)
-/// instead of the register-staged one (`pal_decode`, the default: on an H100 the two tie within
-/// 3% once the plan fills one wave, and the register kernel wins at batch 32; BENCHMARKS.md).
-pub fn decode_pipeline() -> bool {
-    static PIPE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *PIPE.get_or_init(|| env_usize("PAL_DECODE_PIPE", 0, |v| v <= 1) == 1)
+/// The decode attention kernels (all compute the same chunks; the host picks one per launch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecodeKernel {
+    /// `pal_decode`: K/V staged through registers, CUDA-core arithmetic; every dtype and head dim.
+    Register,
+    /// `pal_decode_pipe`: the same arithmetic fed by a cp.async shared-memory pipeline.
+    Pipelined,
+    /// `pal_decode_tc`: cp.async pipeline and mma.sync (f16/bf16 with q and pool alike, head
+    /// dim a multiple of 16).
+    TensorCore,
+}
+
+/// The decode kernel for these dtypes and head dim: `PAL_DECODE_KERNEL=reg|pipe|tc` (read once)
+/// forces one where it applies; by default the tensor-core kernel wherever it applies, else the
+/// register kernel (BENCHMARKS.md, "GPU results (decode)", has the measurements behind this).
+pub fn decode_kernel(tensor_cores_apply: bool) -> DecodeKernel {
+    static CHOICE: std::sync::OnceLock<Option<DecodeKernel>> = std::sync::OnceLock::new();
+    let forced = *CHOICE.get_or_init(|| match std::env::var("PAL_DECODE_KERNEL").as_deref() {
+        Ok("reg") => Some(DecodeKernel::Register),
+        Ok("pipe") => Some(DecodeKernel::Pipelined),
+        Ok("tc") => Some(DecodeKernel::TensorCore),
+        _ => None,
+    });
+    match forced {
+        Some(DecodeKernel::TensorCore) | None if tensor_cores_apply => DecodeKernel::TensorCore,
+        Some(k @ (DecodeKernel::Register | DecodeKernel::Pipelined)) => k,
+        _ => DecodeKernel::Register,
+    }
+}
+
+/// Pipeline depth of the tensor-core decode (`PAL_DEC_TC_STAGES`, read once): tiles of 64
+/// tokens' K and V in shared memory, `stages - 1` in flight while one is computed.
+pub fn decode_tc_stages() -> usize {
+    static STAGES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *STAGES.get_or_init(|| env_usize("PAL_DEC_TC_STAGES", 3, |v| (2..=8).contains(&v)))
+}
+
+/// Dynamic shared memory of one tensor-core decode block: 16 q rows and the K/V stages, rows
+/// padded by 8 elements (decode_tc.cu).
+pub fn decode_tc_shared_bytes(head_dim: usize, kv_bytes: usize) -> usize {
+    (16 + 2 * decode_tc_stages() * 64) * (head_dim + 8) * kv_bytes
 }
 
 /// Pipeline depth of the decode kernel: K/V tiles in shared memory, `stages - 1` of them in

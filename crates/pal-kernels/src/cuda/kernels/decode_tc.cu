@@ -1,0 +1,239 @@
+// Split-KV paged decode on tensor cores. Same work item, arguments and outputs as `pal_decode`
+// (decode.cu): one block = one chunk of one sequence for one KV head and its PAL_GROUP query heads.
+//
+// Why tensor cores for a memory-bound op: the CUDA-core kernel spends ~4 FMAs plus a widening per
+// K/V byte per query head; at HBM3e speed (H200, 4.8 TB/s) that issue rate, not the memory, was
+// the limit (76% of the read ceiling). Here the query heads of the block are the rows of an
+// m16n8k16 mma (rows past the group are zeros: wasted tensor-core work, which is cheap), so the
+// arithmetic per byte costs a few mma instructions instead.
+//
+// Pipeline: tiles of BT = 4 warps x 16 tokens stream from their pages into shared memory with
+// cp.async, STAGES - 1 tiles ahead of the one being computed. Each warp owns 16 tokens of every
+// tile: S = Q K^T (16 rows x 16 tokens), an online softmax per row, then O += P V, with P's
+// accumulator layout reused as the next mma's A operand. The four warps' states (m, l, O) merge
+// through shared memory at the end, and the block writes the output or a partial (o, lse).
+//
+// Requires PAL_T == PAL_KV (f16 or bf16) and HD % 16 == 0 (the host picks `pal_decode` otherwise).
+
+#define HD PAL_HEAD_DIM
+#define G PAL_GROUP                     // query heads of the block: rows 0..G-1 of the m-tile
+#define WARPS 4
+#define WT 16                           // tokens per warp per tile (one k-step of P V)
+#define BT (WARPS * WT)                 // tokens per tile
+#define STAGES PAL_DEC_STAGES
+#define STRIDE (HD + 8)                 // smem row pitch: +16 B keeps ldmatrix conflict-free
+#define KSTEPS (HD / 16)
+#define DT (HD / 8)                     // 8-column blocks of O
+#define CHUNKS (HD / 8)                 // 16-byte words per row
+#define LOADS ((BT * CHUNKS + WARPS * 32 - 1) / (WARPS * 32))  // K (and V) words per thread per tile
+#define QREG (HD <= 128)                // q fragments live in registers (wide heads: from smem)
+#define LOG2E 1.4426950408889634f
+static_assert(G <= 8, "a tensor-core decode block computes at most 8 query heads");
+static_assert(STAGES >= 2, "PAL_DEC_STAGES must be at least 2");
+
+typedef PAL_KV kv_t;
+
+extern "C" __global__ void __launch_bounds__(WARPS * 32)
+pal_decode_tc(const kv_t* __restrict__ q, const kv_t* __restrict__ k_cache, const kv_t* __restrict__ v_cache,
+              const int* __restrict__ indptr, const int* __restrict__ indices, const int* __restrict__ chunk_seq,
+              const int* __restrict__ chunk_row, const int* __restrict__ chunk_start,
+              const int* __restrict__ chunk_end, float* __restrict__ part_o, float* __restrict__ part_lse,
+              kv_t* __restrict__ out, int direct, int num_kv_heads, int group, int page_size, AttnOpts opts) {
+    extern __shared__ __align__(16) unsigned char smem_raw[];
+    kv_t* sq = reinterpret_cast<kv_t*>(smem_raw);  // [16][STRIDE]
+    kv_t* sk = sq + 16 * STRIDE;                    // [STAGES][BT][STRIDE]
+    kv_t* sv = sk + STAGES * BT * STRIDE;           // [STAGES][BT][STRIDE]
+    const int chunk = blockIdx.x;
+    const int h = blockIdx.y;
+    const int hq = num_kv_heads * group;
+    const int head0 = h * group + blockIdx.z * G;
+    const int b = chunk_seq[chunk];
+    const int qrow = chunk_row[chunk];
+    const int start = chunk_start[chunk], end = chunk_end[chunk];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int* pages = indices + indptr[b];
+    const long token_stride = (long)num_kv_heads * HD;
+    const int page_shift = (page_size & (page_size - 1)) == 0 ? __ffs(page_size) - 1 : -1;
+
+    // Q rows -> shared memory: row r < G is query head head0 + r, the other rows are zeros.
+    for (int c = tid; c < 16 * CHUNKS; c += WARPS * 32) {
+        const int r = c / CHUNKS, ch = c % CHUNKS;
+        const bool valid = r < G;
+        const kv_t* src = q + ((long)qrow * hq + head0 + (valid ? r : 0)) * HD + ch * 8;
+        cp_async16(sq + r * STRIDE + ch * 8, src, valid);
+    }
+    cp_async_commit();
+
+    // Each thread copies the same LOADS (row, word) pairs of every tile; the page ids of a tile are
+    // read one tile ahead so that the copies never wait on the page-table load.
+    int cpage[LOADS];
+    auto load_pages = [&](int base) {
+#pragma unroll
+        for (int k = 0; k < LOADS; ++k) {
+            const int c = tid + k * WARPS * 32;
+            const int j = base + c / CHUNKS;
+            if (c < BT * CHUNKS && j < end) cpage[k] = pages[page_shift >= 0 ? (j >> page_shift) : j / page_size];
+        }
+    };
+    auto issue = [&](int base, int stage) {
+#pragma unroll
+        for (int k = 0; k < LOADS; ++k) {
+            const int c = tid + k * WARPS * 32;
+            if (BT * CHUNKS % (WARPS * 32) != 0 && c >= BT * CHUNKS) break;
+            const int r = c / CHUNKS, ch = c % CHUNKS;
+            const int j = base + r;
+            const bool valid = j < end;
+            const int po = page_shift >= 0 ? (j & (page_size - 1)) : j - (j / page_size) * page_size;
+            const long off = valid ? ((long)cpage[k] * page_size + po) * token_stride + (long)h * HD + ch * 8 : 0;
+            const int dst = (stage * BT + r) * STRIDE + ch * 8;
+            // Zeros past the chunk: P is 0 there, and 0 * garbage could be NaN.
+            cp_async16(sk + dst, k_cache + off, valid);
+            cp_async16(sv + dst, v_cache + off, valid);
+        }
+    };
+
+    const int ntiles = (end - start + BT - 1) / BT;
+    load_pages(start);
+#pragma unroll
+    for (int s = 0; s < STAGES - 1; ++s) {
+        if (s < ntiles) {
+            issue(start + s * BT, s);
+            load_pages(start + (s + 1) * BT);
+        }
+        cp_async_commit();
+    }
+
+    // The row this lane's accumulators hold: rows g and g + 8 of the m-tile; g + 8 >= G always
+    // (G <= 8), so only row g carries a query head.
+    const int g = lane >> 2;
+    float o[DT][4];
+#pragma unroll
+    for (int d = 0; d < DT; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
+    float m = PAL_NEG_INF, l = 0.f;  // base-2 running max and (per-lane partial) sum of row g
+    const float scale_log2 = opts.scale * LOG2E;
+#if QREG
+    unsigned qa[KSTEPS][4];
+    bool q_loaded = false;
+#endif
+
+    for (int t = 0; t < ntiles; ++t) {
+        cp_async_wait<STAGES - 2>();  // tile t (and Q) landed for this thread's copies ...
+        __syncthreads();              // ... and every thread's; tile t - 1's buffer is free
+        const int next = t + STAGES - 1;
+        if (next < ntiles) {
+            issue(start + next * BT, next % STAGES);
+            load_pages(start + (next + 1) * BT);
+        }
+        cp_async_commit();
+#if QREG
+        if (!q_loaded) {
+#pragma unroll
+            for (int kk = 0; kk < KSTEPS; ++kk) ldsm_x4(qa[kk], sq + (lane & 15) * STRIDE + kk * 16 + (lane >> 4) * 8);
+            q_loaded = true;
+        }
+#endif
+        const int stage = t % STAGES;
+        const kv_t* kt = sk + (stage * BT + warp * WT) * STRIDE;
+        const kv_t* vt = sv + (stage * BT + warp * WT) * STRIDE;
+        const int j0 = start + t * BT + warp * WT;  // first token of this warp's 16
+        if (j0 >= end) continue;                    // no token of this warp in the last tile
+
+        // S = Q K^T: 16 rows x 16 tokens as two 8-column blocks.
+        float s[2][4] = {{0.f, 0.f, 0.f, 0.f}, {0.f, 0.f, 0.f, 0.f}};
+#pragma unroll
+        for (int kk = 0; kk < KSTEPS; ++kk) {
+#if QREG
+            const unsigned* a = qa[kk];
+#else
+            unsigned a[4];
+            ldsm_x4(a, sq + (lane & 15) * STRIDE + kk * 16 + (lane >> 4) * 8);
+#endif
+            unsigned bk[4];
+            ldsm_x4(bk, kt + ((lane & 7) + (lane >> 4) * 8) * STRIDE + kk * 16 + ((lane >> 3) & 1) * 8);
+            mma16816(s[0], a, bk, kv_t());
+            mma16816(s[1], a, bk + 2, kv_t());
+        }
+
+        // Base-2 logits of row g (elements 0 and 1 of each block; 2 and 3 are the zero row g + 8),
+        // masked past the chunk, then one online-softmax step over the 16 tokens.
+        float x[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const float v = s[e >> 1][e & 1];
+            const int j = j0 + (e >> 1) * 8 + 2 * (lane & 3) + (e & 1);
+            float y = opts.soft_cap > 0.f ? opts.soft_cap * tanh_f32(v * opts.scale / opts.soft_cap) * LOG2E
+                                          : v * scale_log2;
+            x[e] = j < end ? y : PAL_NEG_INF;
+        }
+        float mx = fmaxf(fmaxf(x[0], x[1]), fmaxf(x[2], x[3]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        mx = fmaxf(mx, m);  // finite: the warp's first token is visible
+        const float alpha = exp2f(m - mx);  // m = -inf -> 0
+        m = mx;
+        float p[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) p[e] = exp2f(x[e] - mx);
+        l = l * alpha + (p[0] + p[1] + p[2] + p[3]);
+        // Once the maxima settle no row rescales: skip the DT x 2 multiplies.
+        if (__any_sync(0xffffffffu, alpha != 1.f)) {
+#pragma unroll
+            for (int d = 0; d < DT; ++d) { o[d][0] *= alpha; o[d][1] *= alpha; }
+        }
+
+        // O += P V over the warp's 16 tokens (rows g + 8 of P are zero).
+        unsigned pa[4];
+        pa[0] = pack2(p[0], p[1], kv_t());
+        pa[1] = 0u;
+        pa[2] = pack2(p[2], p[3], kv_t());
+        pa[3] = 0u;
+#pragma unroll
+        for (int d = 0; d < DT; d += 2) {
+            unsigned bv[4];
+            ldsm_x4_trans(bv, vt + ((lane & 7) + ((lane >> 3) & 1) * 8) * STRIDE + d * 8 + (lane >> 4) * 8);
+            mma16816(o[d], pa, bv, kv_t());
+            mma16816(o[d + 1], pa, bv + 2, kv_t());
+        }
+    }
+    cp_async_wait_all();
+
+    // Merge the warps: row sums over the lane quad, then (m, l, O) of each warp through the idle
+    // stage memory. m and l are base 2 here; the partial lse is written in natural log like
+    // `pal_decode`'s, for `pal_merge`.
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    __syncthreads();
+    float* sm_m = reinterpret_cast<float*>(smem_raw);  // [WARPS][G]
+    float* sm_l = sm_m + WARPS * G;                    // [WARPS][G]
+    float* sm_o = sm_l + WARPS * G;                    // [WARPS][G][HD]
+    if (g < G) {
+        if ((lane & 3) == 0) { sm_m[warp * G + g] = m; sm_l[warp * G + g] = l; }
+        float* dst = sm_o + (warp * G + g) * HD + 2 * (lane & 3);
+#pragma unroll
+        for (int d = 0; d < DT; ++d) { dst[d * 8] = o[d][0]; dst[d * 8 + 1] = o[d][1]; }
+    }
+    __syncthreads();
+    for (int e = tid; e < G * HD; e += WARPS * 32) {
+        const int r = e / HD, d = e % HD;
+        float mm = PAL_NEG_INF;
+#pragma unroll
+        for (int w = 0; w < WARPS; ++w) mm = fmaxf(mm, sm_m[w * G + r]);
+        float ll = 0.f, oo = 0.f;
+        if (mm != PAL_NEG_INF) {
+#pragma unroll
+            for (int w = 0; w < WARPS; ++w) {
+                const float wt = exp2f(sm_m[w * G + r] - mm);  // 0 for a warp that saw no token
+                ll += sm_l[w * G + r] * wt;
+                oo += sm_o[(w * G + r) * HD + d] * wt;
+            }
+        }
+        const float val = ll > 0.f ? oo / ll : 0.f;
+        if (direct) {
+            out[((long)qrow * hq + head0 + r) * HD + d] = from_f32<kv_t>(val);
+        } else {
+            const long row = (long)chunk * hq + head0 + r;
+            part_o[row * HD + d] = val;
+            if (d == 0) part_lse[row] = ll > 0.f ? (mm + __log2f(ll)) * 0.6931471805599453f : PAL_NEG_INF;
+        }
+    }
+}
