@@ -64,23 +64,33 @@ pal_decode_tc(const kv_t* __restrict__ q, const kv_t* __restrict__ k_cache, cons
     }
     cp_async_commit();
 
-    // Each thread copies the same LOADS (row, word) pairs of every tile; the page ids of a tile are
-    // read one tile ahead so that the copies never wait on the page-table load.
+    // Each thread copies the same LOADS (row, word) pairs of every tile. Where the block's threads
+    // divide into whole rows (HD 64, 128, 256) a thread takes one word column of LOADS consecutive
+    // rows, so its rows share a page and one page-table load serves several copies (a warp still
+    // copies whole 16-byte-word rows per instruction); otherwise words go round-robin. The page
+    // ids of a tile are read one tile ahead so that the copies never wait on them.
+    constexpr bool ROW_RUNS = (WARPS * 32) % CHUNKS == 0;
+    auto copy_row = [&](int k) { return ROW_RUNS ? (tid / CHUNKS) * LOADS + k : (tid + k * WARPS * 32) / CHUNKS; };
+    auto copy_col = [&](int k) { return ROW_RUNS ? tid % CHUNKS : (tid + k * WARPS * 32) % CHUNKS; };
+    auto copies = [&](int k) { return ROW_RUNS || BT * CHUNKS % (WARPS * 32) == 0 || tid + k * WARPS * 32 < BT * CHUNKS; };
     int cpage[LOADS];
     auto load_pages = [&](int base) {
+        int prev = -1, id = 0;
 #pragma unroll
         for (int k = 0; k < LOADS; ++k) {
-            const int c = tid + k * WARPS * 32;
-            const int j = base + c / CHUNKS;
-            if (c < BT * CHUNKS && j < end) cpage[k] = pages[page_shift >= 0 ? (j >> page_shift) : j / page_size];
+            const int j = base + copy_row(k);
+            if (copies(k) && j < end) {
+                const int pg = page_shift >= 0 ? (j >> page_shift) : j / page_size;
+                if (pg != prev) { id = pages[pg]; prev = pg; }
+                cpage[k] = id;
+            }
         }
     };
     auto issue = [&](int base, int stage) {
 #pragma unroll
         for (int k = 0; k < LOADS; ++k) {
-            const int c = tid + k * WARPS * 32;
-            if (BT * CHUNKS % (WARPS * 32) != 0 && c >= BT * CHUNKS) break;
-            const int r = c / CHUNKS, ch = c % CHUNKS;
+            if (!copies(k)) break;
+            const int r = copy_row(k), ch = copy_col(k);
             const int j = base + r;
             const bool valid = j < end;
             const int po = page_shift >= 0 ? (j & (page_size - 1)) : j - (j / page_size) * page_size;
