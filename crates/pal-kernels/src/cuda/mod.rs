@@ -4,8 +4,11 @@
 //!
 //! - [`CudaDevice::probe`]: finds the driver and a GPU (a typed error, never a panic, without one).
 //! - [`DevicePool`], [`DeviceTable`]: the KV pool and the page table in device memory.
-//! - [`CudaDecodePlan`]: split-KV partition sized from the SM count, with its workspace, built once
-//!   per step; [`paged_decode`] then allocates nothing and reads no host data.
+//! - [`CudaDecodePlan`]: split-KV partition (one wave of the kernel's resident blocks), with its
+//!   workspace, built once per step; [`paged_decode`] then allocates nothing and reads no host
+//!   data. It runs one of three kernels ([`tuning::DecodeKernel`]): tensor cores for f16/bf16 GQA
+//!   (`decode_tc.cu`), else K/V through registers (`decode.cu`), or that arithmetic behind a
+//!   cp.async pipeline.
 //! - [`paged_decode_host`]: validate, upload, run, download (tests and `pal selftest`).
 //! - [`append_kv`] / [`append_kv_host`]: KV append with fused RoPE ([`DeviceRope`] holds the table).
 //! - [`paged_prefill`] / [`paged_prefill_host`]: chunked prefill with history on tensor cores
@@ -590,8 +593,10 @@ fn launch_split<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
         .arg(&g_i)
         .arg(&page_i)
         .arg(&kopts);
-    // SAFETY: argument types and order match `pal_decode` (and `pal_decode_pipe`, `pal_decode_tc`); every buffer was sized and every index
-    // validated on the host (page ids in the pool, chunk ranges within each sequence).
+    // SAFETY: argument types and order match `pal_decode`, `pal_decode_pipe` and `pal_decode_tc`
+    // (whose q/out type is the pool's: it is only chosen when they are equal); every buffer was
+    // sized and every index validated on the host (page ids in the pool, chunk ranges within each
+    // sequence).
     unsafe { b.launch(cfg) }.map_err(fail)?;
     if work.direct {
         return Ok(());
