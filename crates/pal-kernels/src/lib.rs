@@ -16,6 +16,9 @@
 //!   CPU has them).
 //! - [`cuda`]: NVIDIA GPUs; kernels compiled at run time by NVRTC, launched through cudarc.
 //!
+//! [`dispatch`] chooses between the fused kernel and gather-then-dense per op and backend
+//! ([`dispatch::Dispatch`]: from measured crossovers, or forced by the caller).
+//!
 //! Every entry point validates its arguments before touching memory and returns a typed
 //! [`pal_core::PalError`] naming the argument at fault; outputs and the pool are untouched on error.
 //!
@@ -44,6 +47,7 @@
 mod args;
 pub mod cpu;
 pub mod cuda;
+pub mod dispatch;
 pub mod gather;
 mod merge;
 mod plan;

@@ -7,7 +7,8 @@
 //! skips a write produces NaN and fails the comparison.
 
 use crate::cuda::PrefillKernel;
-use crate::{cpu, gather, reference, DecodeArgs, DecodePlan, PrefillArgs, PrefillPlan, RaggedKv};
+use crate::dispatch::{self, AttentionPath, Dispatch};
+use crate::{cpu, reference, DecodeArgs, DecodePlan, PrefillArgs, PrefillPlan, RaggedKv};
 use pal_core::{bf16, f16, AttentionOptions, DType, Element, KvLayout, PageTable, PagedKv, Result};
 
 /// SplitMix64: tiny, seedable, good enough for test data.
@@ -180,20 +181,23 @@ pub enum Backend {
     CudaWhole,
     /// The CUDA decode step captured into a CUDA graph and replayed.
     CudaGraph,
+    /// The CUDA decode step forced onto the gather path (`Dispatch::Force(Gather)`).
+    CudaGather,
 }
 
 impl Backend {
     /// The CPU-side backends.
     pub const ALL: [Backend; 3] = [Backend::Cpu, Backend::CpuSplit, Backend::Gather];
     /// The GPU backends.
-    pub const CUDA: [Backend; 4] = [Backend::Cuda, Backend::CudaSplit, Backend::CudaWhole, Backend::CudaGraph];
+    pub const CUDA: [Backend; 5] =
+        [Backend::Cuda, Backend::CudaSplit, Backend::CudaWhole, Backend::CudaGraph, Backend::CudaGather];
     /// Whether this backend runs `case` yet (the GPU has no ragged-K/V prefill, and its graph
     /// variant is decode-only).
     pub fn supports(self, case: &AttnCase) -> bool {
         match self {
             Backend::Cpu | Backend::CpuSplit | Backend::Gather => true,
             Backend::Cuda | Backend::CudaSplit | Backend::CudaWhole => case.new_lens.is_none() || !case.ragged_new,
-            Backend::CudaGraph => case.new_lens.is_none(),
+            Backend::CudaGraph | Backend::CudaGather => case.new_lens.is_none(),
         }
     }
     pub fn name(self) -> &'static str {
@@ -205,6 +209,7 @@ impl Backend {
             Backend::CudaSplit => "cuda-split",
             Backend::CudaWhole => "cuda-whole",
             Backend::CudaGraph => "cuda-graph",
+            Backend::CudaGather => "cuda-gather",
         }
     }
 }
@@ -373,22 +378,33 @@ fn run_typed<T: Element + cudarc::driver::DeviceRepr>(
             for &be in backends {
                 let run = |out: &mut [T]| -> Result<()> {
                     match be {
-                        Backend::Cpu => {
+                        // The CPU paths go through the dispatch: Auto (the fused kernel) and the
+                        // forced gather path.
+                        Backend::Cpu | Backend::Gather => {
                             let plan =
                                 DecodePlan::new(&fx.page_table, case.hkv, &case.opts, rayon::current_num_threads());
-                            cpu::paged_decode(&a, &plan, out)
+                            let dispatch = if be == Backend::Cpu {
+                                Dispatch::Auto
+                            } else {
+                                Dispatch::Force(AttentionPath::Gather)
+                            };
+                            dispatch::paged_decode(&a, &plan, dispatch, out).map(|_| ())
                         }
                         Backend::CpuSplit => {
                             let plan = DecodePlan::with_partition(&fx.page_table, &case.opts, 7, case.hkv);
                             cpu::paged_decode(&a, &plan, out)
                         }
-                        Backend::Gather => gather::paged_decode(&a, out),
                         Backend::Cuda => crate::cuda::paged_decode_host(gpu.ok_or_else(no_gpu)?, &a, None, out),
                         Backend::CudaSplit => crate::cuda::paged_decode_host(gpu.ok_or_else(no_gpu)?, &a, Some(7), out),
                         Backend::CudaWhole => {
                             crate::cuda::paged_decode_host(gpu.ok_or_else(no_gpu)?, &a, Some(usize::MAX), out)
                         }
                         Backend::CudaGraph => crate::cuda::paged_decode_host_graph(gpu.ok_or_else(no_gpu)?, &a, out),
+                        Backend::CudaGather => {
+                            let gather = Dispatch::Force(AttentionPath::Gather);
+                            crate::cuda::paged_decode_host_dispatch(gpu.ok_or_else(no_gpu)?, &a, gather, out)
+                                .map(|_| ())
+                        }
                     }
                 };
                 outcomes.push(check(be, &want, &tol, q.len(), run)?);
@@ -420,11 +436,15 @@ fn run_typed<T: Element + cudarc::driver::DeviceRepr>(
             for &be in backends {
                 let run = |out: &mut [T]| -> Result<()> {
                     match be {
-                        Backend::Cpu | Backend::CpuSplit => {
+                        Backend::Cpu | Backend::CpuSplit | Backend::Gather => {
                             let plan = PrefillPlan::new(&qo, &fx.page_table, case.hq / case.hkv);
-                            cpu::paged_prefill(&a, &plan, out)
+                            let dispatch = if be == Backend::Gather {
+                                Dispatch::Force(AttentionPath::Gather)
+                            } else {
+                                Dispatch::Auto
+                            };
+                            dispatch::paged_prefill(&a, &plan, dispatch, out).map(|_| ())
                         }
-                        Backend::Gather => gather::paged_prefill(&a, out),
                         Backend::Cuda => {
                             crate::cuda::paged_prefill_host(gpu.ok_or_else(no_gpu)?, &a, PrefillKernel::Auto, out)
                         }
@@ -444,7 +464,8 @@ fn run_typed<T: Element + cudarc::driver::DeviceRepr>(
                             PrefillKernel::Rows { chunk_tokens: usize::MAX },
                             out,
                         ),
-                        Backend::CudaGraph => Err(no_gpu()),
+                        // Decode-only backends (`supports` keeps prefill cases away from them).
+                        Backend::CudaGraph | Backend::CudaGather => Err(no_gpu()),
                     }
                 };
                 outcomes.push(check(be, &want, &tol, q.len(), run)?);

@@ -14,14 +14,17 @@
 //! - [`paged_prefill`] / [`paged_prefill_host`]: chunked prefill with history on tensor cores
 //!   (mma.sync, FlashAttention-2 style) over the pages, with a row-by-row fallback for shapes the
 //!   tensor-core kernel does not take ([`CudaPrefillPlan`], [`PrefillKernel`]).
-//! - Not yet: a dispatch policy that falls back to the gather path.
+//! - [`CudaDecodeStep`]: a decode step planned for the path a [`crate::dispatch::Dispatch`] picks,
+//!   the fused kernel or gather-then-dense ([`CudaGatherDecode`]).
 
 mod compile;
+mod decode_step;
 mod prefill;
 mod toolkit;
 pub mod tuning;
 
 pub use compile::{compile as compile_variant, Family, Variant};
+pub use decode_step::{paged_decode_host_dispatch, CudaDecodeStep, CudaGatherDecode};
 pub use prefill::{paged_prefill, paged_prefill_host, tensor_core_supports, CudaPrefillPlan, PrefillKernel};
 pub use toolkit::{toolkit, Toolkit};
 
