@@ -3,7 +3,7 @@
 //! contiguous workspace with `pal_gather`, then the same decode over the copy). Both are planned
 //! once per step shape and then run without allocating, so either can be captured in a graph.
 
-use super::{gather, paged_decode, CudaDecodePlan, CudaDevice, DevicePool, DeviceTable};
+use super::{gather, paged_decode, with_uploaded_decode, CudaDecodePlan, CudaDevice, DevicePool, DeviceTable};
 use crate::dispatch::{AttentionPath, Backend, Dispatch, Op};
 use cudarc::driver::{CudaSlice, DeviceRepr};
 use pal_core::{AttentionOptions, DType, Element, HeadConfig, KvLayout, PageTable, PalError, Result};
@@ -121,14 +121,11 @@ pub fn paged_decode_host_dispatch<Q: Element + DeviceRepr, KV: Element + DeviceR
     dispatch: Dispatch,
     out: &mut [Q],
 ) -> Result<AttentionPath> {
-    let sh = crate::validate::decode(a, out.len())?;
-    let pool = DevicePool::upload(dev, a.kv.k, a.kv.v, a.kv.layout)?;
-    let table = DeviceTable::upload(dev, a.page_table, &a.kv.layout)?;
-    let mut step = CudaDecodeStep::<KV>::new(dev, a.page_table, sh.heads, &a.opts, Q::DTYPE, dispatch)?;
-    let q = dev.upload(a.q)?;
-    let mut o = dev.upload(out)?;
-    step.run(dev, &q, &pool, &table, &a.opts, &mut o)?;
-    let host = dev.download(&o)?;
-    out.copy_from_slice(&host);
-    Ok(step.path())
+    let mut path = AttentionPath::Fused;
+    with_uploaded_decode(dev, a, out, |heads, pool, table, q, o| {
+        let mut step = CudaDecodeStep::<KV>::new(dev, a.page_table, heads, &a.opts, Q::DTYPE, dispatch)?;
+        path = step.path();
+        step.run(dev, q, pool, table, &a.opts, o)
+    })?;
+    Ok(path)
 }

@@ -568,8 +568,6 @@ fn launch_split<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     let s = attn_variant.group;
     let attn = dev.kernels(&attn_variant)?;
     let fd = attn.get(entry)?;
-    let merge = dev.kernels(&decode_variant(heads, (Q::DTYPE, KV::DTYPE)))?;
-    let fm = merge.get("pal_merge")?;
     let kopts = KernelOpts::new(opts, d);
     let (hkv_i, g_i, page_i, hq_i) = (hkv as i32, g as i32, pool.layout.block_size as i32, hq as i32);
     let direct = i32::from(work.direct);
@@ -604,6 +602,9 @@ fn launch_split<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     if work.direct {
         return Ok(());
     }
+    // The merge kernel lives in the register kernel's module (compiled with the same dtypes).
+    let merge = dev.kernels(&decode_variant(heads, (Q::DTYPE, KV::DTYPE)))?;
+    let fm = merge.get("pal_merge")?;
     let mcfg =
         LaunchConfig { grid_dim: (rows as u32, hq as u32, 1), block_dim: (MERGE_THREADS, 1, 1), shared_mem_bytes: 0 };
     let mut m = dev.stream.launch_builder(fm);
@@ -642,20 +643,14 @@ pub fn paged_decode_host<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     chunk_tokens: Option<usize>,
     out: &mut [Q],
 ) -> Result<()> {
-    let sh = validate::decode(a, out.len())?;
-    let pool = DevicePool::upload(dev, a.kv.k, a.kv.v, a.kv.layout)?;
-    let table = DeviceTable::upload(dev, a.page_table, &a.kv.layout)?;
-    let dtypes = (Q::DTYPE, KV::DTYPE);
-    let mut plan = match chunk_tokens {
-        Some(c) => CudaDecodePlan::with_chunk_tokens(dev, a.page_table, sh.heads, &a.opts, dtypes, c)?,
-        None => CudaDecodePlan::new(dev, a.page_table, sh.heads, &a.opts, dtypes)?,
-    };
-    let q = dev.upload(a.q)?;
-    let mut o = dev.upload(out)?;
-    paged_decode(dev, &q, &pool, &table, &mut plan, &a.opts, &mut o)?;
-    let host = dev.download(&o)?;
-    out.copy_from_slice(&host);
-    Ok(())
+    with_uploaded_decode(dev, a, out, |heads, pool, table, q, o| {
+        let dtypes = (Q::DTYPE, KV::DTYPE);
+        let mut plan = match chunk_tokens {
+            Some(c) => CudaDecodePlan::with_chunk_tokens(dev, a.page_table, heads, &a.opts, dtypes, c)?,
+            None => CudaDecodePlan::new(dev, a.page_table, heads, &a.opts, dtypes)?,
+        };
+        paged_decode(dev, q, pool, table, &mut plan, &a.opts, o)
+    })
 }
 
 /// [`paged_decode_host`] through a CUDA graph: run once, poison the output, capture the step,
@@ -665,17 +660,30 @@ pub fn paged_decode_host_graph<Q: Element + DeviceRepr, KV: Element + DeviceRepr
     a: &DecodeArgs<'_, Q, KV>,
     out: &mut [Q],
 ) -> Result<()> {
+    with_uploaded_decode(dev, a, out, |heads, pool, table, q, o| {
+        let mut plan = CudaDecodePlan::new(dev, a.page_table, heads, &a.opts, (Q::DTYPE, KV::DTYPE))?;
+        paged_decode(dev, q, pool, table, &mut plan, &a.opts, o)?;
+        let poison = vec![Q::poison(); o.len()];
+        dev.stream.memcpy_htod(&poison, o).map_err(fail)?;
+        let graph = capture_decode(dev, q, pool, table, &mut plan, &a.opts, o)?;
+        graph.launch().map_err(fail)
+    })
+}
+
+/// The host wrappers' common frame: validate `a` exactly like the CPU backend, upload the pool,
+/// the page table, q and `out`, run `step` on them, download the result into `out`.
+fn with_uploaded_decode<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
+    dev: &CudaDevice,
+    a: &DecodeArgs<'_, Q, KV>,
+    out: &mut [Q],
+    step: impl FnOnce(HeadConfig, &DevicePool<KV>, &DeviceTable, &CudaSlice<Q>, &mut CudaSlice<Q>) -> Result<()>,
+) -> Result<()> {
     let sh = validate::decode(a, out.len())?;
     let pool = DevicePool::upload(dev, a.kv.k, a.kv.v, a.kv.layout)?;
     let table = DeviceTable::upload(dev, a.page_table, &a.kv.layout)?;
-    let mut plan = CudaDecodePlan::new(dev, a.page_table, sh.heads, &a.opts, (Q::DTYPE, KV::DTYPE))?;
     let q = dev.upload(a.q)?;
     let mut o = dev.upload(out)?;
-    paged_decode(dev, &q, &pool, &table, &mut plan, &a.opts, &mut o)?;
-    let poison = vec![Q::poison(); out.len()];
-    dev.stream.memcpy_htod(&poison, &mut o).map_err(fail)?;
-    let graph = capture_decode(dev, &q, &pool, &table, &mut plan, &a.opts, &mut o)?;
-    graph.launch().map_err(fail)?;
+    step(sh.heads, &pool, &table, &q, &mut o)?;
     let host = dev.download(&o)?;
     out.copy_from_slice(&host);
     Ok(())

@@ -27,6 +27,59 @@
 #endif
 #define UNROLL PAL_UNROLL  // tokens per token group whose loads are in flight together
 
+// The end of a work item, shared by `pal_decode` and `pal_decode_pipe`. First the token groups of
+// a warp merge their online-softmax states by shuffles (lanes LPT apart hold the same dims), so
+// that every token group then holds the warp's state.
+__device__ __forceinline__ void merge_token_groups(float (&m)[G], float (&l)[G], float (&acc)[G][VEC]) {
+#pragma unroll
+    for (int o = LPT; o < 32; o <<= 1) {
+#pragma unroll
+        for (int g = 0; g < G; ++g) {
+            const float mo = __shfl_xor_sync(0xffffffffu, m[g], o);
+            const float lo = __shfl_xor_sync(0xffffffffu, l[g], o);
+            const float mn = fmaxf(m[g], mo);
+            const float a = m[g] == PAL_NEG_INF ? 0.f : __expf(m[g] - mn);
+            const float c = mo == PAL_NEG_INF ? 0.f : __expf(mo - mn);
+            l[g] = l[g] * a + lo * c;
+            m[g] = mn;
+#pragma unroll
+            for (int i = 0; i < VEC; ++i) {
+                const float ao = __shfl_xor_sync(0xffffffffu, acc[g][i], o);
+                acc[g][i] = acc[g][i] * a + ao * c;
+            }
+        }
+    }
+}
+
+// Then the warps' states, staged in shared memory as sm_m, sm_l [WARPS][G] and sm_o
+// [WARPS][G][HD], combine, and the block writes its output rows (`direct`) or the chunk's partial
+// (o, natural-log lse) for `pal_merge`.
+__device__ __forceinline__ void write_block_state(const float* sm_m, const float* sm_l, const float* sm_o,
+                                                  PAL_T* __restrict__ out, float* __restrict__ part_o,
+                                                  float* __restrict__ part_lse, int direct, int qrow, int chunk,
+                                                  int hq, int head0) {
+    for (int e = threadIdx.x; e < G * HD; e += WARPS * 32) {
+        const int g = e / HD, d = e % HD;
+        float mm = PAL_NEG_INF;
+        for (int r = 0; r < WARPS; ++r) mm = fmaxf(mm, sm_m[r * G + g]);
+        float ll = 0.f, oo = 0.f;
+        if (mm != PAL_NEG_INF) {
+            for (int r = 0; r < WARPS; ++r) {
+                const float w = __expf(sm_m[r * G + g] - mm);
+                ll += sm_l[r * G + g] * w;
+                oo += sm_o[(r * G + g) * HD + d] * w;
+            }
+        }
+        if (direct) {
+            out[((long)qrow * hq + head0 + g) * HD + d] = from_f32<PAL_T>(ll > 0.f ? oo / ll : 0.f);
+        } else {
+            const long row = (long)chunk * hq + head0 + g;
+            part_o[row * HD + d] = ll > 0.f ? oo / ll : 0.f;
+            if (d == 0) part_lse[row] = ll > 0.f ? mm + logf(ll) : PAL_NEG_INF;
+        }
+    }
+}
+
 extern "C" __global__ void __launch_bounds__(WARPS * 32)
 pal_decode(const PAL_T* __restrict__ q,            // [B, Hq, HD]
            const PAL_KV* __restrict__ k_cache,     // [blocks, page, Hkv, HD]
@@ -156,24 +209,7 @@ pal_decode(const PAL_T* __restrict__ q,            // [B, Hq, HD]
 
     // Merge the token groups of each warp with shuffles (lanes with the same dims), then the warps
     // of the block through shared memory.
-#pragma unroll
-    for (int o = LPT; o < 32; o <<= 1) {
-#pragma unroll
-        for (int g = 0; g < G; ++g) {
-            const float mo = __shfl_xor_sync(0xffffffffu, m[g], o);
-            const float lo = __shfl_xor_sync(0xffffffffu, l[g], o);
-            const float mn = fmaxf(m[g], mo);
-            const float a = m[g] == PAL_NEG_INF ? 0.f : __expf(m[g] - mn);
-            const float c = mo == PAL_NEG_INF ? 0.f : __expf(mo - mn);
-            l[g] = l[g] * a + lo * c;
-            m[g] = mn;
-#pragma unroll
-            for (int i = 0; i < VEC; ++i) {
-                const float ao = __shfl_xor_sync(0xffffffffu, acc[g][i], o);
-                acc[g][i] = acc[g][i] * a + ao * c;
-            }
-        }
-    }
+    merge_token_groups(m, l, acc);
     __shared__ float sm_m[WARPS][G], sm_l[WARPS][G];
     __shared__ float sm_o[WARPS][G][HD];
     if (sub == 0) {
@@ -189,26 +225,8 @@ pal_decode(const PAL_T* __restrict__ q,            // [B, Hq, HD]
         }
     }
     __syncthreads();
-    for (int e = threadIdx.x; e < G * HD; e += WARPS * 32) {
-        const int g = e / HD, d = e % HD;
-        float mm = PAL_NEG_INF;
-        for (int r = 0; r < WARPS; ++r) mm = fmaxf(mm, sm_m[r][g]);
-        float ll = 0.f, oo = 0.f;
-        if (mm != PAL_NEG_INF) {
-            for (int r = 0; r < WARPS; ++r) {
-                const float w = __expf(sm_m[r][g] - mm);
-                ll += sm_l[r][g] * w;
-                oo += sm_o[r][g][d] * w;
-            }
-        }
-        if (direct) {
-            out[((long)qrow * hq + head0 + g) * HD + d] = from_f32<PAL_T>(ll > 0.f ? oo / ll : 0.f);
-        } else {
-            const long row = (long)chunk * hq + head0 + g;
-            part_o[row * HD + d] = ll > 0.f ? oo / ll : 0.f;
-            if (d == 0) part_lse[row] = ll > 0.f ? mm + logf(ll) : PAL_NEG_INF;
-        }
-    }
+    write_block_state(&sm_m[0][0], &sm_l[0][0], &sm_o[0][0][0], out, part_o, part_lse, direct, qrow, chunk, hq,
+                      head0);
 }
 
 // The same work item through a cp.async pipeline: K/V tiles of TILE tokens stream into shared
@@ -409,24 +427,7 @@ pal_decode_pipe(const PAL_T* __restrict__ q, const PAL_KV* __restrict__ k_cache,
     }
 
     // Token groups of a warp merge by shuffles, warps through the (now idle) stage memory.
-#pragma unroll
-    for (int o = LPT; o < 32; o <<= 1) {
-#pragma unroll
-        for (int g = 0; g < G; ++g) {
-            const float mo = __shfl_xor_sync(0xffffffffu, m[g], o);
-            const float lo = __shfl_xor_sync(0xffffffffu, l[g], o);
-            const float mn = fmaxf(m[g], mo);
-            const float a = m[g] == PAL_NEG_INF ? 0.f : __expf(m[g] - mn);
-            const float c = mo == PAL_NEG_INF ? 0.f : __expf(mo - mn);
-            l[g] = l[g] * a + lo * c;
-            m[g] = mn;
-#pragma unroll
-            for (int i = 0; i < VEC; ++i) {
-                const float ao = __shfl_xor_sync(0xffffffffu, acc[g][i], o);
-                acc[g][i] = acc[g][i] * a + ao * c;
-            }
-        }
-    }
+    merge_token_groups(m, l, acc);
     cp_async_wait_all();
     __syncthreads();
     float* sm_m = reinterpret_cast<float*>(smem_raw);  // [WARPS][G]
@@ -449,26 +450,7 @@ pal_decode_pipe(const PAL_T* __restrict__ q, const PAL_KV* __restrict__ k_cache,
         }
     }
     __syncthreads();
-    for (int e = threadIdx.x; e < G * HD; e += WARPS * 32) {
-        const int g = e / HD, d = e % HD;
-        float mm = PAL_NEG_INF;
-        for (int r = 0; r < WARPS; ++r) mm = fmaxf(mm, sm_m[r * G + g]);
-        float ll = 0.f, oo = 0.f;
-        if (mm != PAL_NEG_INF) {
-            for (int r = 0; r < WARPS; ++r) {
-                const float w = __expf(sm_m[r * G + g] - mm);
-                ll += sm_l[r * G + g] * w;
-                oo += sm_o[(r * G + g) * HD + d] * w;
-            }
-        }
-        if (direct) {
-            out[((long)qrow * hq + head0 + g) * HD + d] = from_f32<PAL_T>(ll > 0.f ? oo / ll : 0.f);
-        } else {
-            const long row = (long)chunk * hq + head0 + g;
-            part_o[row * HD + d] = ll > 0.f ? oo / ll : 0.f;
-            if (d == 0) part_lse[row] = ll > 0.f ? mm + logf(ll) : PAL_NEG_INF;
-        }
-    }
+    write_block_state(sm_m, sm_l, sm_o, out, part_o, part_lse, direct, qrow, chunk, hq, head0);
 }
 
 // Merge the chunks of each query row (decode: sequence; prefill: token): one block per (row, head). Chunk weights are
