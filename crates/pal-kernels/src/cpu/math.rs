@@ -170,6 +170,25 @@ fn hsum8(a: [f32; 8]) -> f32 {
     ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))
 }
 
+/// Largest element (`-inf` for an empty slice; NaN-free input). Eight independent lanes, so the
+/// compiler emits a vector max instead of a serial chain of scalar ones (a fold over `f32::max`
+/// is a 32-long latency chain per tile row).
+#[inline(always)]
+pub(crate) fn max_of(x: &[f32]) -> f32 {
+    let mut m = [f32::NEG_INFINITY; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for i in 0..8 {
+            m[i] = if c[i] > m[i] { c[i] } else { m[i] };
+        }
+    }
+    for &v in chunks.remainder() {
+        m[0] = if v > m[0] { v } else { m[0] };
+    }
+    let a = [m[0].max(m[4]), m[1].max(m[5]), m[2].max(m[6]), m[3].max(m[7])];
+    a[0].max(a[2]).max(a[1].max(a[3]))
+}
+
 /// Dot product; `a.len() == b.len()`, a multiple of 8.
 #[inline(always)]
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -279,6 +298,31 @@ pub(crate) fn exp_shift_sum(x: &mut [f32], m: f32) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn max_of_matches_a_serial_fold() {
+        // Fresh values each run; every length up to three vectors plus a tail, the maximum in
+        // every position, and all--inf rows (fully masked tiles).
+        let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+        let mut s = seed | 1;
+        let mut next = || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            (s >> 40) as f32 / (1u64 << 24) as f32 * 200.0 - 100.0
+        };
+        for n in 0..27 {
+            let base: Vec<f32> = (0..n).map(|_| next()).collect();
+            for peak in 0..n {
+                let mut x = base.clone();
+                x[peak] = 1e6;
+                assert_eq!(max_of(&x), 1e6, "seed {seed} n {n} peak {peak}");
+            }
+            let want = base.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+            assert_eq!(max_of(&base), want, "seed {seed} n {n}");
+            assert_eq!(max_of(&vec![f32::NEG_INFINITY; n]), f32::NEG_INFINITY);
+        }
+    }
 
     #[test]
     fn exp_matches_std() {

@@ -1,0 +1,54 @@
+//! Runs the CPU paged decode in a loop on one shape, for profilers (`perf record`) and quick
+//! A/B timing of the inner loops: `cargo run --release -p pal-kernels --example decode_profile --
+//! BATCH CONTEXT SECONDS` (defaults 8 256 3). Prints GB/s of K/V read. Pages are shuffled.
+use pal_core::{bf16, AttentionOptions, KvLayout, PageTable, PagedKv};
+use pal_kernels::{cpu, DecodeArgs, DecodePlan};
+use std::time::Instant;
+
+fn main() -> Result<(), pal_core::PalError> {
+    let arg = |i: usize, d: f64| std::env::args().nth(i).and_then(|s| s.parse().ok()).unwrap_or(d);
+    let (batch, context, secs) = (arg(1, 8.0) as usize, arg(2, 256.0) as usize, arg(3, 3.0));
+    let (hq, hkv, d, page) = (32, 8, 128, 16);
+    let pages_per_seq = context.div_ceil(page);
+    let blocks = batch * pages_per_seq;
+    let layout = KvLayout::new(blocks, page, hkv, d)?;
+    // Deterministic scramble of the block ids (a fixed odd multiplier is a permutation mod 2^k only
+    // for powers of two, so use a simple LCG shuffle instead).
+    let mut ids: Vec<u32> = (0..blocks as u32).collect();
+    let mut s = 0x9E37_79B9_7F4A_7C15u64;
+    for i in (1..ids.len()).rev() {
+        s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ids.swap(i, (s >> 33) as usize % (i + 1));
+    }
+    let lists: Vec<Vec<u32>> = ids.chunks(pages_per_seq).map(|c| c.to_vec()).collect();
+    let table = PageTable::from_lists(&lists, &vec![context; batch], page)?;
+    let rnd = |n: usize, seed: u64| {
+        let mut s = seed;
+        (0..n)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                bf16::from_f32(((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5)
+            })
+            .collect::<Vec<_>>()
+    };
+    let (k, v, q) = (rnd(layout.elems(), 1), rnd(layout.elems(), 2), rnd(batch * hq * d, 3));
+    let opts = AttentionOptions::default();
+    let args = DecodeArgs { q: &q, num_qo_heads: hq, kv: PagedKv::new(&k, &v, layout)?, page_table: &table, opts };
+    let plan = DecodePlan::new(&table, hkv, &args.opts, rayon::current_num_threads());
+    let mut out = vec![bf16::ZERO; q.len()];
+    let t = Instant::now();
+    let mut n = 0u64;
+    while t.elapsed().as_secs_f64() < secs {
+        cpu::paged_decode(&args, &plan, &mut out)?;
+        n += 1;
+    }
+    let per = t.elapsed().as_secs_f64() / n as f64;
+    let bytes = 2.0 * (batch * context * hkv * d * 2) as f64;
+    println!(
+        "B={batch} L={context}: {:.3} ms/call, {:.2} GB/s, {:.1} ns per (token, kv head)",
+        per * 1e3,
+        bytes / per / 1e9,
+        per * 1e9 / (batch * context * hkv) as f64
+    );
+    Ok(())
+}
