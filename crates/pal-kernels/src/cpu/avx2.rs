@@ -157,52 +157,21 @@ unsafe fn scores_with<KV: Element, C: Chunk<KV>>(
     let key = |t: usize| *ptrs.get_unchecked(t);
     let halves = C::W / 8;
     let mut r = 0;
-    // 4 rows x 2 keys: 8 accumulators reduced together.
+    // Blocks of 4 rows (then one of 3 or 2: GQA groups of 3 and 6 are common) share each key load.
     while r + 4 <= rows {
-        let q0 = qp.add(r * d);
-        let mut t = 0;
-        while t + 2 <= n {
-            let (k0, k1) = (key(t), key(t + 1));
-            let mut a = [_mm256_setzero_ps(); 8];
-            let mut c = 0;
-            while c < d {
-                let (x0, x1) = (C::load(k0.add(c)), C::load(k1.add(c)));
-                for h in 0..halves {
-                    for i in 0..4 {
-                        let qv = _mm256_loadu_ps(q0.add(i * d + c + 8 * h));
-                        a[2 * i] = _mm256_fmadd_ps(qv, x0[h], a[2 * i]);
-                        a[2 * i + 1] = _mm256_fmadd_ps(qv, x1[h], a[2 * i + 1]);
-                    }
-                }
-                c += C::W;
-            }
-            // Lanes: [r0k0, r0k1, r1k0, r1k1, r2k0, r2k1, r3k0, r3k1]; store key pairs per row.
-            let v = reduce8(&a);
-            let (lo, hi) = (_mm_castps_pd(_mm256_castps256_ps128(v)), _mm_castps_pd(_mm256_extractf128_ps::<1>(v)));
-            _mm_store_sd(sp.add(r * ld + t) as *mut f64, lo);
-            _mm_storeh_pd(sp.add((r + 1) * ld + t) as *mut f64, lo);
-            _mm_store_sd(sp.add((r + 2) * ld + t) as *mut f64, hi);
-            _mm_storeh_pd(sp.add((r + 3) * ld + t) as *mut f64, hi);
-            t += 2;
-        }
-        if t < n {
-            let k0 = key(t);
-            let mut a = [_mm256_setzero_ps(); 4];
-            let mut c = 0;
-            while c < d {
-                let x0 = C::load(k0.add(c));
-                for h in 0..halves {
-                    for (i, acc) in a.iter_mut().enumerate() {
-                        *acc = _mm256_fmadd_ps(_mm256_loadu_ps(q0.add(i * d + c + 8 * h)), x0[h], *acc);
-                    }
-                }
-                c += C::W;
-            }
-            for (i, acc) in a.iter().enumerate() {
-                *sp.add((r + i) * ld + t) = hsum(*acc);
-            }
-        }
+        score_rows::<KV, C, 4>(qp.add(r * d), &ptrs, n, d, sp.add(r * ld), ld);
         r += 4;
+    }
+    match rows - r {
+        3 => {
+            score_rows::<KV, C, 3>(qp.add(r * d), &ptrs, n, d, sp.add(r * ld), ld);
+            r = rows;
+        }
+        2 => {
+            score_rows::<KV, C, 2>(qp.add(r * d), &ptrs, n, d, sp.add(r * ld), ld);
+            r = rows;
+        }
+        _ => {}
     }
     // Remaining rows: 1 row x 8 keys, the 8 dot products reduced into one vector.
     while r < rows {
@@ -238,6 +207,69 @@ unsafe fn scores_with<KV: Element, C: Chunk<KV>>(
             t += 1;
         }
         r += 1;
+    }
+}
+
+/// Scores of `R <= 4` query rows (from `q0`, stride `d`) against the `n` keys at `ptrs` into
+/// `s0[i * ld + t]`: 2 keys at a time, `2R` accumulators reduced together.
+#[inline(always)]
+unsafe fn score_rows<KV: Element, C: Chunk<KV>, const R: usize>(
+    q0: *const f32,
+    ptrs: &[*const KV; MAX_ROWS],
+    n: usize,
+    d: usize,
+    s0: *mut f32,
+    ld: usize,
+) {
+    let key = |t: usize| *ptrs.get_unchecked(t);
+    let halves = C::W / 8;
+    let mut t = 0;
+    while t + 2 <= n {
+        let (k0, k1) = (key(t), key(t + 1));
+        let mut a = [_mm256_setzero_ps(); 8];
+        let mut c = 0;
+        while c < d {
+            let (x0, x1) = (C::load(k0.add(c)), C::load(k1.add(c)));
+            for h in 0..halves {
+                for i in 0..R {
+                    let qv = _mm256_loadu_ps(q0.add(i * d + c + 8 * h));
+                    a[2 * i] = _mm256_fmadd_ps(qv, x0[h], a[2 * i]);
+                    a[2 * i + 1] = _mm256_fmadd_ps(qv, x1[h], a[2 * i + 1]);
+                }
+            }
+            c += C::W;
+        }
+        // Lanes: [r0k0, r0k1, r1k0, r1k1, r2k0, r2k1, r3k0, r3k1] (unused rows sum zeros).
+        let v = reduce8(&a);
+        let (lo, hi) = (_mm_castps_pd(_mm256_castps256_ps128(v)), _mm_castps_pd(_mm256_extractf128_ps::<1>(v)));
+        _mm_store_sd(s0.add(t) as *mut f64, lo);
+        if R > 1 {
+            _mm_storeh_pd(s0.add(ld + t) as *mut f64, lo);
+        }
+        if R > 2 {
+            _mm_store_sd(s0.add(2 * ld + t) as *mut f64, hi);
+        }
+        if R > 3 {
+            _mm_storeh_pd(s0.add(3 * ld + t) as *mut f64, hi);
+        }
+        t += 2;
+    }
+    if t < n {
+        let k0 = key(t);
+        let mut a = [_mm256_setzero_ps(); 4];
+        let mut c = 0;
+        while c < d {
+            let x0 = C::load(k0.add(c));
+            for h in 0..halves {
+                for (i, acc) in a.iter_mut().enumerate().take(R) {
+                    *acc = _mm256_fmadd_ps(_mm256_loadu_ps(q0.add(i * d + c + 8 * h)), x0[h], *acc);
+                }
+            }
+            c += C::W;
+        }
+        for (i, acc) in a.iter().enumerate().take(R) {
+            *s0.add(i * ld + t) = hsum(*acc);
+        }
     }
 }
 
@@ -285,33 +317,21 @@ unsafe fn pv_with<KV: Element, C: Chunk<KV>>(
     let val = |t: usize| *ptrs.get_unchecked(t);
     let halves = C::W / 8;
     let mut r = 0;
-    // 4 rows x W dims: up to 8 accumulators; per key one chunk of V and 4 broadcasts of p.
+    // Blocks of 4 rows (then one of 3 or 2) share each chunk of V.
     while r + 4 <= rows {
-        let mut c = 0;
-        while c < d {
-            let mut a = [_mm256_setzero_ps(); 8];
-            for i in 0..4 {
-                for h in 0..halves {
-                    a[2 * i + h] = _mm256_loadu_ps(ap.add((r + i) * d + c + 8 * h));
-                }
-            }
-            for t in 0..n {
-                let v = C::load(val(t).add(c));
-                for i in 0..4 {
-                    let pb = _mm256_broadcast_ss(&*pp.add((r + i) * ld + t));
-                    for h in 0..halves {
-                        a[2 * i + h] = _mm256_fmadd_ps(pb, v[h], a[2 * i + h]);
-                    }
-                }
-            }
-            for i in 0..4 {
-                for h in 0..halves {
-                    _mm256_storeu_ps(ap.add((r + i) * d + c + 8 * h), a[2 * i + h]);
-                }
-            }
-            c += C::W;
-        }
+        pv_rows::<KV, C, 4>(ap.add(r * d), pp.add(r * ld), ld, &ptrs, n, d);
         r += 4;
+    }
+    match rows - r {
+        3 => {
+            pv_rows::<KV, C, 3>(ap.add(r * d), pp.add(r * ld), ld, &ptrs, n, d);
+            r = rows;
+        }
+        2 => {
+            pv_rows::<KV, C, 2>(ap.add(r * d), pp.add(r * ld), ld, &ptrs, n, d);
+            r = rows;
+        }
+        _ => {}
     }
     // Remaining rows: 1 row x 2W dims (or W at the end of the row).
     while r < rows {
@@ -348,6 +368,44 @@ unsafe fn pv_with<KV: Element, C: Chunk<KV>>(
             c += if two { 2 * C::W } else { C::W };
         }
         r += 1;
+    }
+}
+
+/// `acc0[i * d ..] += sum_t p0[i * ld + t] * v_t` for `R <= 4` rows: W dims at a time, up to
+/// `2R` accumulators; per key one chunk of V and `R` broadcasts of p.
+#[inline(always)]
+unsafe fn pv_rows<KV: Element, C: Chunk<KV>, const R: usize>(
+    acc0: *mut f32,
+    p0: *const f32,
+    ld: usize,
+    ptrs: &[*const KV; MAX_ROWS],
+    n: usize,
+    d: usize,
+) {
+    let halves = C::W / 8;
+    let mut c = 0;
+    while c < d {
+        let mut a = [_mm256_setzero_ps(); 8];
+        for i in 0..R {
+            for h in 0..halves {
+                a[2 * i + h] = _mm256_loadu_ps(acc0.add(i * d + c + 8 * h));
+            }
+        }
+        for t in 0..n {
+            let v = C::load(ptrs.get_unchecked(t).add(c));
+            for i in 0..R {
+                let pb = _mm256_broadcast_ss(&*p0.add(i * ld + t));
+                for h in 0..halves {
+                    a[2 * i + h] = _mm256_fmadd_ps(pb, v[h], a[2 * i + h]);
+                }
+            }
+        }
+        for i in 0..R {
+            for h in 0..halves {
+                _mm256_storeu_ps(acc0.add(i * d + c + 8 * h), a[2 * i + h]);
+            }
+        }
+        c += C::W;
     }
 }
 
