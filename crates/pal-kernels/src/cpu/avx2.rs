@@ -212,6 +212,7 @@ unsafe fn scores_with<KV: Element, C: Chunk<KV>>(
 
 /// Scores of `R <= 4` query rows (from `q0`, stride `d`) against the `n` keys at `ptrs` into
 /// `s0[i * ld + t]`: 2 keys at a time, `2R` accumulators reduced together.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 unsafe fn score_rows<KV: Element, C: Chunk<KV>, const R: usize>(
     q0: *const f32,
