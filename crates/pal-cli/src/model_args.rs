@@ -2,6 +2,7 @@
 
 use indicatif::{ProgressBar, ProgressStyle};
 use pal_engine::{Engine, EngineConfig};
+use pal_kernels::dispatch::Dispatch;
 use pal_model::fetch::{cache_dir, fetch, known, KNOWN_MODELS};
 use pal_model::ModelError;
 use pal_model::{LlamaModel, Tokenizer};
@@ -31,6 +32,10 @@ pub struct ModelArgs {
     /// steps: every weight page is a 4 KiB TLB entry).
     #[arg(long)]
     pub mmap: bool,
+    /// Attention implementation: auto (the dispatch policy: fused paged kernels), fused, or
+    /// gather (copy each sequence's pages into contiguous K/V, then dense attention).
+    #[arg(long, default_value = "auto")]
+    pub attention: Dispatch,
 }
 
 fn bar(len: u64, msg: &'static str) -> ProgressBar {
@@ -108,6 +113,7 @@ pub fn engine(args: &ModelArgs) -> Result<Engine, Box<dyn std::error::Error>> {
         max_batch_tokens: args.batch_tokens,
         max_seqs: args.max_seqs,
         prefix_caching: !args.no_prefix_cache,
+        attention: args.attention,
     };
     Ok(Engine::new(model, Some(tok), cfg)?)
 }

@@ -8,6 +8,7 @@ use crate::scheduler::Scheduler;
 use crate::sequence::{FinishReason, RequestId, Sequence};
 use crate::{EngineError, Result, SamplingParams};
 use pal_core::{f16, KvLayout};
+use pal_kernels::dispatch::Dispatch;
 use pal_kvcache::{BlockManager, CacheStats};
 use pal_model::{KvCache, LlamaModel, Tokenizer};
 use std::time::{Duration, Instant};
@@ -20,6 +21,9 @@ pub struct EngineConfig {
     pub max_batch_tokens: usize,
     pub max_seqs: usize,
     pub prefix_caching: bool,
+    /// Attention implementation of the model's forward: `Dispatch::Auto` (fused paged kernels)
+    /// or a forced path (`Force(Gather)`: gather the pages, then dense attention).
+    pub attention: Dispatch,
 }
 
 impl EngineConfig {
@@ -31,6 +35,7 @@ impl EngineConfig {
             max_batch_tokens: 512,
             max_seqs: 64,
             prefix_caching: true,
+            attention: Dispatch::Auto,
         }
     }
 }
@@ -92,6 +97,8 @@ impl Engine {
                 format!("{config:?}: batch tokens, sequences and blocks must be > 0"),
             ));
         }
+        let mut model = model;
+        model.set_attention(config.attention);
         let c = &model.config;
         let layout = KvLayout::new(config.num_blocks, config.block_size, c.num_kv_heads, c.head_dim)
             .map_err(pal_model::ModelError::from)?;

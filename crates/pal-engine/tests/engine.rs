@@ -49,7 +49,13 @@ fn batch_equals_each_prompt_alone_with_preemption() {
     }
 
     // 48 blocks of 4 tokens: far less than the ~1000 tokens the batch needs at once.
-    let cfg = EngineConfig { block_size: 4, num_blocks: 48, max_batch_tokens: 64, max_seqs: 16, prefix_caching: true };
+    let cfg = EngineConfig {
+        block_size: 4,
+        num_blocks: 48,
+        max_batch_tokens: 64,
+        max_seqs: 16,
+        ..EngineConfig::with_capacity(0)
+    };
     let mut e = engine(seed, cfg);
     for p in &prompts {
         e.add_request(p.clone(), params.clone()).unwrap();

@@ -51,7 +51,13 @@ fn sixteen_prompts_together_equal_each_alone() {
 
     let (m, t) = load();
     // 40 blocks of 8 tokens = 320 tokens, far below the ~700 that 16 prompts need together.
-    let cfg = EngineConfig { block_size: 8, num_blocks: 40, max_batch_tokens: 96, max_seqs: 16, prefix_caching: true };
+    let cfg = EngineConfig {
+        block_size: 8,
+        num_blocks: 40,
+        max_batch_tokens: 96,
+        max_seqs: 16,
+        ..EngineConfig::with_capacity(0)
+    };
     let mut e = Engine::new(m, Some(t), cfg).unwrap();
     for p in &ids {
         e.add_request(p.clone(), params.clone()).unwrap();

@@ -12,6 +12,7 @@ use crate::qmatmul::{matmul_many, QMatrix};
 use crate::quant::dequantize_unchecked as dequantize;
 use crate::{ModelError, Result};
 use pal_core::{AttentionOptions, Element, PageTable};
+use pal_kernels::dispatch::{self, Dispatch};
 use pal_kernels::{cpu, AppendArgs, DecodeArgs, DecodePlan, PrefillArgs, PrefillPlan, Rope};
 use rayon::prelude::*;
 use std::path::Path;
@@ -41,6 +42,8 @@ pub struct LlamaModel {
     pub(crate) out_norm: Vec<f32>,
     pub(crate) output: QMatrix,
     pub(crate) rope: Rope,
+    /// Which attention implementation the forward runs (fused paged kernels unless forced).
+    attention: Dispatch,
 }
 
 /// The new tokens of one step and where they go.
@@ -69,6 +72,18 @@ impl LlamaModel {
     /// Like [`LlamaModel::open`], with the file copied into huge-page memory first.
     pub fn open_in_memory(path: impl AsRef<Path>, progress: &mut dyn FnMut(u64, u64)) -> Result<Self> {
         Self::load(Arc::new(GgufFile::open_in_memory(path, progress)?))
+    }
+
+    /// Choose the attention implementation of [`LlamaModel::forward`]: `Dispatch::Auto` (the
+    /// default: the fused kernels over the pages, see [`Dispatch::path`]) or a forced path, e.g.
+    /// gather-then-dense to compare against.
+    pub fn set_attention(&mut self, attention: Dispatch) {
+        self.attention = attention;
+    }
+
+    /// The attention implementation the forward runs.
+    pub fn attention(&self) -> Dispatch {
+        self.attention
     }
 
     pub fn load(file: Arc<GgufFile>) -> Result<Self> {
@@ -127,7 +142,7 @@ impl LlamaModel {
         }
         let out_norm = vector("output_norm.weight", c.hidden)?;
         let rope = c.rope()?;
-        Ok(LlamaModel { config, file, embed, layers, out_norm, output, rope })
+        Ok(LlamaModel { config, file, embed, layers, out_norm, output, rope, attention: Dispatch::Auto })
     }
 
     pub fn gguf(&self) -> &Arc<GgufFile> {
@@ -211,7 +226,7 @@ impl LlamaModel {
             let kv = cache.layer(li);
             if let Some(plan) = &decode_plan {
                 let args = DecodeArgs { q: &q, num_qo_heads: c.num_heads, kv, page_table: s.page_table, opts };
-                cpu::paged_decode(&args, plan, &mut attn)?;
+                dispatch::paged_decode(&args, plan, self.attention, &mut attn)?;
             } else if let Some(plan) = &prefill_plan {
                 let args = PrefillArgs {
                     q: &q,
@@ -222,7 +237,7 @@ impl LlamaModel {
                     new_kv: None,
                     opts,
                 };
-                cpu::paged_prefill(&args, plan, &mut attn)?;
+                dispatch::paged_prefill(&args, plan, self.attention, &mut attn)?;
             }
             l.wo.matmul(&attn, &mut proj)?;
             add_into(&mut x, &proj);

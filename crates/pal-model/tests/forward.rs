@@ -2,6 +2,7 @@
 //! dense single-sequence oracle, on tiny random GGUF models written by the test itself.
 
 use pal_core::{f16, Element, KvLayout, PageTable};
+use pal_kernels::dispatch::{AttentionPath, Dispatch};
 use pal_model::dense::DenseLlama;
 use pal_model::gguf::{GgmlType, GgufFile};
 use pal_model::testing::{tiny_model, TinySpec};
@@ -75,9 +76,14 @@ fn paged_logits<KV: Element>(
 }
 
 fn check(spec: TinySpec, kv_f16: bool, block: usize, tol: f32) {
+    check_with(spec, kv_f16, block, tol, Dispatch::Auto)
+}
+
+fn check_with(spec: TinySpec, kv_f16: bool, block: usize, tol: f32, attention: Dispatch) {
     let seed: u64 = rand::random();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let model = LlamaModel::load(Arc::new(GgufFile::from_bytes(tiny_model(&spec, seed)).unwrap())).unwrap();
+    let mut model = LlamaModel::load(Arc::new(GgufFile::from_bytes(tiny_model(&spec, seed)).unwrap())).unwrap();
+    model.set_attention(attention);
     let vocab = model.config.vocab_size as u32;
     // Three sequences: prefill in uneven chunks (with history), then batched decode steps, with
     // a sequence sitting a step out so that prefill and decode rows mix in one batch.
@@ -111,7 +117,7 @@ fn check(spec: TinySpec, kv_f16: bool, block: usize, tol: f32) {
         let err = got[si].iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0f32, f32::max);
         assert!(
             err <= tol * scale,
-            "{spec:?} kv_f16={kv_f16} block={block} seed={seed}: sequence {si} max |err| {err} vs max |logit| {scale}"
+            "{spec:?} kv_f16={kv_f16} block={block} {attention:?} seed={seed}: sequence {si} max |err| {err} vs max |logit| {scale}"
         );
     }
 }
@@ -121,6 +127,17 @@ fn f32_weights_match_dense_oracle_tightly() {
     check(TinySpec::default(), false, 4, 1e-4);
     check(TinySpec { heads: 4, kv_heads: 4, ..TinySpec::default() }, false, 1, 1e-4);
     check(TinySpec { heads: 8, kv_heads: 2, hidden: 128, ..TinySpec::default() }, false, 16, 1e-4);
+}
+
+#[test]
+fn forced_paths_match_the_dense_oracle_too() {
+    // The caller's override of the dispatch policy: the same forward through gather-then-dense
+    // attention, and through the fused kernels named explicitly.
+    for path in [AttentionPath::Gather, AttentionPath::Fused] {
+        let forced = Dispatch::Force(path);
+        check_with(TinySpec::default(), false, 4, 1e-4, forced);
+        check_with(TinySpec { heads: 8, kv_heads: 2, hidden: 128, ..TinySpec::default() }, true, 16, 1e-2, forced);
+    }
 }
 
 #[test]
