@@ -125,10 +125,19 @@ __device__ __forceinline__ unsigned smem_addr(const void* p) {
     return static_cast<unsigned>(__cvta_generic_to_shared(p));
 }
 // 16-byte global -> shared copy; `valid == false` writes zeros (src-size 0) and reads nothing.
+// PAL_CP_PREFETCH (0, 64, 128 or 256) adds the L2 prefetch-size hint: the L2 fetches that many
+// bytes around the sector from DRAM (the copies of a tile cover whole rows anyway).
+#if PAL_CP_PREFETCH == 256
+#define PAL_CP_ASYNC "cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n"
+#elif PAL_CP_PREFETCH == 128
+#define PAL_CP_ASYNC "cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n"
+#elif PAL_CP_PREFETCH == 64
+#define PAL_CP_ASYNC "cp.async.cg.shared.global.L2::64B [%0], [%1], 16, %2;\n"
+#else
+#define PAL_CP_ASYNC "cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
+#endif
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src),
-                 "r"(valid ? 16 : 0)
-                 : "memory");
+    asm volatile(PAL_CP_ASYNC ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0) : "memory");
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
