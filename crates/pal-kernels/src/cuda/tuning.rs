@@ -1,6 +1,6 @@
 //! Tuning knobs of the CUDA decode, with defaults chosen from H100 measurements (BENCHMARKS.md).
 //! Environment overrides exist for experiments: `PAL_CUDA_BLOCKS_PER_SM`, `PAL_CUDA_UNROLL`,
-//! `PAL_CUDA_LOAD_HINT`, `PAL_CP_L2_PREFETCH`, `PAL_DECODE_KERNEL`, `PAL_DEC_*`, and for the tensor-core prefill
+//! `PAL_CUDA_LOAD_HINT`, `PAL_CP_L2_PREFETCH`, `PAL_SMEM_SWIZZLE`, `PAL_PREFILL_SWIZZLE`, `PAL_DECODE_KERNEL`, `PAL_DEC_*`, and for the tensor-core prefill
 //! `PAL_PREFILL_WARPS`, `PAL_PREFILL_BN`.
 
 fn env_usize(name: &str, default: usize, allowed: impl Fn(usize) -> bool) -> usize {
@@ -29,6 +29,21 @@ pub fn load_hint() -> bool {
 /// within noise, prefill neutral; 256 cost SmolLM (128-byte rows) 7% at B=32 16k/32k.
 pub fn cp_prefetch_bytes() -> usize {
     env_usize("PAL_CP_L2_PREFETCH", 128, |v| [0, 64, 128, 256].contains(&v))
+}
+
+/// Whether a tensor-core kernel stores K/V/Q rows in shared memory XOR-swizzled and unpadded
+/// (head dims 64, 128, 256) instead of padded by 16 bytes. H100, same call, two rounds: the
+/// decode kernel's copies then stop being fetched twice from L2 (Nsight: L2 sectors 1.5x -> 1.0x
+/// the DRAM sectors) and Llama B=8/32 x 16k/32k decode runs 4-4.6% faster (94% -> 98% of the
+/// read probe at B=32 32k); the prefill, which is bound by instruction issue rather than memory,
+/// ran 3-5% slower with the extra XOR address arithmetic, so it keeps the padding.
+/// `PAL_SMEM_SWIZZLE=0|1` (decode) and `PAL_PREFILL_SWIZZLE=0|1` override.
+pub fn smem_swizzle(prefill: bool) -> bool {
+    if prefill {
+        env_usize("PAL_PREFILL_SWIZZLE", 0, |v| v <= 1) == 1
+    } else {
+        env_usize("PAL_SMEM_SWIZZLE", 1, |v| v <= 1) == 1
+    }
 }
 
 /// Warps per block of the tensor-core prefill (each owns two 16-row m-tiles; one for wide heads).

@@ -21,7 +21,6 @@
 #define WT 16                           // tokens per warp per tile (one k-step of P V)
 #define BT (WARPS * WT)                 // tokens per tile
 #define STAGES PAL_DEC_STAGES
-#define STRIDE (HD + 8)                 // smem row pitch: +16 B keeps ldmatrix conflict-free
 #define KSTEPS (HD / 16)
 #define DT (HD / 8)                     // 8-column blocks of O
 #define CHUNKS (HD / 8)                 // 16-byte words per row
@@ -32,6 +31,18 @@ static_assert(G <= 8, "a tensor-core decode block computes at most 8 query heads
 static_assert(STAGES >= 2, "PAL_DEC_STAGES must be at least 2");
 
 typedef PAL_KV kv_t;
+
+// Shared-memory rows for ldmatrix. With PAL_SMEM_SWIZZLE and a multiple of 8 16-byte chunks per
+// row (head dims 64, 128, 256): rows packed without padding, chunk `ch` of row `r` stored at chunk
+// `ch ^ (r & 7)`. Every row then starts 128-byte aligned, so a warp's cp.async copies land in
+// whole 128-byte shared segments (with 16-byte padding, odd rows straddled segments and the
+// copies were split and fetched twice from L2: Nsight counted 1.5x the L2 sectors of the DRAM
+// reads), and the 8 rows an ldmatrix reads still fall in 8 different bank groups. Otherwise rows
+// are padded by 16 bytes, which keeps ldmatrix conflict-free the same way.
+#define SWZ (PAL_SMEM_SWIZZLE && (HD / 8) % 8 == 0)
+#define STRIDE (SWZ ? HD : HD + 8)
+// Element offset of chunk `ch` of row `r` (row offsets of tiles must be multiples of 8 rows).
+__device__ __forceinline__ int so(int r, int ch) { return r * STRIDE + (SWZ ? (ch ^ (r & 7)) : ch) * 8; }
 
 extern "C" __global__ void __launch_bounds__(WARPS * 32)
 pal_decode_tc(const kv_t* __restrict__ q, const kv_t* __restrict__ k_cache, const kv_t* __restrict__ v_cache,
@@ -60,7 +71,7 @@ pal_decode_tc(const kv_t* __restrict__ q, const kv_t* __restrict__ k_cache, cons
         const int r = c / CHUNKS, ch = c % CHUNKS;
         const bool valid = r < G;
         const kv_t* src = q + ((long)qrow * hq + head0 + (valid ? r : 0)) * HD + ch * 8;
-        cp_async16(sq + r * STRIDE + ch * 8, src, valid);
+        cp_async16(sq + so(r, ch), src, valid);
     }
     cp_async_commit();
 
@@ -95,7 +106,7 @@ pal_decode_tc(const kv_t* __restrict__ q, const kv_t* __restrict__ k_cache, cons
             const bool valid = j < end;
             const int po = page_shift >= 0 ? (j & (page_size - 1)) : j - (j / page_size) * page_size;
             const long off = valid ? ((long)cpage[k] * page_size + po) * token_stride + (long)h * HD + ch * 8 : 0;
-            const int dst = (stage * BT + r) * STRIDE + ch * 8;
+            const int dst = so(stage * BT + r, ch);
             // Zeros past the chunk: P is 0 there, and 0 * garbage could be NaN.
             cp_async16(sk + dst, k_cache + off, valid);
             cp_async16(sv + dst, v_cache + off, valid);
@@ -138,7 +149,7 @@ pal_decode_tc(const kv_t* __restrict__ q, const kv_t* __restrict__ k_cache, cons
 #if QREG
         if (!q_loaded) {
 #pragma unroll
-            for (int kk = 0; kk < KSTEPS; ++kk) ldsm_x4(qa[kk], sq + (lane & 15) * STRIDE + kk * 16 + (lane >> 4) * 8);
+            for (int kk = 0; kk < KSTEPS; ++kk) ldsm_x4(qa[kk], sq + so(lane & 15, kk * 2 + (lane >> 4)));
             q_loaded = true;
         }
 #endif
@@ -156,10 +167,10 @@ pal_decode_tc(const kv_t* __restrict__ q, const kv_t* __restrict__ k_cache, cons
             const unsigned* a = qa[kk];
 #else
             unsigned a[4];
-            ldsm_x4(a, sq + (lane & 15) * STRIDE + kk * 16 + (lane >> 4) * 8);
+            ldsm_x4(a, sq + so(lane & 15, kk * 2 + (lane >> 4)));
 #endif
             unsigned bk[4];
-            ldsm_x4(bk, kt + ((lane & 7) + (lane >> 4) * 8) * STRIDE + kk * 16 + ((lane >> 3) & 1) * 8);
+            ldsm_x4(bk, kt + so((lane & 7) + (lane >> 4) * 8, kk * 2 + ((lane >> 3) & 1)));
             mma16816(s[0], a, bk, kv_t());
             mma16816(s[1], a, bk + 2, kv_t());
         }
@@ -200,7 +211,7 @@ pal_decode_tc(const kv_t* __restrict__ q, const kv_t* __restrict__ k_cache, cons
 #pragma unroll
         for (int d = 0; d < DT; d += 2) {
             unsigned bv[4];
-            ldsm_x4_trans(bv, vt + ((lane & 7) + ((lane >> 3) & 1) * 8) * STRIDE + d * 8 + (lane >> 4) * 8);
+            ldsm_x4_trans(bv, vt + so((lane & 7) + ((lane >> 3) & 1) * 8, d + (lane >> 4)));
             mma16816(o[d], pa, bv, kv_t());
             mma16816(o[d + 1], pa, bv + 2, kv_t());
         }
