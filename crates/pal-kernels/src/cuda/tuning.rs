@@ -110,8 +110,10 @@ pub fn decode_tc_stages() -> usize {
     *STAGES.get_or_init(|| env_usize("PAL_DEC_TC_STAGES", 3, |v| (2..=8).contains(&v)))
 }
 
-/// Dynamic shared memory of one tensor-core decode block: 16 q rows and the K/V stages, rows
-/// padded by 8 elements (decode_tc.cu).
+/// Dynamic shared memory of one tensor-core decode block: 16 q rows and the K/V stages, sized
+/// for rows padded by 8 elements (decode_tc.cu), an upper bound for the swizzled, unpadded rows
+/// too (the swizzle saves 8 elements per row; the occupancy stays 2 blocks per SM at head dim
+/// 128 either way).
 pub fn decode_tc_shared_bytes(head_dim: usize, kv_bytes: usize) -> usize {
     (16 + 2 * decode_tc_stages() * 64) * (head_dim + 8) * kv_bytes
 }
