@@ -155,6 +155,13 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
     for (int mi = 0; mi < WM; ++mi) { m[mi][0] = m[mi][1] = PAL_NEG_INF; l[mi][0] = l[mi][1] = 0.f; }
     const float scale_log2 = opts.scale * LOG2E;
     const kv_t* q_warp = sq + warp_row * STRIDE;
+    // ldmatrix columns. Every row an ldmatrix lane addresses has (row & 7) == (lane & 7), and the
+    // chunk is an even compile-time c0 plus a per-lane bit, so the swizzled chunk is
+    // (c0 & ~7) | ((c0 & 7) ^ y) with y = bit ^ (lane & 7) fixed per lane: one logic op per
+    // distinct c0 & 7, which the compiler keeps out of the tile loop.
+    const int bit_q = lane >> 4, bit_k = (lane >> 3) & 1, bit_v = lane >> 4;
+    const int y_q = bit_q ^ (lane & 7), y_k = bit_k ^ (lane & 7), y_v = bit_v ^ (lane & 7);
+    auto col = [&](int c0, int bit, int y) { return SWZ ? ((c0 & ~7) | ((c0 & 7) ^ y)) * 8 : (c0 + bit) * 8; };
 
     for (int it = 0; it < n_tiles; ++it) {
         cp_async_wait_all();
@@ -177,11 +184,11 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
             unsigned a[WM][4];
 #pragma unroll
             for (int mi = 0; mi < WM; ++mi)
-                ldsm_x4(a[mi], q_warp + so(mi * 16 + (lane & 15), kk * 2 + (lane >> 4)));
+                ldsm_x4(a[mi], q_warp + (mi * 16 + (lane & 15)) * STRIDE + col(kk * 2, bit_q, y_q));
 #pragma unroll
             for (int n = 0; n < NT; n += 2) {
                 unsigned b[4];
-                ldsm_x4(b, kt + so(n * 8 + (lane & 7) + (lane >> 4) * 8, kk * 2 + ((lane >> 3) & 1)));
+                ldsm_x4(b, kt + (n * 8 + (lane & 7) + (lane >> 4) * 8) * STRIDE + col(kk * 2, bit_k, y_k));
 #pragma unroll
                 for (int mi = 0; mi < WM; ++mi) {
                     mma16816(s[mi][n], a[mi], b, kv_t());
@@ -276,7 +283,7 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
 #pragma unroll
             for (int d = 0; d < DT; d += 2) {
                 unsigned b[4];
-                ldsm_x4_trans(b, vt + so(kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, d + (lane >> 4)));
+                ldsm_x4_trans(b, vt + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * STRIDE + col(d, bit_v, y_v));
 #pragma unroll
                 for (int mi = 0; mi < WM; ++mi) {
                     mma16816(o[mi][d], a[mi], b, kv_t());
