@@ -90,14 +90,13 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(model: LlamaModel, tokenizer: Option<Tokenizer>, config: EngineConfig) -> Result<Self> {
+    pub fn new(mut model: LlamaModel, tokenizer: Option<Tokenizer>, config: EngineConfig) -> Result<Self> {
         if config.max_batch_tokens == 0 || config.max_seqs == 0 || config.num_blocks == 0 {
             return Err(EngineError::invalid(
                 "config",
                 format!("{config:?}: batch tokens, sequences and blocks must be > 0"),
             ));
         }
-        let mut model = model;
         model.set_attention(config.attention);
         let c = &model.config;
         let layout = KvLayout::new(config.num_blocks, config.block_size, c.num_kv_heads, c.head_dim)

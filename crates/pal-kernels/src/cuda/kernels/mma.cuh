@@ -1,7 +1,19 @@
-// Tensor-core building blocks shared by the prefill and the tensor-core decode kernels:
-// ldmatrix loads from shared memory, the m16n8k16 mma with f32 accumulators, and packing two f32
-// into one register of 16-bit values. sm_80+; f16 and bf16 only.
+// Tensor-core building blocks shared by the prefill and the tensor-core decode kernels: their
+// shared-memory row layout, ldmatrix loads from it, the m16n8k16 mma with f32 accumulators, and
+// packing two f32 into one register of 16-bit values. sm_80+; f16 and bf16 only.
 #pragma once
+
+// Shared-memory rows for ldmatrix. With PAL_SMEM_SWIZZLE and a multiple of 8 16-byte chunks per
+// row (head dims 64, 128, 256): rows packed without padding, chunk `ch` of row `r` stored at chunk
+// `ch ^ (r & 7)`. Every row then starts 128-byte aligned, so a warp's cp.async copies land in
+// whole 128-byte shared segments (with 16-byte padding, odd rows straddled segments and the
+// copies were split and fetched twice from L2: Nsight counted 1.5x the L2 sectors of the DRAM
+// reads), and the 8 rows an ldmatrix reads still fall in 8 different bank groups. Otherwise rows
+// are padded by 16 bytes, which keeps ldmatrix conflict-free the same way.
+#define SWZ (PAL_SMEM_SWIZZLE && (PAL_HEAD_DIM / 8) % 8 == 0)
+#define STRIDE (SWZ ? PAL_HEAD_DIM : PAL_HEAD_DIM + 8)  // row pitch, elements
+// Element offset of chunk `ch` of row `r` (row offsets of tiles must be multiples of 8 rows).
+__device__ __forceinline__ int so(int r, int ch) { return r * STRIDE + (SWZ ? (ch ^ (r & 7)) : ch) * 8; }
 
 __device__ __forceinline__ void ldsm_x4(unsigned* r, const void* p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"

@@ -31,17 +31,7 @@
 
 typedef PAL_KV kv_t;
 
-// Shared-memory rows for ldmatrix. With PAL_SMEM_SWIZZLE and a multiple of 8 16-byte chunks per
-// row (head dims 64, 128, 256): rows packed without padding, chunk `ch` of row `r` stored at chunk
-// `ch ^ (r & 7)`. Every row then starts 128-byte aligned, so a warp's cp.async copies land in
-// whole 128-byte shared segments (with 16-byte padding, odd rows straddled segments and the
-// copies were split and fetched twice from L2: Nsight counted 1.5x the L2 sectors of the DRAM
-// reads), and the 8 rows an ldmatrix reads still fall in 8 different bank groups. Otherwise rows
-// are padded by 16 bytes, which keeps ldmatrix conflict-free the same way.
-#define SWZ (PAL_SMEM_SWIZZLE && (HD / 8) % 8 == 0)
-#define STRIDE (SWZ ? HD : HD + 8)
-// Element offset of chunk `ch` of row `r` (row offsets of tiles must be multiples of 8 rows).
-__device__ __forceinline__ int so(int r, int ch) { return r * STRIDE + (SWZ ? (ch ^ (r & 7)) : ch) * 8; }
+// Row pitch STRIDE and chunk offsets so(r, ch): the shared-memory layout in mma.cuh.
 
 extern "C" __global__ void __launch_bounds__(WARPS * 32)
 pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
