@@ -66,7 +66,7 @@ impl Variant {
             Family::DecodeTc => (MMA, DECODE_TC),
         };
         format!(
-            "#define PAL_T {}\n#define PAL_KV {}\n#define PAL_HEAD_DIM {}\n#define PAL_GROUP {}\n#define PAL_UNROLL {}\n#define PAL_LOAD_HINT {}\n#define PAL_PREFILL_WARPS {}\n#define PAL_PREFILL_BN {}\n#define PAL_DEC_TILE {}\n#define PAL_DEC_STAGES {}\n#define PAL_DEC_VEC {}\n#define PAL_CP_PREFETCH {}\n#define PAL_SMEM_SWIZZLE {}\n{}\n{}\n{}",
+            "#define PAL_T {}\n#define PAL_KV {}\n#define PAL_HEAD_DIM {}\n#define PAL_GROUP {}\n#define PAL_UNROLL {}\n#define PAL_LOAD_HINT {}\n#define PAL_PREFILL_WARPS {}\n#define PAL_PREFILL_BN {}\n#define PAL_DEC_TILE {}\n#define PAL_DEC_STAGES {}\n#define PAL_DEC_VEC {}\n#define PAL_CP_PREFETCH {}\n#define PAL_SMEM_SWIZZLE {}\n#define PAL_PREFILL_FOLD {}\n#define PAL_PREFILL_MIN_BLOCKS {}\n{}\n{}\n{}",
             cuda_type(self.q),
             cuda_type(self.kv),
             self.head_dim,
@@ -80,6 +80,8 @@ impl Variant {
             tuning::decode_lane_dims(self.head_dim, self.group),
             tuning::cp_prefetch_bytes(),
             tuning::smem_swizzle(self.family == Family::Prefill) as u8,
+            tuning::prefill_fold_scale(self.head_dim) as u8,
+            tuning::prefill_min_blocks(self.head_dim),
             COMMON,
             helpers,
             body

@@ -37,9 +37,10 @@ fn tc_rows(head_dim: usize) -> usize {
     tuning::prefill_warps() * if head_dim <= 128 { 32 } else { 16 }
 }
 /// Dynamic shared memory of the tensor-core kernel: a Q tile and double-buffered K and V tiles of
-/// `BN` keys, rows padded by 16 bytes.
+/// `BN` keys, rows padded by 16 bytes, then two tiles of pool slots (i32 per key).
 fn tc_shared_bytes(head_dim: usize) -> usize {
-    (tc_rows(head_dim) + 4 * tuning::prefill_keys(head_dim)) * (head_dim + 8) * 2
+    let keys = tuning::prefill_keys(head_dim);
+    (tc_rows(head_dim) + 4 * keys) * (head_dim + 8) * 2 + 2 * keys * 4
 }
 
 /// Let the tensor-core kernel of a freshly loaded module use its dynamic shared memory (above the

@@ -47,6 +47,22 @@ pub fn smem_swizzle(prefill: bool) -> bool {
     }
 }
 
+/// Whether the tensor-core prefill applies a positive softmax scale inside the exponent's FFMA
+/// (raw running maxima, as FlashAttention-2) instead of multiplying every score first: for head
+/// dims up to 64 (H100, same call: SmolLM 3% faster); above, the separate multiply measured 8%
+/// faster (Llama B=8 16k with 64-key tiles). `PAL_PREFILL_FOLD=0|1` overrides.
+pub fn prefill_fold_scale(head_dim: usize) -> bool {
+    env_usize("PAL_PREFILL_FOLD", (head_dim <= 64) as usize, |v| v <= 1) == 1
+}
+
+/// Blocks per SM the tensor-core prefill is compiled to fit (`__launch_bounds__`: caps its
+/// registers at 64K / (blocks x threads)); 1 lets the compiler use up to 255 per thread. Head
+/// dims up to 64: 3 (168 registers, a few spilled; H100 same call, SmolLM B=8 16k 28% faster
+/// than 2 blocks of 254 registers). `PAL_PREFILL_MIN_BLOCKS=1..4` overrides.
+pub fn prefill_min_blocks(head_dim: usize) -> usize {
+    env_usize("PAL_PREFILL_MIN_BLOCKS", if head_dim <= 64 { 3 } else { 1 }, |v| (1..=4).contains(&v))
+}
+
 /// Warps per block of the tensor-core prefill (each owns two 16-row m-tiles; one for wide heads).
 /// Read from the environment once: the launch path asks for it every call.
 pub fn prefill_warps() -> usize {
@@ -54,12 +70,14 @@ pub fn prefill_warps() -> usize {
     *WARPS.get_or_init(|| env_usize("PAL_PREFILL_WARPS", 4, |v| [4, 8].contains(&v)))
 }
 
-/// Keys per shared-memory tile of the tensor-core prefill for `head_dim`: 64 for head dims up to
-/// 64, else 32 (register budget), unless `PAL_PREFILL_BN` says otherwise (read once).
+/// Keys per shared-memory tile of the tensor-core prefill for `head_dim`: 64 up to head dim 128
+/// (with shared-memory addressing and staged page lookups the 128 fits without spilling in the
+/// hot path; H100: Llama 5-18% faster than 32-key tiles), else 32, unless `PAL_PREFILL_BN` says
+/// otherwise (read once).
 pub fn prefill_keys(head_dim: usize) -> usize {
     static BN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     match *BN.get_or_init(|| env_usize("PAL_PREFILL_BN", 0, |v| [0, 16, 32, 64].contains(&v))) {
-        0 if head_dim <= 64 => 64,
+        0 if head_dim <= 128 => 64,
         0 => 32,
         v => v,
     }

@@ -136,8 +136,11 @@ __device__ __forceinline__ unsigned smem_addr(const void* p) {
 #else
 #define PAL_CP_ASYNC "cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
 #endif
+__device__ __forceinline__ void cp_async16(unsigned dst, const void* src, bool valid) {
+    asm volatile(PAL_CP_ASYNC ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
+}
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
-    asm volatile(PAL_CP_ASYNC ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0) : "memory");
+    cp_async16(smem_addr(dst), src, valid);
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }

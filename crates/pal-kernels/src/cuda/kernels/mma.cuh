@@ -15,16 +15,21 @@
 // Element offset of chunk `ch` of row `r` (row offsets of tiles must be multiples of 8 rows).
 __device__ __forceinline__ int so(int r, int ch) { return r * STRIDE + (SWZ ? (ch ^ (r & 7)) : ch) * 8; }
 
-__device__ __forceinline__ void ldsm_x4(unsigned* r, const void* p) {
+// ldmatrix from a 32-bit shared-memory address. Hot loops keep per-lane base addresses in this
+// form and add compile-time offsets: ptxas folds those into the instruction's immediate, where
+// offsets added to generic pointers before the conversion cost an address computation each.
+__device__ __forceinline__ void ldsm_x4(unsigned* r, unsigned addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_addr(p)));
+                 : "r"(addr));
 }
-__device__ __forceinline__ void ldsm_x4_trans(unsigned* r, const void* p) {
+__device__ __forceinline__ void ldsm_x4_trans(unsigned* r, unsigned addr) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(smem_addr(p)));
+                 : "r"(addr));
 }
+__device__ __forceinline__ void ldsm_x4(unsigned* r, const void* p) { ldsm_x4(r, smem_addr(p)); }
+__device__ __forceinline__ void ldsm_x4_trans(unsigned* r, const void* p) { ldsm_x4_trans(r, smem_addr(p)); }
 
 // c[16x8] += a[16x16] * b[16x8], f32 accumulators.
 __device__ __forceinline__ void mma16816(float* c, const unsigned* a, const unsigned* b, __nv_bfloat16) {

@@ -21,7 +21,7 @@
 #define WARPS PAL_PREFILL_WARPS         // 4 (or 8: tuning)
 #define WM (HD <= 128 ? 2 : 1)          // 16-row m-tiles per warp (wide heads: register budget)
 #define BM (WARPS * 16 * WM)            // packed rows per block
-#define BN PAL_PREFILL_BN               // KV tokens per tile: 64 up to HD 64, else 32 (register budget)
+#define BN PAL_PREFILL_BN               // KV tokens per tile: 64 up to HD 128, else 32 (tuning.rs)
 #define KSTEPS (HD / 16)                // k-steps of Q K^T
 #define NT (BN / 8)                     // 8-column blocks of S
 #define DT (HD / 8)                     // 8-column blocks of O
@@ -30,10 +30,17 @@
 #define LOG2E 1.4426950408889634f
 
 typedef PAL_KV kv_t;
+#define EB 2                           // bytes per element (f16/bf16)
+#define ROW_BYTES (STRIDE * EB)        // row pitch in shared memory, bytes
+#define TILE_BYTES (BN * ROW_BYTES)    // one K (or V) buffer
 
-// Row pitch STRIDE and chunk offsets so(r, ch): the shared-memory layout in mma.cuh.
+// Row pitch STRIDE and chunk offsets so(r, ch): the shared-memory layout in mma.cuh. Shared
+// memory is addressed with 32-bit byte addresses (lane base + compile-time offset), so that
+// ptxas folds the offsets of the ldmatrix and cp.async instructions into their immediates: with
+// generic pointers it recomputed every address every tile (Nsight/SASS: ~50 address
+// instructions per tile on top of the copy math).
 
-extern "C" __global__ void __launch_bounds__(WARPS * 32)
+extern "C" __global__ void __launch_bounds__(WARPS * 32, PAL_PREFILL_MIN_BLOCKS)
 pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
                const kv_t* __restrict__ k_cache,    // [blocks, page, Hkv, HD]
                const kv_t* __restrict__ v_cache,
@@ -45,9 +52,9 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
                float* __restrict__ part_lse,        // [num_splits, tokens, Hq] (base 2)
                int num_splits, int num_tokens, int num_kv_heads, int group, int page_size, AttnOpts opts) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    kv_t* sq = reinterpret_cast<kv_t*>(smem_raw);  // [BM][STRIDE]
-    kv_t* sk = sq + BM * STRIDE;                    // [2][BN][STRIDE]
-    kv_t* sv = sk + 2 * BN * STRIDE;                // [2][BN][STRIDE]
+    const unsigned sq = smem_addr(smem_raw);  // [BM][STRIDE]
+    const unsigned sk = sq + BM * ROW_BYTES;  // [2][BN][STRIDE]
+    const unsigned sv = sk + 2 * TILE_BYTES;  // [2][BN][STRIDE]
 
     const int* ti = tiles + 5 * blockIdx.x;
     const int seq = ti[0], q_start = ti[1], n_new = ti[2], total = ti[3], row0 = ti[4];
@@ -67,7 +74,7 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
         const bool valid = pr < rows;
         const int t = valid ? pr / group : 0, gi = valid ? pr - (pr / group) * group : 0;
         const kv_t* src = q + ((long)(q_start + t) * hq + h * group + gi) * HD + ch * 8;
-        cp_async16(sq + so(r, ch), valid ? src : q, valid);
+        cp_async16(sq + so(r, ch) * EB, valid ? src : q, valid);
     }
 
     // Key range of the block, and the part of it every row sees (tiles there need no mask).
@@ -95,45 +102,52 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
             pos_r[mi][i] = pr < rows ? hist + pr / group : -1;
         }
 
-    // K/V tile loads. Each thread copies the same LOADS (row, chunk) pairs of every tile; the page
-    // lookups of a tile (dependent global loads) are staged one tile ahead, into `slot`, so their
-    // latency hides behind a tile of compute instead of stalling the copy.
-    int slot[LOADS];  // pool slot of each row this thread copies next, -1 past the key range
-    auto stage = [&](int it) {
-        const int j0 = lo_block + (t_begin + it) * BN;
-#pragma unroll
-        for (int k = 0; k < LOADS; ++k) {
-            const int j = j0 + (tid + k * WARPS * 32) / CHUNKS;
-            slot[k] = -1;
-            if (j < hi_block) {
-                const int pg = page_shift >= 0 ? (j >> page_shift) : j / page_size;
-                const int po = page_shift >= 0 ? (j & (page_size - 1)) : j - pg * page_size;
-                slot[k] = pages[pg] * page_size + po;
-            }
-        }
+    // K/V tile loads. Each thread copies the same LOADS (row, chunk) pairs of every tile. The page
+    // lookups (dependent global loads) run three tiles ahead, one key row per thread (threads
+    // below BN): the slot is loaded into `pending`, published to shared memory a tile later, when
+    // the load has landed, and read by the copies the tile after that, past a barrier. Before,
+    // each thread looked up the page of every row it copies (the 16 threads of a row each did),
+    // ~40 instructions per tile and LOADS registers held across it.
+    const char* k_head = reinterpret_cast<const char*>(k_cache + (long)h * HD);
+    const char* v_head = reinterpret_cast<const char*>(v_cache + (long)h * HD);
+    const unsigned token_bytes = (unsigned)token_stride * EB;
+    int* s_slot = reinterpret_cast<int*>(smem_raw + (BM + 4 * BN) * ROW_BYTES);  // [2][BN]
+    auto lookup = [&](int it) {  // pool slot of key row `tid` of tile `it`, -1 past the range
+        const int j = lo_block + (t_begin + it) * BN + tid;
+        if (it >= n_tiles || j >= hi_block) return -1;
+        const int pg = page_shift >= 0 ? (j >> page_shift) : j / page_size;
+        const int po = page_shift >= 0 ? (j & (page_size - 1)) : j - pg * page_size;
+        return pages[pg] * page_size + po;
     };
-    auto issue = [&](int buf) {
-        kv_t* dk = sk + buf * BN * STRIDE;
-        kv_t* dv = sv + buf * BN * STRIDE;
+    constexpr int NTHREADS = WARPS * 32;
+    static_assert(BN <= NTHREADS, "one lookup thread per key row");
+    auto issue = [&](int buf) {  // tile with slots in s_slot[buf] -> K/V buffer `buf`
+        const unsigned dk = sk + buf * TILE_BYTES, dv = sv + buf * TILE_BYTES;
+        const int* slots = s_slot + buf * BN;
 #pragma unroll
         for (int k = 0; k < LOADS; ++k) {
-            const int c = tid + k * WARPS * 32;
-            if (BN * CHUNKS % (WARPS * 32) != 0 && c >= BN * CHUNKS) break;
-            const int r = c / CHUNKS, ch = c % CHUNKS;
-            const bool valid = slot[k] >= 0;
-            const long off = valid ? (long)slot[k] * token_stride + (long)h * HD + ch * 8 : 0;
-            // Zeros past the range: P is 0 there, and 0 * garbage could be NaN.
-            cp_async16(dk + so(r, ch), k_cache + off, valid);
-            cp_async16(dv + so(r, ch), v_cache + off, valid);
+            const int c = tid + k * NTHREADS;
+            if (BN * CHUNKS % NTHREADS != 0 && c >= BN * CHUNKS) break;
+            // With whole rows per pass a thread's chunk is the same in every pass.
+            const int r = NTHREADS % CHUNKS == 0 ? tid / CHUNKS + k * (NTHREADS / CHUNKS) : c / CHUNKS;
+            const int ch = NTHREADS % CHUNKS == 0 ? tid % CHUNKS : c % CHUNKS;
+            const int slot = slots[r];
+            // Past the range: zeros from row 0 (P is 0 there, and 0 * garbage could be NaN).
+            const unsigned long long off = (unsigned long long)(unsigned)max(slot, 0) * token_bytes + ch * 16;
+            cp_async16(dk + so(r, ch) * EB, k_head + off, slot >= 0);
+            cp_async16(dv + so(r, ch) * EB, v_head + off, slot >= 0);
         }
     };
 
-    if (n_tiles > 0) {
-        stage(0);
-        issue(0);
+    int pending = -1;  // this thread's lookup for the tile after next (threads below BN)
+    if (tid < BN) {
+        s_slot[tid] = lookup(0);
+        s_slot[BN + tid] = lookup(1);
+        pending = lookup(2);
     }
+    __syncthreads();
+    if (n_tiles > 0) issue(0);
     cp_async_commit();
-    if (n_tiles > 1) stage(1);
 
     float o[WM][DT][4];
 #pragma unroll
@@ -144,23 +158,38 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
 #pragma unroll
     for (int mi = 0; mi < WM; ++mi) { m[mi][0] = m[mi][1] = PAL_NEG_INF; l[mi][0] = l[mi][1] = 0.f; }
     const float scale_log2 = opts.scale * LOG2E;
-    const kv_t* q_warp = sq + warp_row * STRIDE;
-    // ldmatrix columns. Every row an ldmatrix lane addresses has (row & 7) == (lane & 7), and the
-    // chunk is an even compile-time c0 plus a per-lane bit, so the swizzled chunk is
+    // Factor from the stored scores to base-2 logits. With PAL_PREFILL_FOLD the scale is not
+    // applied to the scores: the running maxima are of raw scores and the exponent's FFMA applies
+    // it (p = 2^(s * e - m * e)), as FlashAttention-2 does. Only for a positive scale (a negative
+    // one reverses the order of the scores, and the maximum of the raw scores is the minimum of
+    // the logits); the soft-cap path produces base-2 logits itself (e = 1).
+    const bool fold = PAL_PREFILL_FOLD && !(opts.soft_cap > 0.f) && scale_log2 > 0.f;
+    const float e_scale = fold ? scale_log2 : 1.f;
+    // ldmatrix addresses: a per-lane base (row, and unswizzled the column bit) plus a compile-time
+    // offset. Every row an ldmatrix lane addresses has (row & 7) == (lane & 7), and the chunk is
+    // an even compile-time c0 plus a per-lane bit, so the swizzled chunk is
     // (c0 & ~7) | ((c0 & 7) ^ y) with y = bit ^ (lane & 7) fixed per lane: one logic op per
     // distinct c0 & 7, which the compiler keeps out of the tile loop.
     const int bit_q = lane >> 4, bit_k = (lane >> 3) & 1, bit_v = lane >> 4;
     const int y_q = bit_q ^ (lane & 7), y_k = bit_k ^ (lane & 7), y_v = bit_v ^ (lane & 7);
-    auto col = [&](int c0, int bit, int y) { return SWZ ? ((c0 & ~7) | ((c0 & 7) ^ y)) * 8 : (c0 + bit) * 8; };
+    auto col = [&](int c0, int y) { return (SWZ ? ((c0 & ~7) | ((c0 & 7) ^ y)) : c0) * 8 * EB; };
+    const int lane_col_q = SWZ ? 0 : bit_q * 16, lane_col_k = SWZ ? 0 : bit_k * 16, lane_col_v = SWZ ? 0 : bit_v * 16;
+    const unsigned q_lane = sq + (warp_row + (lane & 15)) * ROW_BYTES + lane_col_q;
+    const unsigned k_lane = sk + ((lane & 7) + (lane >> 4) * 8) * ROW_BYTES + lane_col_k;
+    const unsigned v_lane = sv + ((lane & 7) + ((lane >> 3) & 1) * 8) * ROW_BYTES + lane_col_v;
 
     for (int it = 0; it < n_tiles; ++it) {
         cp_async_wait_all();
         __syncthreads();
         if (it + 1 < n_tiles) issue((it + 1) & 1);
         cp_async_commit();
-        if (it + 2 < n_tiles) stage(it + 2);
-        const kv_t* kt = sk + (it & 1) * BN * STRIDE;
-        const kv_t* vt = sv + (it & 1) * BN * STRIDE;
+        // Tile it+2's slots replace tile it's (read by issue(it) before the barrier above); the
+        // copies of iteration it+1 read them after the next barrier.
+        if (tid < BN) {
+            s_slot[(it & 1) * BN + tid] = pending;
+            pending = lookup(it + 3);
+        }
+        const unsigned kt = k_lane + (it & 1) * TILE_BYTES, vt = v_lane + (it & 1) * TILE_BYTES;
         const int j0 = lo_block + (t_begin + it) * BN;
 
         // S = Q K^T for this warp's rows and the tile's BN keys; each K fragment feeds WM mmas.
@@ -174,11 +203,11 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
             unsigned a[WM][4];
 #pragma unroll
             for (int mi = 0; mi < WM; ++mi)
-                ldsm_x4(a[mi], q_warp + (mi * 16 + (lane & 15)) * STRIDE + col(kk * 2, bit_q, y_q));
+                ldsm_x4(a[mi], q_lane + mi * 16 * ROW_BYTES + col(kk * 2, y_q));
 #pragma unroll
             for (int n = 0; n < NT; n += 2) {
                 unsigned b[4];
-                ldsm_x4(b, kt + (n * 8 + (lane & 7) + (lane >> 4) * 8) * STRIDE + col(kk * 2, bit_k, y_k));
+                ldsm_x4(b, kt + n * 8 * ROW_BYTES + col(kk * 2, y_k));
 #pragma unroll
                 for (int mi = 0; mi < WM; ++mi) {
                     mma16816(s[mi][n], a[mi], b, kv_t());
@@ -187,8 +216,8 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
             }
         }
 
-        // Scale (and cap) into base-2 logits; mask keys a row must not see. (Folding the scale
-        // into the exponent's FFMA instead measured 7% slower on H100: more live registers.) The
+        // Scale (and cap) into base-2 logits, unless the exponent applies the scale (FOLD); mask
+        // keys a row must not see. The
         // uniform conditions (soft-cap, a tile every row sees whole) are tested once per tile,
         // outside the element loops: tested per element they split the tile into ~20 basic
         // blocks (Nsight: 23 branch instructions per warp and tile against FA2's 1) and the
@@ -202,7 +231,7 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
                 for (int n = 0; n < NT; ++n)
 #pragma unroll
                     for (int e = 0; e < 4; ++e) s[mi][n][e] = cap_log2 * tanh_f32(s[mi][n][e] * inv_cap);
-        } else {
+        } else if (!fold) {
 #pragma unroll
             for (int mi = 0; mi < WM; ++mi)
 #pragma unroll
@@ -211,17 +240,23 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
                     for (int e = 0; e < 4; ++e) s[mi][n][e] *= scale_log2;
         }
         if (!full) {
+            // Each row's visible keys [lo, hi) once, then two compares per element (computed
+            // per element, the window's condition split the loop into a branch per element).
 #pragma unroll
             for (int mi = 0; mi < WM; ++mi)
 #pragma unroll
-                for (int n = 0; n < NT; ++n)
+                for (int i = 0; i < 2; ++i) {
+                    const int pos = pos_r[mi][i];
+                    const int lo = first_visible(max(pos, 0));
+                    const int hi = pos < 0 ? 0 : opts.causal ? pos + 1 : total;
 #pragma unroll
-                    for (int e = 0; e < 4; ++e) {
-                        const int j = j0 + n * 8 + 2 * (lane & 3) + (e & 1);
-                        const int pos = pos_r[mi][e >> 1];
-                        const int hi = pos < 0 ? 0 : opts.causal ? pos + 1 : total;
-                        if (j < first_visible(pos) || j >= hi) s[mi][n][e] = PAL_NEG_INF;
-                    }
+                    for (int n = 0; n < NT; ++n)
+#pragma unroll
+                        for (int e = 0; e < 2; ++e) {
+                            const int j = j0 + n * 8 + 2 * (lane & 3) + e;
+                            if (j < lo || j >= hi) s[mi][n][2 * i + e] = PAL_NEG_INF;
+                        }
+                }
         }
 
         // Online softmax per row (the 4 lanes of a quad share a row).
@@ -235,14 +270,14 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
                 for (int n = 0; n < NT; ++n) mx = fmaxf(mx, fmaxf(s[mi][n][2 * i], s[mi][n][2 * i + 1]));
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
                 mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                const float base = mx == PAL_NEG_INF ? 0.f : mx;  // a row that saw nothing yet
-                alpha[i] = exp2f(m[mi][i] - base);                 // m = -inf -> 0
+                const float base = mx == PAL_NEG_INF ? 0.f : mx * e_scale;  // a row that saw nothing yet
+                alpha[i] = exp2f(fmaf(m[mi][i], e_scale, -base));           // m = -inf -> 0
                 m[mi][i] = mx;
                 float sum = 0.f;
 #pragma unroll
                 for (int n = 0; n < NT; ++n) {
-                    s[mi][n][2 * i] = exp2f(s[mi][n][2 * i] - base);
-                    s[mi][n][2 * i + 1] = exp2f(s[mi][n][2 * i + 1] - base);
+                    s[mi][n][2 * i] = exp2f(fmaf(s[mi][n][2 * i], e_scale, -base));
+                    s[mi][n][2 * i + 1] = exp2f(fmaf(s[mi][n][2 * i + 1], e_scale, -base));
                     sum += s[mi][n][2 * i] + s[mi][n][2 * i + 1];
                 }
                 l[mi][i] = l[mi][i] * alpha[i] + sum;  // per-lane partial; the quad is summed at the end
@@ -273,7 +308,7 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
 #pragma unroll
             for (int d = 0; d < DT; d += 2) {
                 unsigned b[4];
-                ldsm_x4_trans(b, vt + (kk * 16 + (lane & 7) + ((lane >> 3) & 1) * 8) * STRIDE + col(d, bit_v, y_v));
+                ldsm_x4_trans(b, vt + kk * 16 * ROW_BYTES + col(d, y_v));
 #pragma unroll
                 for (int mi = 0; mi < WM; ++mi) {
                     mma16816(o[mi][d], a[mi], b, kv_t());
@@ -309,7 +344,7 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
 #pragma unroll
                 for (int d = 0; d < DT; ++d)
                     *reinterpret_cast<float2*>(dst + d * 8) = make_float2(o[mi][d][2 * i] * inv, o[mi][d][2 * i + 1] * inv);
-                if ((lane & 3) == 0) part_lse[prow] = li > 0.f ? m[mi][i] + __log2f(li) : PAL_NEG_INF;
+                if ((lane & 3) == 0) part_lse[prow] = li > 0.f ? m[mi][i] * e_scale + __log2f(li) : PAL_NEG_INF;
             }
         }
 }
