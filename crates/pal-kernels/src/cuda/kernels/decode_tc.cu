@@ -31,8 +31,13 @@ static_assert(G <= 8, "a tensor-core decode block computes at most 8 query heads
 static_assert(STAGES >= 2, "PAL_DEC_STAGES must be at least 2");
 
 typedef PAL_KV kv_t;
+#define EB 2                            // bytes per element (f16/bf16)
+#define ROW_BYTES (STRIDE * EB)
+#define STAGE_BYTES (BT * ROW_BYTES)    // one K (or V) stage
 
-// Row pitch STRIDE and chunk offsets so(r, ch): the shared-memory layout in mma.cuh.
+// Row pitch STRIDE and chunk offsets so(r, ch): the shared-memory layout in mma.cuh. Shared
+// memory is addressed with 32-bit byte addresses, a per-lane base plus compile-time offsets that
+// ptxas folds into the instructions (as in prefill.cu).
 
 extern "C" __global__ void __launch_bounds__(WARPS * 32)
 pal_decode_tc(const kv_t* __restrict__ q, const kv_t* __restrict__ k_cache, const kv_t* __restrict__ v_cache,
@@ -41,9 +46,9 @@ pal_decode_tc(const kv_t* __restrict__ q, const kv_t* __restrict__ k_cache, cons
               const int* __restrict__ chunk_end, float* __restrict__ part_o, float* __restrict__ part_lse,
               kv_t* __restrict__ out, int direct, int num_kv_heads, int group, int page_size, AttnOpts opts) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
-    kv_t* sq = reinterpret_cast<kv_t*>(smem_raw);  // [16][STRIDE]
-    kv_t* sk = sq + 16 * STRIDE;                    // [STAGES][BT][STRIDE]
-    kv_t* sv = sk + STAGES * BT * STRIDE;           // [STAGES][BT][STRIDE]
+    const unsigned sq = smem_addr(smem_raw);       // [16][STRIDE]
+    const unsigned sk = sq + 16 * ROW_BYTES;        // [STAGES][BT][STRIDE]
+    const unsigned sv = sk + STAGES * STAGE_BYTES;  // [STAGES][BT][STRIDE]
     const int chunk = blockIdx.x;
     const int h = blockIdx.y;
     const int hq = num_kv_heads * group;
@@ -61,7 +66,7 @@ pal_decode_tc(const kv_t* __restrict__ q, const kv_t* __restrict__ k_cache, cons
         const int r = c / CHUNKS, ch = c % CHUNKS;
         const bool valid = r < G;
         const kv_t* src = q + ((long)qrow * hq + head0 + (valid ? r : 0)) * HD + ch * 8;
-        cp_async16(sq + so(r, ch), src, valid);
+        cp_async16(sq + so(r, ch) * EB, src, valid);
     }
     cp_async_commit();
 
@@ -87,7 +92,15 @@ pal_decode_tc(const kv_t* __restrict__ q, const kv_t* __restrict__ k_cache, cons
             }
         }
     };
+    // A copy's source: this head's row base + pool slot * token bytes + the word (one wide
+    // multiply-add; the 64-bit products per copy cost ~20 instructions per row).
+    const char* k_head = reinterpret_cast<const char*>(k_cache + (long)h * HD);
+    const char* v_head = reinterpret_cast<const char*>(v_cache + (long)h * HD);
+    const unsigned token_bytes = (unsigned)token_stride * EB;
+    const char* k_word = k_head + copy_col(0) * 16;
+    const char* v_word = v_head + copy_col(0) * 16;
     auto issue = [&](int base, int stage) {
+        const unsigned dk = sk + stage * STAGE_BYTES, dv = sv + stage * STAGE_BYTES;
 #pragma unroll
         for (int k = 0; k < LOADS; ++k) {
             if (!copies(k)) break;
@@ -95,11 +108,13 @@ pal_decode_tc(const kv_t* __restrict__ q, const kv_t* __restrict__ k_cache, cons
             const int j = base + r;
             const bool valid = j < end;
             const int po = page_shift >= 0 ? (j & (page_size - 1)) : j - (j / page_size) * page_size;
-            const long off = valid ? ((long)cpage[k] * page_size + po) * token_stride + (long)h * HD + ch * 8 : 0;
-            const int dst = so(stage * BT + r, ch);
-            // Zeros past the chunk: P is 0 there, and 0 * garbage could be NaN.
-            cp_async16(sk + dst, k_cache + off, valid);
-            cp_async16(sv + dst, v_cache + off, valid);
+            // Past the chunk: zeros from row 0 (P is 0 there, and 0 * garbage could be NaN).
+            const unsigned slot = valid ? (unsigned)(cpage[k] * page_size + po) : 0u;
+            const unsigned long long off = (unsigned long long)slot * token_bytes;
+            const unsigned dst = so(r, ch) * EB;  // stage offsets are multiples of 8 rows
+            // With whole rows per thread (ROW_RUNS) the word is fixed: thread bases k/v_word.
+            cp_async16(dk + dst, (ROW_RUNS ? k_word : k_head + ch * 16) + off, valid);
+            cp_async16(dv + dst, (ROW_RUNS ? v_word : v_head + ch * 16) + off, valid);
         }
     };
 
@@ -127,6 +142,15 @@ pal_decode_tc(const kv_t* __restrict__ q, const kv_t* __restrict__ k_cache, cons
     bool q_loaded = false;
 #endif
 
+    // ldmatrix addresses of K and V: per-lane row base (the warp's 16 tokens) plus a column that
+    // is compile-time unswizzled, or (c0 & ~7) | ((c0 & 7) ^ y) with y fixed per lane swizzled:
+    // every row a lane addresses has (row & 7) == (lane & 7) (see prefill.cu `col`).
+    const int bit_k = (lane >> 3) & 1, bit_v = lane >> 4;
+    const int y_k = bit_k ^ (lane & 7), y_v = bit_v ^ (lane & 7);
+    auto col = [&](int c0, int y) { return (SWZ ? ((c0 & ~7) | ((c0 & 7) ^ y)) : c0) * 8 * EB; };
+    const unsigned k_lane = sk + (warp * WT + (lane & 7) + (lane >> 4) * 8) * ROW_BYTES + (SWZ ? 0 : bit_k * 16);
+    const unsigned v_lane = sv + (warp * WT + (lane & 7) + ((lane >> 3) & 1) * 8) * ROW_BYTES + (SWZ ? 0 : bit_v * 16);
+
     for (int t = 0; t < ntiles; ++t) {
         cp_async_wait<STAGES - 2>();  // tile t (and Q) landed for this thread's copies ...
         __syncthreads();              // ... and every thread's; tile t - 1's buffer is free
@@ -139,13 +163,12 @@ pal_decode_tc(const kv_t* __restrict__ q, const kv_t* __restrict__ k_cache, cons
 #if QREG
         if (!q_loaded) {
 #pragma unroll
-            for (int kk = 0; kk < KSTEPS; ++kk) ldsm_x4(qa[kk], sq + so(lane & 15, kk * 2 + (lane >> 4)));
+            for (int kk = 0; kk < KSTEPS; ++kk) ldsm_x4(qa[kk], sq + so(lane & 15, kk * 2 + (lane >> 4)) * EB);
             q_loaded = true;
         }
 #endif
         const int stage = t % STAGES;
-        const kv_t* kt = sk + (stage * BT + warp * WT) * STRIDE;
-        const kv_t* vt = sv + (stage * BT + warp * WT) * STRIDE;
+        const unsigned kt = k_lane + stage * STAGE_BYTES, vt = v_lane + stage * STAGE_BYTES;
         const int j0 = start + t * BT + warp * WT;  // first token of this warp's 16
         if (j0 >= end) continue;                    // no token of this warp in the last tile
 
@@ -157,10 +180,10 @@ pal_decode_tc(const kv_t* __restrict__ q, const kv_t* __restrict__ k_cache, cons
             const unsigned* a = qa[kk];
 #else
             unsigned a[4];
-            ldsm_x4(a, sq + so(lane & 15, kk * 2 + (lane >> 4)));
+            ldsm_x4(a, sq + so(lane & 15, kk * 2 + (lane >> 4)) * EB);
 #endif
             unsigned bk[4];
-            ldsm_x4(bk, kt + so((lane & 7) + (lane >> 4) * 8, kk * 2 + ((lane >> 3) & 1)));
+            ldsm_x4(bk, kt + col(kk * 2, y_k));
             mma16816(s[0], a, bk, kv_t());
             mma16816(s[1], a, bk + 2, kv_t());
         }
@@ -201,7 +224,7 @@ pal_decode_tc(const kv_t* __restrict__ q, const kv_t* __restrict__ k_cache, cons
 #pragma unroll
         for (int d = 0; d < DT; d += 2) {
             unsigned bv[4];
-            ldsm_x4_trans(bv, vt + so((lane & 7) + ((lane >> 3) & 1) * 8, d + (lane >> 4)));
+            ldsm_x4_trans(bv, vt + col(d, y_v));
             mma16816(o[d], pa, bv, kv_t());
             mma16816(o[d + 1], pa, bv + 2, kv_t());
         }

@@ -120,6 +120,8 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
         return pages[pg] * page_size + po;
     };
     constexpr int NTHREADS = WARPS * 32;
+    const char* k_word = k_head + (tid % CHUNKS) * 16;
+    const char* v_word = v_head + (tid % CHUNKS) * 16;
     static_assert(BN <= NTHREADS, "one lookup thread per key row");
     auto issue = [&](int buf) {  // tile with slots in s_slot[buf] -> K/V buffer `buf`
         const unsigned dk = sk + buf * TILE_BYTES, dv = sv + buf * TILE_BYTES;
@@ -133,9 +135,10 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
             const int ch = NTHREADS % CHUNKS == 0 ? tid % CHUNKS : c % CHUNKS;
             const int slot = slots[r];
             // Past the range: zeros from row 0 (P is 0 there, and 0 * garbage could be NaN).
-            const unsigned long long off = (unsigned long long)(unsigned)max(slot, 0) * token_bytes + ch * 16;
-            cp_async16(dk + so(r, ch) * EB, k_head + off, slot >= 0);
-            cp_async16(dv + so(r, ch) * EB, v_head + off, slot >= 0);
+            const unsigned long long off = (unsigned long long)(unsigned)max(slot, 0) * token_bytes;
+            const bool fixed = NTHREADS % CHUNKS == 0;  // then thread bases k/v_word hold the word
+            cp_async16(dk + so(r, ch) * EB, (fixed ? k_word : k_head + ch * 16) + off, slot >= 0);
+            cp_async16(dv + so(r, ch) * EB, (fixed ? v_word : v_head + ch * 16) + off, slot >= 0);
         }
     };
 
