@@ -189,8 +189,12 @@ fn tc_splits(sm_count: usize, blocks: usize, mean_keys: usize) -> usize {
         .unwrap_or_else(|| (1..=max).fold(1, |best, s| if fill(s) > fill(best) + 1e-9 { s } else { best }))
 }
 
-/// Tiles of the tensor-core kernel, longest key range first (so the grid's tail is short tiles),
-/// with their count and mean key range.
+/// Tiles of the tensor-core kernel with their count and mean key range. Sequences go longest
+/// first (so the grid's tail is short work), and a sequence's tiles stay together, longest first:
+/// they read the same K/V, and run side by side they find it in L2. (Sorting all tiles by key
+/// range interleaved the sequences: at Llama B=32 L=16k the 16 tiles of a sequence were 32 blocks
+/// apart, ran in different waves, and Nsight counted 15.3 GB of DRAM reads for 2.2 GB of K/V,
+/// against FlashInfer's 2.5 GB.)
 fn tensor_core_tiles(
     seqs: &[(usize, usize, usize, usize)],
     heads: HeadConfig,
@@ -208,7 +212,15 @@ fn tensor_core_tiles(
             tiles.push((hi.saturating_sub(lo), [b as i32, q0 as i32, n as i32, total as i32, row0 as i32]));
         }
     }
-    tiles.sort_by_key(|t| std::cmp::Reverse(t.0));
+    let mut seq_keys = vec![0usize; seqs.len()];
+    for (keys, t) in &tiles {
+        let b = t[0] as usize;
+        seq_keys[b] = seq_keys[b].max(*keys);
+    }
+    tiles.sort_by_key(|(keys, t)| {
+        let b = t[0] as usize;
+        (std::cmp::Reverse(seq_keys[b]), b, std::cmp::Reverse(*keys))
+    });
     let n = tiles.len();
     let mean_keys = tiles.iter().map(|t| t.0).sum::<usize>() / n.max(1);
     let mut flat: Vec<i32> = tiles.into_iter().flat_map(|(_, t)| t).collect();
@@ -391,7 +403,7 @@ mod tests {
     }
 
     #[test]
-    fn tiles_cover_every_packed_row_once_longest_first() {
+    fn tiles_cover_every_packed_row_once_sequences_together_longest_first() {
         let heads = HeadConfig::new(12, 4, 128).unwrap(); // group 3: rows straddle tokens
         let opts = AttentionOptions::default();
         // (first query token, new tokens, history, total)
@@ -407,13 +419,27 @@ mod tests {
             let end = (row0 + tc_rows(128)).min(rows);
             covered[b].extend(row0..end);
             let last_token = (end - 1) / 3;
-            work.push(seqs[b].2 + last_token + 1); // causal: keys up to the tile's last token
+            work.push((b, seqs[b].2 + last_token + 1)); // causal: keys up to the tile's last token
         }
         for (b, c) in covered.iter_mut().enumerate() {
             c.sort();
             assert_eq!(*c, (0..seqs[b].1 * 3).collect::<Vec<_>>(), "sequence {b}");
         }
-        assert!(work.windows(2).all(|w| w[0] >= w[1]), "longest key range first: {work:?}");
+        // A sequence's tiles are adjacent, longest first; sequences go by their longest tile.
+        let mut runs: Vec<(usize, usize)> = Vec::new(); // (sequence, its first = longest tile)
+        for w in work.windows(2) {
+            if w[0].0 == w[1].0 {
+                assert!(w[0].1 >= w[1].1, "longest first within a sequence: {work:?}");
+            }
+        }
+        for &(b, keys) in &work {
+            if runs.last().map(|r| r.0) != Some(b) {
+                assert!(runs.iter().all(|r| r.0 != b), "sequence {b} split: {work:?}");
+                runs.push((b, keys));
+            }
+        }
+        assert!(runs.windows(2).all(|r| r[0].1 >= r[1].1), "longest sequence first: {work:?}");
+        assert_eq!(runs.len(), 3); // the sequence with no new tokens has no tile
         assert!(mean > 0);
     }
 
