@@ -21,7 +21,8 @@ pub struct Variant {
     pub q: DType,
     pub kv: DType,
     pub head_dim: usize,
-    /// Query heads one block handles (decode).
+    /// Query heads one block handles (decode); for the prefill, the blocks per SM it is compiled
+    /// to fit (`__launch_bounds__`, see `tuning::prefill_min_blocks`); 1 otherwise.
     pub group: usize,
 }
 
@@ -30,7 +31,8 @@ pub enum Family {
     Decode,
     /// KV append with fused RoPE (`group` unused, 1).
     Append,
-    /// Tensor-core prefill (`group` unused, 1; q and kv both f16 or both bf16).
+    /// Tensor-core prefill (`group`: blocks per SM it is compiled for; q and kv both f16 or both
+    /// bf16).
     Prefill,
     /// Tensor-core decode (q and kv both f16 or both bf16, head dim a multiple of 16); its
     /// split-KV partial states merge with the `Decode` module's `pal_merge`.
@@ -81,7 +83,7 @@ impl Variant {
             tuning::cp_prefetch_bytes(),
             tuning::smem_swizzle(self.family == Family::Prefill) as u8,
             tuning::prefill_fold_scale(self.head_dim) as u8,
-            tuning::prefill_min_blocks(self.head_dim),
+            if self.family == Family::Prefill { self.group } else { 1 },
             COMMON,
             helpers,
             body
@@ -101,7 +103,9 @@ impl Variant {
                 }
                 v.push(Variant { family: Family::Append, q: dt, kv: dt, head_dim, group: 1 });
                 if super::tensor_core_supports(dt, dt, head_dim) {
-                    v.push(Variant { family: Family::Prefill, q: dt, kv: dt, head_dim, group: 1 });
+                    for group in tuning::prefill_occupancies(head_dim) {
+                        v.push(Variant { family: Family::Prefill, q: dt, kv: dt, head_dim, group });
+                    }
                 }
             }
         }

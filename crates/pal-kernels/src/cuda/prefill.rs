@@ -63,10 +63,12 @@ pub fn tensor_core_supports(q: DType, kv: DType, head_dim: usize) -> bool {
 enum Work {
     /// `tiles`: `[num_tiles, 5]`: sequence, first query token, new tokens, total tokens, first
     /// packed row. With `splits > 1` each tile's key range is cut in `splits` and the partial
-    /// states (`part_o`, `part_lse`) are merged by a second kernel.
+    /// states (`part_o`, `part_lse`) are merged by a second kernel. `min_blocks`: the blocks per
+    /// SM the kernel variant is compiled for (`tuning::prefill_min_blocks`).
     TensorCore {
         tiles: CudaSlice<i32>,
         num_tiles: usize,
+        min_blocks: usize,
         splits: usize,
         part_o: CudaSlice<f32>,
         part_lse: CudaSlice<f32>,
@@ -131,11 +133,16 @@ impl CudaPrefillPlan {
                     PrefillKernel::TensorCoreSplits(n) => n.clamp(1, 64),
                     _ => tc_splits(dev.sm_count(), num_tiles * heads.num_kv_heads, mean_keys),
                 };
+                // The grid is large enough to fill the GPU without splits: the variant compiled
+                // for more blocks per SM (head dims <= 64) pays there; with splits it does not.
+                let many = splits == 1 && num_tiles * heads.num_kv_heads >= 2 * dev.sm_count();
+                let min_blocks = tuning::prefill_min_blocks(heads.head_dim, many);
                 let tokens = seqs.last().map(|s| s.0 + s.1).unwrap_or(0);
                 let part = if splits > 1 { splits * tokens * heads.num_qo_heads } else { 1 };
                 Work::TensorCore {
                     tiles: dev.upload(&tiles)?,
                     num_tiles,
+                    min_blocks,
                     splits,
                     part_o: dev.zeros(part * heads.head_dim)?,
                     part_lse: dev.zeros(part)?,
@@ -295,9 +302,9 @@ pub fn paged_prefill<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     pal_core::check_len("out", out.len(), tokens * hq * d, || format!("[{tokens}, {hq}, {d}]"))?;
     match &mut plan.work {
         Work::Rows(work) => launch_split(dev, q, pool, table, work, heads, opts, out),
-        Work::TensorCore { tiles, num_tiles, splits, part_o, part_lse } => {
+        Work::TensorCore { tiles, num_tiles, min_blocks, splits, part_o, part_lse } => {
             let split = SplitState { splits: *splits, part_o, part_lse, tokens };
-            launch_tensor_core(dev, q, pool, table, tiles, *num_tiles, split, heads, opts, out)
+            launch_tensor_core(dev, q, pool, table, (tiles, *num_tiles, *min_blocks), split, heads, opts, out)
         }
     }
 }
@@ -316,8 +323,7 @@ fn launch_tensor_core<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     q: &CudaSlice<Q>,
     pool: &DevicePool<KV>,
     table: &DeviceTable,
-    tiles: &CudaSlice<i32>,
-    num_tiles: usize,
+    (tiles, num_tiles, min_blocks): (&CudaSlice<i32>, usize, usize),
     split: SplitState<'_>,
     heads: HeadConfig,
     opts: &AttentionOptions,
@@ -329,7 +335,7 @@ fn launch_tensor_core<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
         return Ok(());
     }
     let kernels =
-        dev.kernels(&Variant { family: Family::Prefill, q: Q::DTYPE, kv: KV::DTYPE, head_dim: d, group: 1 })?;
+        dev.kernels(&Variant { family: Family::Prefill, q: Q::DTYPE, kv: KV::DTYPE, head_dim: d, group: min_blocks })?;
     let f = kernels.get("pal_prefill_tc")?;
     let smem = tc_shared_bytes(d);
     let kopts = KernelOpts::new(opts, d);

@@ -57,10 +57,22 @@ pub fn prefill_fold_scale(head_dim: usize) -> bool {
 
 /// Blocks per SM the tensor-core prefill is compiled to fit (`__launch_bounds__`: caps its
 /// registers at 64K / (blocks x threads)); 1 lets the compiler use up to 255 per thread. Head
-/// dims up to 64: 3 (168 registers, a few spilled; H100 same call, SmolLM B=8 16k 28% faster
-/// than 2 blocks of 254 registers). `PAL_PREFILL_MIN_BLOCKS=1..4` overrides.
-pub fn prefill_min_blocks(head_dim: usize) -> usize {
-    env_usize("PAL_PREFILL_MIN_BLOCKS", if head_dim <= 64 { 3 } else { 1 }, |v| (1..=4).contains(&v))
+/// dims up to 64, when the grid fills the GPU without splits (`many_blocks`): 3 (168 registers, a
+/// few spilled; H100 same call, SmolLM B=8 16k 28% faster than 2 blocks of 254 registers, but
+/// B=1 16k, split, 17% slower); otherwise 1. `PAL_PREFILL_MIN_BLOCKS=1..4` overrides both.
+pub fn prefill_min_blocks(head_dim: usize, many_blocks: bool) -> usize {
+    let default = if head_dim <= 64 && many_blocks { 3 } else { 1 };
+    env_usize("PAL_PREFILL_MIN_BLOCKS", default, |v| (1..=4).contains(&v))
+}
+
+/// The `prefill_min_blocks` values a head dim can launch with (the variants to compile).
+pub fn prefill_occupancies(head_dim: usize) -> Vec<usize> {
+    let (few, many) = (prefill_min_blocks(head_dim, false), prefill_min_blocks(head_dim, true));
+    if few == many {
+        vec![few]
+    } else {
+        vec![few, many]
+    }
 }
 
 /// Warps per block of the tensor-core prefill (each owns two 16-row m-tiles; one for wide heads).
