@@ -3,7 +3,8 @@
 # racecheck over the prefill cases), then PAL's prefill benchmark and the Python peers
 # (FlashInfer fa2/fa3, PyTorch SDPA cuDNN/flash) on the same shapes, results under $OUT.
 # Usage on the GPU machine: bench/gpu_prefill_run.sh PATH_TO_PAL_BINARY
-# CHECKS=0 skips the correctness part (a device call is limited to 10 minutes).
+# CHECKS=0 skips the correctness part (a device call is limited to 10 minutes). The JSON rows end
+# up bundled in prefill_json.tgz (BUNDLE=0: loose).
 set -u
 CHECKS=${CHECKS:-1}
 source "$(dirname "$0")/gpu_env.sh"
@@ -36,3 +37,8 @@ run smollm --batch 1,8,32 --context 4096,16384 --new-tokens 512 --hq 9 --hkv 3 -
 run mha --batch 1,8 --context 4096,16384 --new-tokens 512 --hq 32 --hkv 32 --head-dim 128
 python3 bench/summarize_prefill_gpu.py "$OUT" | tee -a "$log"
 echo "done t=$(( $(date +%s) - t0 ))s" | tee -a "$log"
+# The device returns at most 8 files per call: bundle the JSON rows (BUNDLE=0 keeps them loose;
+# unpack with `tar xzf` before running the summary scripts on them).
+if [ "${BUNDLE:-1}" = 1 ]; then
+  (cd "$OUT" && tar czf prefill_json.tgz prefill_*.json && rm -f prefill_*.json)
+fi

@@ -47,3 +47,8 @@ if [ "$CHECKS" = 1 ]; then
   "$PAL" bench append --device cuda --batch 16,64 --context 4096 --new-tokens 512 2>>"$log" | tee -a "$log"
 fi
 echo done | tee -a "$log"
+# The device returns at most 8 files per call: bundle the JSON rows (BUNDLE=0 keeps them loose;
+# unpack with `tar xzf` before running the summary scripts on them).
+if [ "${BUNDLE:-1}" = 1 ]; then
+  (cd "$OUT" && tar czf decode_json.tgz *.json && rm -f *.json)
+fi
