@@ -196,6 +196,10 @@ fn tc_splits(sm_count: usize, blocks: usize, mean_keys: usize) -> usize {
         .unwrap_or_else(|| (1..=max).fold(1, |best, s| if fill(s) > fill(best) + 1e-9 { s } else { best }))
 }
 
+/// Key range from which a sequence's prefill tiles are kept together (see [`tensor_core_tiles`]):
+/// between the 1k (interleaving 1-5% faster) and 4k (grouping 4% faster) contexts measured.
+const GROUP_TILES_FROM_KEYS: usize = 2048;
+
 /// Tiles of the tensor-core kernel with their count and mean key range. Long work goes first, so
 /// that the grid's tail is short tiles. Where a sequence's key range reaches
 /// [`GROUP_TILES_FROM_KEYS`], its tiles stay together (sequences longest first, each one's tiles
@@ -203,11 +207,7 @@ fn tc_splits(sm_count: usize, blocks: usize, mean_keys: usize) -> usize {
 /// tiles by key range interleaves equal sequences: at Llama B=32 L=16k the 16 tiles of a sequence
 /// were 32 blocks apart, ran in different waves, and Nsight counted 15.3 GB of DRAM reads for
 /// 2.2 GB of K/V, against FlashInfer's 2.5 GB.) Shorter sequences' tiles are sorted by key range
-/// over the batch, which balances the tail better (H100: 2-5% at L=1k).
-/// Key range from which a sequence's prefill tiles are kept together (see [`tensor_core_tiles`]):
-/// between the 1k (interleaving 2-5% faster) and 4k (grouping 4% faster) contexts measured.
-const GROUP_TILES_FROM_KEYS: usize = 2048;
-
+/// over the batch, which balances the tail better (H100: 1-5% at L=1k over two calls).
 fn tensor_core_tiles(
     seqs: &[(usize, usize, usize, usize)],
     heads: HeadConfig,

@@ -59,10 +59,15 @@ pub fn prefill_fold_scale(head_dim: usize) -> bool {
 /// registers at 64K / (blocks x threads)); 1 lets the compiler use up to 255 per thread. Head
 /// dims up to 64, when the grid fills the GPU without splits (`many_blocks`): 3 (168 registers, a
 /// few spilled; H100 same call, SmolLM B=8 16k 28% faster than 2 blocks of 254 registers, but
-/// B=1 16k, split, 17% slower); otherwise 1. `PAL_PREFILL_MIN_BLOCKS=1..4` overrides both.
+/// B=1 16k, split, 17% slower); otherwise 1. `PAL_PREFILL_MIN_BLOCKS=1..4` overrides both (read
+/// once: every prefill plan asks).
 pub fn prefill_min_blocks(head_dim: usize, many_blocks: bool) -> usize {
-    let default = if head_dim <= 64 && many_blocks { 3 } else { 1 };
-    env_usize("PAL_PREFILL_MIN_BLOCKS", default, |v| (1..=4).contains(&v))
+    static OVERRIDE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    match *OVERRIDE.get_or_init(|| env_usize("PAL_PREFILL_MIN_BLOCKS", 0, |v| (1..=4).contains(&v))) {
+        0 if head_dim <= 64 && many_blocks => 3,
+        0 => 1,
+        v => v,
+    }
 }
 
 /// The `prefill_min_blocks` values a head dim can launch with (the variants to compile).

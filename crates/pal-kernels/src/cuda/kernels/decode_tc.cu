@@ -31,9 +31,7 @@ static_assert(G <= 8, "a tensor-core decode block computes at most 8 query heads
 static_assert(STAGES >= 2, "PAL_DEC_STAGES must be at least 2");
 
 typedef PAL_KV kv_t;
-#define EB 2                            // bytes per element (f16/bf16)
-#define ROW_BYTES (STRIDE * EB)
-#define STAGE_BYTES (BT * ROW_BYTES)    // one K (or V) stage
+#define STAGE_BYTES (BT * ROW_BYTES)    // one K (or V) stage (ROW_BYTES, EB: mma.cuh)
 
 // Row pitch STRIDE and chunk offsets so(r, ch): the shared-memory layout in mma.cuh. Shared
 // memory is addressed with 32-bit byte addresses, a per-lane base plus compile-time offsets that
@@ -142,14 +140,12 @@ pal_decode_tc(const kv_t* __restrict__ q, const kv_t* __restrict__ k_cache, cons
     bool q_loaded = false;
 #endif
 
-    // ldmatrix addresses of K and V: per-lane row base (the warp's 16 tokens) plus a column that
-    // is compile-time unswizzled, or (c0 & ~7) | ((c0 & 7) ^ y) with y fixed per lane swizzled:
-    // every row a lane addresses has (row & 7) == (lane & 7) (see prefill.cu `col`).
+    // ldmatrix addresses of K and V: per-lane bases (the warp's 16 tokens) plus ldsm_col offsets
+    // (mma.cuh).
     const int bit_k = (lane >> 3) & 1, bit_v = lane >> 4;
-    const int y_k = bit_k ^ (lane & 7), y_v = bit_v ^ (lane & 7);
-    auto col = [&](int c0, int y) { return (SWZ ? ((c0 & ~7) | ((c0 & 7) ^ y)) : c0) * 8 * EB; };
-    const unsigned k_lane = sk + (warp * WT + (lane & 7) + (lane >> 4) * 8) * ROW_BYTES + (SWZ ? 0 : bit_k * 16);
-    const unsigned v_lane = sv + (warp * WT + (lane & 7) + ((lane >> 3) & 1) * 8) * ROW_BYTES + (SWZ ? 0 : bit_v * 16);
+    const int y_k = ldsm_y(bit_k, lane), y_v = ldsm_y(bit_v, lane);
+    const unsigned k_lane = sk + (warp * WT + (lane & 7) + (lane >> 4) * 8) * ROW_BYTES + ldsm_lane_col(bit_k);
+    const unsigned v_lane = sv + (warp * WT + (lane & 7) + ((lane >> 3) & 1) * 8) * ROW_BYTES + ldsm_lane_col(bit_v);
 
     for (int t = 0; t < ntiles; ++t) {
         cp_async_wait<STAGES - 2>();  // tile t (and Q) landed for this thread's copies ...
@@ -183,7 +179,7 @@ pal_decode_tc(const kv_t* __restrict__ q, const kv_t* __restrict__ k_cache, cons
             ldsm_x4(a, sq + so(lane & 15, kk * 2 + (lane >> 4)) * EB);
 #endif
             unsigned bk[4];
-            ldsm_x4(bk, kt + col(kk * 2, y_k));
+            ldsm_x4(bk, kt + ldsm_col(kk * 2, y_k));
             mma16816(s[0], a, bk, kv_t());
             mma16816(s[1], a, bk + 2, kv_t());
         }
@@ -224,7 +220,7 @@ pal_decode_tc(const kv_t* __restrict__ q, const kv_t* __restrict__ k_cache, cons
 #pragma unroll
         for (int d = 0; d < DT; d += 2) {
             unsigned bv[4];
-            ldsm_x4_trans(bv, vt + col(d, y_v));
+            ldsm_x4_trans(bv, vt + ldsm_col(d, y_v));
             mma16816(o[d], pa, bv, kv_t());
             mma16816(o[d + 1], pa, bv + 2, kv_t());
         }

@@ -14,6 +14,18 @@
 #define STRIDE (SWZ ? PAL_HEAD_DIM : PAL_HEAD_DIM + 8)  // row pitch, elements
 // Element offset of chunk `ch` of row `r` (row offsets of tiles must be multiples of 8 rows).
 __device__ __forceinline__ int so(int r, int ch) { return r * STRIDE + (SWZ ? (ch ^ (r & 7)) : ch) * 8; }
+#define EB 2                        // bytes per element (f16/bf16)
+#define ROW_BYTES (STRIDE * EB)     // row pitch, bytes
+
+// ldmatrix addresses in the hot loops: a per-lane base (the lane's row, plus, unswizzled, its
+// column bit: `ldsm_lane_col`) and a column offset `ldsm_col(c0, y)` for the even compile-time
+// chunk c0. Every row an ldmatrix lane addresses has (row & 7) == (lane & 7), and its chunk is
+// c0 plus a per-lane bit, so the swizzled chunk is (c0 & ~7) | ((c0 & 7) ^ y) with
+// y = bit ^ (lane & 7) (`ldsm_y`) fixed per lane: one logic op per distinct c0 & 7, which the
+// compiler keeps out of the tile loop; unswizzled the offset is a compile-time constant.
+__device__ __forceinline__ int ldsm_y(int bit, int lane) { return bit ^ (lane & 7); }
+__device__ __forceinline__ int ldsm_lane_col(int bit) { return SWZ ? 0 : bit * 8 * EB; }
+__device__ __forceinline__ int ldsm_col(int c0, int y) { return (SWZ ? ((c0 & ~7) | ((c0 & 7) ^ y)) : c0) * 8 * EB; }
 
 // ldmatrix from a 32-bit shared-memory address. Hot loops keep per-lane base addresses in this
 // form and add compile-time offsets: ptxas folds those into the instruction's immediate, where

@@ -30,9 +30,7 @@
 #define LOG2E 1.4426950408889634f
 
 typedef PAL_KV kv_t;
-#define EB 2                           // bytes per element (f16/bf16)
-#define ROW_BYTES (STRIDE * EB)        // row pitch in shared memory, bytes
-#define TILE_BYTES (BN * ROW_BYTES)    // one K (or V) buffer
+#define TILE_BYTES (BN * ROW_BYTES)    // one K (or V) buffer (ROW_BYTES, EB: mma.cuh)
 
 // Row pitch STRIDE and chunk offsets so(r, ch): the shared-memory layout in mma.cuh. Shared
 // memory is addressed with 32-bit byte addresses (lane base + compile-time offset), so that
@@ -168,18 +166,12 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
     // the logits); the soft-cap path produces base-2 logits itself (e = 1).
     const bool fold = PAL_PREFILL_FOLD && !(opts.soft_cap > 0.f) && scale_log2 > 0.f;
     const float e_scale = fold ? scale_log2 : 1.f;
-    // ldmatrix addresses: a per-lane base (row, and unswizzled the column bit) plus a compile-time
-    // offset. Every row an ldmatrix lane addresses has (row & 7) == (lane & 7), and the chunk is
-    // an even compile-time c0 plus a per-lane bit, so the swizzled chunk is
-    // (c0 & ~7) | ((c0 & 7) ^ y) with y = bit ^ (lane & 7) fixed per lane: one logic op per
-    // distinct c0 & 7, which the compiler keeps out of the tile loop.
+    // ldmatrix addresses: per-lane bases plus ldsm_col offsets (mma.cuh).
     const int bit_q = lane >> 4, bit_k = (lane >> 3) & 1, bit_v = lane >> 4;
-    const int y_q = bit_q ^ (lane & 7), y_k = bit_k ^ (lane & 7), y_v = bit_v ^ (lane & 7);
-    auto col = [&](int c0, int y) { return (SWZ ? ((c0 & ~7) | ((c0 & 7) ^ y)) : c0) * 8 * EB; };
-    const int lane_col_q = SWZ ? 0 : bit_q * 16, lane_col_k = SWZ ? 0 : bit_k * 16, lane_col_v = SWZ ? 0 : bit_v * 16;
-    const unsigned q_lane = sq + (warp_row + (lane & 15)) * ROW_BYTES + lane_col_q;
-    const unsigned k_lane = sk + ((lane & 7) + (lane >> 4) * 8) * ROW_BYTES + lane_col_k;
-    const unsigned v_lane = sv + ((lane & 7) + ((lane >> 3) & 1) * 8) * ROW_BYTES + lane_col_v;
+    const int y_q = ldsm_y(bit_q, lane), y_k = ldsm_y(bit_k, lane), y_v = ldsm_y(bit_v, lane);
+    const unsigned q_lane = sq + (warp_row + (lane & 15)) * ROW_BYTES + ldsm_lane_col(bit_q);
+    const unsigned k_lane = sk + ((lane & 7) + (lane >> 4) * 8) * ROW_BYTES + ldsm_lane_col(bit_k);
+    const unsigned v_lane = sv + ((lane & 7) + ((lane >> 3) & 1) * 8) * ROW_BYTES + ldsm_lane_col(bit_v);
 
     for (int it = 0; it < n_tiles; ++it) {
         cp_async_wait_all();
@@ -206,11 +198,11 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
             unsigned a[WM][4];
 #pragma unroll
             for (int mi = 0; mi < WM; ++mi)
-                ldsm_x4(a[mi], q_lane + mi * 16 * ROW_BYTES + col(kk * 2, y_q));
+                ldsm_x4(a[mi], q_lane + mi * 16 * ROW_BYTES + ldsm_col(kk * 2, y_q));
 #pragma unroll
             for (int n = 0; n < NT; n += 2) {
                 unsigned b[4];
-                ldsm_x4(b, kt + n * 8 * ROW_BYTES + col(kk * 2, y_k));
+                ldsm_x4(b, kt + n * 8 * ROW_BYTES + ldsm_col(kk * 2, y_k));
 #pragma unroll
                 for (int mi = 0; mi < WM; ++mi) {
                     mma16816(s[mi][n], a[mi], b, kv_t());
@@ -311,7 +303,7 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
 #pragma unroll
             for (int d = 0; d < DT; d += 2) {
                 unsigned b[4];
-                ldsm_x4_trans(b, vt + kk * 16 * ROW_BYTES + col(d, y_v));
+                ldsm_x4_trans(b, vt + kk * 16 * ROW_BYTES + ldsm_col(d, y_v));
 #pragma unroll
                 for (int mi = 0; mi < WM; ++mi) {
                     mma16816(o[mi][d], a[mi], b, kv_t());
