@@ -36,7 +36,7 @@ pub fn cp_prefetch_bytes() -> usize {
 /// decode kernel's copies then stop being fetched twice from L2 (Nsight: L2 sectors 1.5x -> 1.0x
 /// the DRAM sectors) and Llama B=8/32 x 16k/32k decode runs 4-4.6% faster (94% -> 98% of the
 /// read probe at B=32 32k). The prefill is bound by instruction issue rather than memory: with
-/// the XOR computed per ldmatrix it ran 3-5% slower, with per-lane constants (prefill.cu `col`)
+/// the XOR computed per ldmatrix it ran 3-5% slower, with per-lane constants (mma.cuh `ldsm_col`)
 /// within -2%..+1% of the padded layout, so it keeps the padding.
 /// `PAL_SMEM_SWIZZLE=0|1` (decode) and `PAL_PREFILL_SWIZZLE=0|1` override.
 pub fn smem_swizzle(prefill: bool) -> bool {
