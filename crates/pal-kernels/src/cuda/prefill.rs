@@ -61,10 +61,11 @@ pub fn tensor_core_supports(q: DType, kv: DType, head_dim: usize) -> bool {
 }
 
 enum Work {
-    /// `tiles`: `[num_tiles, 5]`: sequence, first query token, new tokens, total tokens, first
-    /// packed row. With `splits > 1` each tile's key range is cut in `splits` and the partial
-    /// states (`part_o`, `part_lse`) are merged by a second kernel. `min_blocks`: the blocks per
-    /// SM the kernel variant is compiled for (`tuning::prefill_min_blocks`).
+    /// `tiles`: `[num_tiles, 6]`: sequence, first query token, new tokens, total tokens, first
+    /// packed row, the sequence's first page-table entry. With `splits > 1` each tile's key range
+    /// is cut in `splits` and the partial states (`part_o`, `part_lse`) are merged by a second
+    /// kernel. `min_blocks`: the blocks per SM the kernel variant is compiled for
+    /// (`tuning::prefill_min_blocks`).
     TensorCore {
         tiles: CudaSlice<i32>,
         num_tiles: usize,
@@ -81,6 +82,8 @@ enum Work {
 pub struct CudaPrefillPlan {
     qo_indptr: Vec<u32>,
     seq_lens: Vec<usize>,
+    /// The page table's `indptr` the tiles were built from (they carry each sequence's start).
+    page_starts: Vec<u32>,
     opts: AttentionOptions,
     heads: HeadConfig,
     dtypes: (DType, DType),
@@ -128,7 +131,7 @@ impl CudaPrefillPlan {
                 ))
             }
             PrefillKernel::TensorCore | PrefillKernel::TensorCoreSplits(_) | PrefillKernel::Auto if tc_ok => {
-                let (tiles, num_tiles, mean_keys) = tensor_core_tiles(&seqs, heads, opts);
+                let (tiles, num_tiles, mean_keys) = tensor_core_tiles(&seqs, table.indptr(), heads, opts);
                 let splits = match kernel {
                     PrefillKernel::TensorCoreSplits(n) => n.clamp(1, 64),
                     _ => tc_splits(dev.sm_count(), num_tiles * heads.num_kv_heads, mean_keys),
@@ -156,6 +159,7 @@ impl CudaPrefillPlan {
         Ok(CudaPrefillPlan {
             qo_indptr: qo_indptr.to_vec(),
             seq_lens: table.seq_lens().to_vec(),
+            page_starts: table.indptr().to_vec(),
             opts: *opts,
             heads,
             dtypes: (q, kv),
@@ -210,19 +214,21 @@ const GROUP_TILES_FROM_KEYS: usize = 2048;
 /// over the batch, which balances the tail better (H100: 1-5% at L=1k over two calls).
 fn tensor_core_tiles(
     seqs: &[(usize, usize, usize, usize)],
+    page_starts: &[u32],
     heads: HeadConfig,
     opts: &AttentionOptions,
 ) -> (Vec<i32>, usize, usize) {
     let g = heads.group_size();
     let tile_rows = tc_rows(heads.head_dim);
-    let mut tiles: Vec<(usize, [i32; 5])> = Vec::new();
+    let mut tiles: Vec<(usize, [i32; 6])> = Vec::new();
     for (b, &(q0, n, hist, total)) in seqs.iter().enumerate() {
         let rows = n * g;
         for row0 in (0..rows).step_by(tile_rows) {
             let (t0, t1) = (row0 / g, ((row0 + tile_rows).min(rows) - 1) / g);
             let lo = opts.first_visible(hist + t0);
             let hi = if opts.causal { hist + t1 + 1 } else { total };
-            tiles.push((hi.saturating_sub(lo), [b as i32, q0 as i32, n as i32, total as i32, row0 as i32]));
+            let row = [b as i32, q0 as i32, n as i32, total as i32, row0 as i32, page_starts[b] as i32];
+            tiles.push((hi.saturating_sub(lo), row));
         }
     }
     let mut seq_keys = vec![0usize; seqs.len()];
@@ -244,7 +250,7 @@ fn tensor_core_tiles(
     let mean_keys = tiles.iter().map(|t| t.0).sum::<usize>() / n.max(1);
     let mut flat: Vec<i32> = tiles.into_iter().flat_map(|(_, t)| t).collect();
     if flat.is_empty() {
-        flat = vec![0; 5]; // the device needs a buffer; no block reads it
+        flat = vec![0; 6]; // the device needs a buffer; no block reads it
     }
     (flat, n, mean_keys)
 }
@@ -289,7 +295,11 @@ pub fn paged_prefill<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     out: &mut CudaSlice<Q>,
 ) -> Result<()> {
     opts.validate()?;
-    if plan.qo_indptr != qo_indptr || plan.seq_lens != table.host.seq_lens() || plan.opts != *opts {
+    if plan.qo_indptr != qo_indptr
+        || plan.seq_lens != table.host.seq_lens()
+        || plan.page_starts != table.host.indptr()
+        || plan.opts != *opts
+    {
         return Err(PalError::invalid("plan", "was built for another batch or other options; plan again"));
     }
     if plan.dtypes != (Q::DTYPE, KV::DTYPE) {
@@ -350,7 +360,6 @@ fn launch_tensor_core<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     b.arg(q)
         .arg(&pool.k)
         .arg(&pool.v)
-        .arg(&table.indptr)
         .arg(&table.indices)
         .arg(tiles)
         .arg(&mut *out)
@@ -427,12 +436,14 @@ mod tests {
         // (first query token, new tokens, history, total): two sequences past
         // GROUP_TILES_FROM_KEYS (kept together), two short ones (interleaved), one with no new token.
         let seqs = [(0, 100, 2500, 2600), (100, 1, 0, 1), (101, 300, 33, 333), (401, 0, 5, 5), (401, 50, 3000, 3050)];
-        let (flat, n, mean) = tensor_core_tiles(&seqs, heads, &opts);
-        assert_eq!(flat.len(), 5 * n);
+        let page_starts = [0, 7, 8, 29, 30];
+        let (flat, n, mean) = tensor_core_tiles(&seqs, &page_starts, heads, &opts);
+        assert_eq!(flat.len(), 6 * n);
         let mut covered = vec![Vec::new(); seqs.len()];
         let mut work = Vec::new();
-        for t in flat.chunks(5) {
+        for t in flat.chunks(6) {
             let (b, q0, nn, total, row0) = (t[0] as usize, t[1], t[2], t[3], t[4] as usize);
+            assert_eq!(t[5] as u32, page_starts[b]);
             assert_eq!((q0 as usize, nn as usize, total as usize), (seqs[b].0, seqs[b].1, seqs[b].3));
             let rows = seqs[b].1 * 3;
             let end = (row0 + tc_rows(128)).min(rows);

@@ -128,16 +128,20 @@ __device__ __forceinline__ unsigned smem_addr(const void* p) {
 // PAL_CP_PREFETCH (0, 64, 128 or 256) adds the L2 prefetch-size hint: the L2 fetches that many
 // bytes around the sector from DRAM (the copies of a tile cover whole rows anyway).
 #if PAL_CP_PREFETCH == 256
-#define PAL_CP_ASYNC "cp.async.cg.shared.global.L2::256B [%0], [%1], 16, %2;\n"
+#define PAL_CP_HINT ".L2::256B"
 #elif PAL_CP_PREFETCH == 128
-#define PAL_CP_ASYNC "cp.async.cg.shared.global.L2::128B [%0], [%1], 16, %2;\n"
+#define PAL_CP_HINT ".L2::128B"
 #elif PAL_CP_PREFETCH == 64
-#define PAL_CP_ASYNC "cp.async.cg.shared.global.L2::64B [%0], [%1], 16, %2;\n"
+#define PAL_CP_HINT ".L2::64B"
 #else
-#define PAL_CP_ASYNC "cp.async.cg.shared.global [%0], [%1], 16, %2;\n"
+#define PAL_CP_HINT ""
 #endif
+// An invalid copy writes zeros: the ignore-src predicate, set from `valid` directly (a source
+// size of `valid ? 16 : 0` made ptxas rebuild the predicate from the size, ~3 instructions per
+// copy when `valid` is a sign test).
 __device__ __forceinline__ void cp_async16(unsigned dst, const void* src, bool valid) {
-    asm volatile(PAL_CP_ASYNC ::"r"(dst), "l"(src), "r"(valid ? 16 : 0) : "memory");
+    asm volatile("{\n .reg .pred ign;\n setp.eq.u32 ign, %2, 0;\n cp.async.cg.shared.global" PAL_CP_HINT
+                 " [%0], [%1], 16, ign;\n}\n" ::"r"(dst), "l"(src), "r"((unsigned)valid) : "memory");
 }
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
     cp_async16(smem_addr(dst), src, valid);

@@ -42,9 +42,8 @@ extern "C" __global__ void __launch_bounds__(WARPS * 32, PAL_PREFILL_MIN_BLOCKS)
 pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
                const kv_t* __restrict__ k_cache,    // [blocks, page, Hkv, HD]
                const kv_t* __restrict__ v_cache,
-               const int* __restrict__ indptr,      // [B+1] page-table rows
                const int* __restrict__ indices,     // [nnz pages]
-               const int* __restrict__ tiles,       // [tiles, 5]: seq, q_start, n_new, total, row0
+               const int* __restrict__ tiles,       // [tiles, 6]: seq, q_start, n_new, total, row0, page0
                kv_t* __restrict__ out,              // [tokens, Hq, HD], written when num_splits == 1
                float* __restrict__ part_o,          // [num_splits, tokens, Hq, HD] otherwise
                float* __restrict__ part_lse,        // [num_splits, tokens, Hq] (base 2)
@@ -54,25 +53,50 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
     const unsigned sk = sq + BM * ROW_BYTES;  // [2][BN][STRIDE]
     const unsigned sv = sk + 2 * TILE_BYTES;  // [2][BN][STRIDE]
 
-    const int* ti = tiles + 5 * blockIdx.x;
-    const int seq = ti[0], q_start = ti[1], n_new = ti[2], total = ti[3], row0 = ti[4];
+    // The tile's row carries its sequence's first page-table entry (page0): read from indptr it
+    // was one more dependent load before the first copy of every block.
+    const int* ti = tiles + 6 * blockIdx.x;
+    const int q_start = ti[1], n_new = ti[2], total = ti[3], row0 = ti[4];
     const int h = blockIdx.y;
     const int hist = total - n_new;
     const int hq = num_kv_heads * group;
     const int rows = n_new * group;
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int* pages = indices + indptr[seq];
+    const int* pages = indices + ti[5];
     const long token_stride = (long)num_kv_heads * HD;
     const int page_shift = (page_size & (page_size - 1)) == 0 ? __ffs(page_size) - 1 : -1;
 
-    // Q tile -> shared memory (rows past the sequence's new tokens are zeros).
-    for (int c = tid; c < BM * CHUNKS; c += WARPS * 32) {
-        const int r = c / CHUNKS, ch = c % CHUNKS;
-        const int pr = row0 + r;
-        const bool valid = pr < rows;
-        const int t = valid ? pr / group : 0, gi = valid ? pr - (pr / group) * group : 0;
-        const kv_t* src = q + ((long)(q_start + t) * hq + h * group + gi) * HD + ch * 8;
-        cp_async16(sq + so(r, ch) * EB, valid ? src : q, valid);
+    // Q tile -> shared memory (rows past the sequence's new tokens are zeros). With whole rows
+    // per pass a thread's rows are QSTEP apart, so its (token, head in group) advances by
+    // (QSTEP / group, QSTEP % group) per pass: two divisions per thread instead of one per row
+    // (a division is ~25 instructions; at head dim 128 the rows' divisions were ~5% of the stall
+    // samples at L=1k).
+    if ((WARPS * 32) % CHUNKS == 0) {
+        constexpr int QSTEP = (WARPS * 32) / CHUNKS;
+        const int ch = tid % CHUNKS;
+        int pr = row0 + tid / CHUNKS;
+        int t = pr / group, gi = pr - t * group;
+        const int dt = QSTEP / group, dg = QSTEP - dt * group;
+        for (int r = tid / CHUNKS; r < BM; r += QSTEP, pr += QSTEP) {
+            const bool valid = pr < rows;
+            const kv_t* src = q + ((long)(q_start + t) * hq + h * group + gi) * HD + ch * 8;
+            cp_async16(sq + so(r, ch) * EB, valid ? src : q, valid);
+            t += dt;
+            gi += dg;
+            if (gi >= group) {
+                gi -= group;
+                ++t;
+            }
+        }
+    } else {
+        for (int c = tid; c < BM * CHUNKS; c += WARPS * 32) {
+            const int r = c / CHUNKS, ch = c % CHUNKS;
+            const int pr = row0 + r;
+            const bool valid = pr < rows;
+            const int t = valid ? pr / group : 0, gi = valid ? pr - (pr / group) * group : 0;
+            const kv_t* src = q + ((long)(q_start + t) * hq + h * group + gi) * HD + ch * 8;
+            cp_async16(sq + so(r, ch) * EB, valid ? src : q, valid);
+        }
     }
 
     // Key range of the block, and the part of it every row sees (tiles there need no mask).
@@ -110,13 +134,17 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
     const char* v_head = reinterpret_cast<const char*>(v_cache + (long)h * HD);
     const unsigned token_bytes = (unsigned)token_stride * EB;
     int* s_slot = reinterpret_cast<int*>(smem_raw + (BM + 4 * BN) * ROW_BYTES);  // [2][BN]
-    auto lookup = [&](int it) {  // pool slot of key row `tid` of tile `it`, -1 past the range
+    // A lookup returns (page id, offset in page; -1 past the range) and `slot_of` combines them a
+    // tile later: multiplying right away made the two lookup warps wait for the page-id load every
+    // tile (Nsight: long-scoreboard stalls on that multiply), and the barrier then held the rest.
+    auto lookup = [&](int it) {  // key row `tid` of tile `it`
         const int j = lo_block + (t_begin + it) * BN + tid;
-        if (it >= n_tiles || j >= hi_block) return -1;
+        if (it >= n_tiles || j >= hi_block) return make_int2(0, -1);
         const int pg = page_shift >= 0 ? (j >> page_shift) : j / page_size;
         const int po = page_shift >= 0 ? (j & (page_size - 1)) : j - pg * page_size;
-        return pages[pg] * page_size + po;
+        return make_int2(pages[pg], po);
     };
+    auto slot_of = [&](int2 x) { return x.y < 0 ? -1 : x.x * page_size + x.y; };
     constexpr int NTHREADS = WARPS * 32;
     const char* k_word = k_head + (tid % CHUNKS) * 16;
     const char* v_word = v_head + (tid % CHUNKS) * 16;
@@ -124,14 +152,23 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
     auto issue = [&](int buf) {  // tile with slots in s_slot[buf] -> K/V buffer `buf`
         const unsigned dk = sk + buf * TILE_BYTES, dv = sv + buf * TILE_BYTES;
         const int* slots = s_slot + buf * BN;
+        // With whole rows per pass a thread's chunk is the same in every pass.
+        auto row = [&](int k) {
+            return NTHREADS % CHUNKS == 0 ? tid / CHUNKS + k * (NTHREADS / CHUNKS) : (tid + k * NTHREADS) / CHUNKS;
+        };
+        auto copies = [&](int k) { return BN * CHUNKS % NTHREADS == 0 || tid + k * NTHREADS < BN * CHUNKS; };
+        // All slots first: cp.async's asm carries a memory clobber, so a shared load between two
+        // copies cannot move above the first one, and each copy waited for its own load
+        // (Nsight: ~7% of the stall samples on the instruction after each load).
+        int slot_k[LOADS];
+#pragma unroll
+        for (int k = 0; k < LOADS; ++k) slot_k[k] = copies(k) ? slots[row(k)] : -1;
 #pragma unroll
         for (int k = 0; k < LOADS; ++k) {
-            const int c = tid + k * NTHREADS;
-            if (BN * CHUNKS % NTHREADS != 0 && c >= BN * CHUNKS) break;
-            // With whole rows per pass a thread's chunk is the same in every pass.
-            const int r = NTHREADS % CHUNKS == 0 ? tid / CHUNKS + k * (NTHREADS / CHUNKS) : c / CHUNKS;
-            const int ch = NTHREADS % CHUNKS == 0 ? tid % CHUNKS : c % CHUNKS;
-            const int slot = slots[r];
+            if (!copies(k)) break;
+            const int r = row(k);
+            const int ch = NTHREADS % CHUNKS == 0 ? tid % CHUNKS : (tid + k * NTHREADS) % CHUNKS;
+            const int slot = slot_k[k];
             // Past the range: zeros from row 0 (P is 0 there, and 0 * garbage could be NaN).
             const unsigned long long off = (unsigned long long)(unsigned)max(slot, 0) * token_bytes;
             const bool fixed = NTHREADS % CHUNKS == 0;  // then thread bases k/v_word hold the word
@@ -140,10 +177,10 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
         }
     };
 
-    int pending = -1;  // this thread's lookup for the tile after next (threads below BN)
+    int2 pending = make_int2(0, -1);  // this thread's lookup for the tile after next (threads < BN)
     if (tid < BN) {
-        s_slot[tid] = lookup(0);
-        s_slot[BN + tid] = lookup(1);
+        s_slot[tid] = slot_of(lookup(0));
+        s_slot[BN + tid] = slot_of(lookup(1));
         pending = lookup(2);
     }
     __syncthreads();
@@ -181,7 +218,7 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
         // Tile it+2's slots replace tile it's (read by issue(it) before the barrier above); the
         // copies of iteration it+1 read them after the next barrier.
         if (tid < BN) {
-            s_slot[(it & 1) * BN + tid] = pending;
+            s_slot[(it & 1) * BN + tid] = slot_of(pending);
             pending = lookup(it + 3);
         }
         const unsigned kt = k_lane + (it & 1) * TILE_BYTES, vt = v_lane + (it & 1) * TILE_BYTES;
