@@ -76,7 +76,7 @@ impl Variant {
             tuning::unroll(),
             tuning::load_hint() as u8,
             tuning::prefill_warps(),
-            tuning::prefill_keys(self.head_dim),
+            tuning::prefill_keys(self.head_dim, if self.family == Family::Prefill { self.group } else { 1 }),
             tuning::decode_tile_tokens(self.head_dim, self.kv.size(), self.group),
             if self.family == Family::DecodeTc { tuning::decode_tc_stages() } else { tuning::decode_stages() },
             tuning::decode_lane_dims(self.head_dim, self.group),

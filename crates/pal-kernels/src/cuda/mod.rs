@@ -153,7 +153,7 @@ impl CudaDevice {
         let k = Arc::new(Kernels { functions, _module: module });
         // Once per loaded module, not per launch: the opt-in above 48 KB of shared memory.
         match variant.family {
-            Family::Prefill => prefill::allow_shared_memory(&k, variant.head_dim)?,
+            Family::Prefill => prefill::allow_shared_memory(&k, variant.head_dim, variant.group)?,
             Family::Decode => allow_shared(
                 &k,
                 "pal_decode_pipe",

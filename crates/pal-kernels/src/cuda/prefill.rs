@@ -38,19 +38,19 @@ fn tc_rows(head_dim: usize) -> usize {
 }
 /// Dynamic shared memory of the tensor-core kernel: a Q tile and double-buffered K and V tiles of
 /// `BN` keys, rows padded by 16 bytes, then two tiles of pool slots (i32 per key).
-fn tc_shared_bytes(head_dim: usize) -> usize {
-    let keys = tuning::prefill_keys(head_dim);
+fn tc_shared_bytes(head_dim: usize, min_blocks: usize) -> usize {
+    let keys = tuning::prefill_keys(head_dim, min_blocks);
     (tc_rows(head_dim) + 4 * keys) * (head_dim + 8) * 2 + 2 * keys * 4
 }
 
 /// Let the tensor-core kernel of a freshly loaded module use its dynamic shared memory (above the
 /// default 48 KB a launch needs this opt-in).
-pub(super) fn allow_shared_memory(kernels: &super::Kernels, head_dim: usize) -> Result<()> {
+pub(super) fn allow_shared_memory(kernels: &super::Kernels, head_dim: usize, min_blocks: usize) -> Result<()> {
     kernels
         .get("pal_prefill_tc")?
         .set_attribute(
             cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            tc_shared_bytes(head_dim) as i32,
+            tc_shared_bytes(head_dim, min_blocks) as i32,
         )
         .map_err(fail)
 }
@@ -347,7 +347,7 @@ fn launch_tensor_core<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     let kernels =
         dev.kernels(&Variant { family: Family::Prefill, q: Q::DTYPE, kv: KV::DTYPE, head_dim: d, group: min_blocks })?;
     let f = kernels.get("pal_prefill_tc")?;
-    let smem = tc_shared_bytes(d);
+    let smem = tc_shared_bytes(d, min_blocks);
     let kopts = KernelOpts::new(opts, d);
     let (hkv_i, g_i, page_i) = (hkv as i32, heads.group_size() as i32, pool.layout.block_size as i32);
     let (splits_i, tokens_i) = (split.splits as i32, split.tokens as i32);

@@ -57,9 +57,9 @@ pub fn prefill_fold_scale(head_dim: usize) -> bool {
 
 /// Blocks per SM the tensor-core prefill is compiled to fit (`__launch_bounds__`: caps its
 /// registers at 64K / (blocks x threads)); 1 lets the compiler use up to 255 per thread. Head
-/// dims up to 64, when the grid fills the GPU without splits (`many_blocks`): 3 (168 registers, a
-/// few spilled; H100 same call, SmolLM B=8 16k 28% faster than 2 blocks of 254 registers, but
-/// B=1 16k, split, 17% slower); otherwise 1. `PAL_PREFILL_MIN_BLOCKS=1..4` overrides both (read
+/// dims up to 64, when the grid fills the GPU without splits (`many_blocks`): 3 (168 registers,
+/// with 32-key tiles, see [`prefill_keys`]; H100 same call, SmolLM B=8 16k 28% faster than 2
+/// blocks of 254 registers, but B=1 16k, split, 17% slower); otherwise 1. `PAL_PREFILL_MIN_BLOCKS=1..4` overrides both (read
 /// once: every prefill plan asks).
 pub fn prefill_min_blocks(head_dim: usize, many_blocks: bool) -> usize {
     static OVERRIDE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
@@ -87,14 +87,17 @@ pub fn prefill_warps() -> usize {
     *WARPS.get_or_init(|| env_usize("PAL_PREFILL_WARPS", 4, |v| [4, 8].contains(&v)))
 }
 
-/// Keys per shared-memory tile of the tensor-core prefill for `head_dim`: 64 up to head dim 128
-/// (with shared-memory addressing and staged page lookups the 128 fits without spilling in the
-/// hot path; H100: Llama 5-18% faster than 32-key tiles), else 32, unless `PAL_PREFILL_BN` says
-/// otherwise (read once).
-pub fn prefill_keys(head_dim: usize) -> usize {
+/// Keys per shared-memory tile of the tensor-core prefill for `head_dim` and the variant's
+/// `min_blocks` ([`prefill_min_blocks`]): 64 up to head dim 128 (with shared-memory addressing
+/// and staged page lookups the 128 fits without spilling in the hot path; H100: Llama 5-18%
+/// faster than 32-key tiles), else 32; and 32 for the 3-blocks/SM variant, whose 168 registers
+/// hold a 32-key tile without spilling (H100 same call, SmolLM B=8/32 x 4k/16k 6-10% faster than
+/// 64-key tiles, `h100_prefill_hd64_tiles_occupancy_ab.txt`). `PAL_PREFILL_BN` overrides (read
+/// once).
+pub fn prefill_keys(head_dim: usize, min_blocks: usize) -> usize {
     static BN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     match *BN.get_or_init(|| env_usize("PAL_PREFILL_BN", 0, |v| [0, 16, 32, 64].contains(&v))) {
-        0 if head_dim <= 128 => 64,
+        0 if head_dim <= 128 && min_blocks < 3 => 64,
         0 => 32,
         v => v,
     }
