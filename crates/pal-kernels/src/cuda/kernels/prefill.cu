@@ -21,7 +21,7 @@
 #define WARPS PAL_PREFILL_WARPS         // 4 (or 8: tuning)
 #define WM (HD <= 128 ? 2 : 1)          // 16-row m-tiles per warp (wide heads: register budget)
 #define BM (WARPS * 16 * WM)            // packed rows per block
-#define BN PAL_PREFILL_BN               // KV tokens per tile: 64 up to HD 128, else 32 (tuning.rs)
+#define BN PAL_PREFILL_BN               // KV tokens per tile: 64 or 32 by head dim and variant (tuning.rs)
 #define KSTEPS (HD / 16)                // k-steps of Q K^T
 #define NT (BN / 8)                     // 8-column blocks of S
 #define DT (HD / 8)                     // 8-column blocks of O
