@@ -67,6 +67,8 @@ impl Variant {
             Family::Prefill => (MMA, PREFILL),
             Family::DecodeTc => (MMA, DECODE_TC),
         };
+        // For the prefill, `group` is the blocks per SM the variant is compiled for.
+        let prefill_blocks = if self.family == Family::Prefill { self.group } else { 1 };
         format!(
             "#define PAL_T {}\n#define PAL_KV {}\n#define PAL_HEAD_DIM {}\n#define PAL_GROUP {}\n#define PAL_UNROLL {}\n#define PAL_LOAD_HINT {}\n#define PAL_PREFILL_WARPS {}\n#define PAL_PREFILL_BN {}\n#define PAL_DEC_TILE {}\n#define PAL_DEC_STAGES {}\n#define PAL_DEC_VEC {}\n#define PAL_CP_PREFETCH {}\n#define PAL_SMEM_SWIZZLE {}\n#define PAL_PREFILL_FOLD {}\n#define PAL_PREFILL_MIN_BLOCKS {}\n{}\n{}\n{}",
             cuda_type(self.q),
@@ -76,14 +78,14 @@ impl Variant {
             tuning::unroll(),
             tuning::load_hint() as u8,
             tuning::prefill_warps(),
-            tuning::prefill_keys(self.head_dim, if self.family == Family::Prefill { self.group } else { 1 }),
+            tuning::prefill_keys(self.head_dim, prefill_blocks),
             tuning::decode_tile_tokens(self.head_dim, self.kv.size(), self.group),
             if self.family == Family::DecodeTc { tuning::decode_tc_stages() } else { tuning::decode_stages() },
             tuning::decode_lane_dims(self.head_dim, self.group),
             tuning::cp_prefetch_bytes(),
             tuning::smem_swizzle(self.family == Family::Prefill) as u8,
             tuning::prefill_fold_scale(self.head_dim) as u8,
-            if self.family == Family::Prefill { self.group } else { 1 },
+            prefill_blocks,
             COMMON,
             helpers,
             body

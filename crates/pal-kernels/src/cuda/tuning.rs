@@ -1,7 +1,8 @@
-//! Tuning knobs of the CUDA decode, with defaults chosen from H100 measurements (BENCHMARKS.md).
+//! Tuning knobs of the CUDA kernels, with defaults chosen from H100 measurements (BENCHMARKS.md).
 //! Environment overrides exist for experiments: `PAL_CUDA_BLOCKS_PER_SM`, `PAL_CUDA_UNROLL`,
-//! `PAL_CUDA_LOAD_HINT`, `PAL_CP_L2_PREFETCH`, `PAL_SMEM_SWIZZLE`, `PAL_PREFILL_SWIZZLE`, `PAL_DECODE_KERNEL`, `PAL_DEC_*`, and for the tensor-core prefill
-//! `PAL_PREFILL_WARPS`, `PAL_PREFILL_BN`.
+//! `PAL_CUDA_LOAD_HINT`, `PAL_CP_L2_PREFETCH`, `PAL_SMEM_SWIZZLE`, `PAL_PREFILL_SWIZZLE`,
+//! `PAL_DECODE_KERNEL`, `PAL_DEC_*`, and for the tensor-core prefill `PAL_PREFILL_WARPS`,
+//! `PAL_PREFILL_BN`, `PAL_PREFILL_FOLD`, `PAL_PREFILL_MIN_BLOCKS`.
 
 fn env_usize(name: &str, default: usize, allowed: impl Fn(usize) -> bool) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).filter(|v| allowed(*v)).unwrap_or(default)
@@ -59,8 +60,8 @@ pub fn prefill_fold_scale(head_dim: usize) -> bool {
 /// registers at 64K / (blocks x threads)); 1 lets the compiler use up to 255 per thread. Head
 /// dims up to 64, when the grid fills the GPU without splits (`many_blocks`): 3 (168 registers,
 /// with 32-key tiles, see [`prefill_keys`]; H100 same call, SmolLM B=8 16k 28% faster than 2
-/// blocks of 254 registers, but B=1 16k, split, 17% slower); otherwise 1. `PAL_PREFILL_MIN_BLOCKS=1..4` overrides both (read
-/// once: every prefill plan asks).
+/// blocks of 254 registers, but B=1 16k, split, 17% slower); otherwise 1.
+/// `PAL_PREFILL_MIN_BLOCKS=1..4` overrides both (read once: every prefill plan asks).
 pub fn prefill_min_blocks(head_dim: usize, many_blocks: bool) -> usize {
     static OVERRIDE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     match *OVERRIDE.get_or_init(|| env_usize("PAL_PREFILL_MIN_BLOCKS", 0, |v| (1..=4).contains(&v))) {

@@ -66,21 +66,25 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
     const long token_stride = (long)num_kv_heads * HD;
     const int page_shift = (page_size & (page_size - 1)) == 0 ? __ffs(page_size) - 1 : -1;
 
-    // Q tile -> shared memory (rows past the sequence's new tokens are zeros). With whole rows
-    // per pass a thread's rows are QSTEP apart, so its (token, head in group) advances by
-    // (QSTEP / group, QSTEP % group) per pass: two divisions per thread instead of one per row
-    // (a division is ~25 instructions; at head dim 128 the rows' divisions were ~5% of the stall
-    // samples at L=1k).
-    if ((WARPS * 32) % CHUNKS == 0) {
-        constexpr int QSTEP = (WARPS * 32) / CHUNKS;
+    // Rows are addressed by (token, head in group): a thread steps through its rows instead of
+    // dividing each by the group (a division is ~25 instructions; at head dim 128 the Q load's
+    // divisions were ~5% of the stall samples at L=1k). With whole rows per pass (ROW_PASSES) a
+    // thread's rows are a fixed stride apart and its 16-byte chunk is the same in every pass.
+    constexpr int NTHREADS = WARPS * 32;
+    constexpr bool ROW_PASSES = NTHREADS % CHUNKS == 0;
+    auto q_row = [&](int t, int gi) { return (long)(q_start + t) * hq + h * group + gi; };
+    auto copy_q = [&](int r, int ch, int t, int gi, bool valid) {  // rows past the new tokens: zeros
+        const kv_t* src = q + q_row(t, gi) * HD + ch * 8;
+        cp_async16(sq + so(r, ch) * EB, valid ? src : q, valid);
+    };
+    if (ROW_PASSES) {
+        constexpr int QSTEP = NTHREADS / CHUNKS;
         const int ch = tid % CHUNKS;
         int pr = row0 + tid / CHUNKS;
         int t = pr / group, gi = pr - t * group;
         const int dt = QSTEP / group, dg = QSTEP - dt * group;
         for (int r = tid / CHUNKS; r < BM; r += QSTEP, pr += QSTEP) {
-            const bool valid = pr < rows;
-            const kv_t* src = q + ((long)(q_start + t) * hq + h * group + gi) * HD + ch * 8;
-            cp_async16(sq + so(r, ch) * EB, valid ? src : q, valid);
+            copy_q(r, ch, t, gi, pr < rows);
             t += dt;
             gi += dg;
             if (gi >= group) {
@@ -89,13 +93,12 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
             }
         }
     } else {
-        for (int c = tid; c < BM * CHUNKS; c += WARPS * 32) {
+        for (int c = tid; c < BM * CHUNKS; c += NTHREADS) {
             const int r = c / CHUNKS, ch = c % CHUNKS;
             const int pr = row0 + r;
             const bool valid = pr < rows;
             const int t = valid ? pr / group : 0, gi = valid ? pr - (pr / group) * group : 0;
-            const kv_t* src = q + ((long)(q_start + t) * hq + h * group + gi) * HD + ch * 8;
-            cp_async16(sq + so(r, ch) * EB, valid ? src : q, valid);
+            copy_q(r, ch, t, gi, valid);
         }
     }
 
@@ -145,16 +148,14 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
         return make_int2(pages[pg], po);
     };
     auto slot_of = [&](int2 x) { return x.y < 0 ? -1 : x.x * page_size + x.y; };
-    constexpr int NTHREADS = WARPS * 32;
     const char* k_word = k_head + (tid % CHUNKS) * 16;
     const char* v_word = v_head + (tid % CHUNKS) * 16;
     static_assert(BN <= NTHREADS, "one lookup thread per key row");
     auto issue = [&](int buf) {  // tile with slots in s_slot[buf] -> K/V buffer `buf`
         const unsigned dk = sk + buf * TILE_BYTES, dv = sv + buf * TILE_BYTES;
         const int* slots = s_slot + buf * BN;
-        // With whole rows per pass a thread's chunk is the same in every pass.
         auto row = [&](int k) {
-            return NTHREADS % CHUNKS == 0 ? tid / CHUNKS + k * (NTHREADS / CHUNKS) : (tid + k * NTHREADS) / CHUNKS;
+            return ROW_PASSES ? tid / CHUNKS + k * (NTHREADS / CHUNKS) : (tid + k * NTHREADS) / CHUNKS;
         };
         auto copies = [&](int k) { return BN * CHUNKS % NTHREADS == 0 || tid + k * NTHREADS < BN * CHUNKS; };
         // All slots first: cp.async's asm carries a memory clobber, so a shared load between two
@@ -167,13 +168,13 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
         for (int k = 0; k < LOADS; ++k) {
             if (!copies(k)) break;
             const int r = row(k);
-            const int ch = NTHREADS % CHUNKS == 0 ? tid % CHUNKS : (tid + k * NTHREADS) % CHUNKS;
+            const int ch = ROW_PASSES ? tid % CHUNKS : (tid + k * NTHREADS) % CHUNKS;
             const int slot = slot_k[k];
             // Past the range: zeros from row 0 (P is 0 there, and 0 * garbage could be NaN).
             const unsigned long long off = (unsigned long long)(unsigned)max(slot, 0) * token_bytes;
-            const bool fixed = NTHREADS % CHUNKS == 0;  // then thread bases k/v_word hold the word
-            cp_async16(dk + so(r, ch) * EB, (fixed ? k_word : k_head + ch * 16) + off, slot >= 0);
-            cp_async16(dv + so(r, ch) * EB, (fixed ? v_word : v_head + ch * 16) + off, slot >= 0);
+            // With ROW_PASSES the thread bases k/v_word hold the word.
+            cp_async16(dk + so(r, ch) * EB, (ROW_PASSES ? k_word : k_head + ch * 16) + off, slot >= 0);
+            cp_async16(dv + so(r, ch) * EB, (ROW_PASSES ? v_word : v_head + ch * 16) + off, slot >= 0);
         }
     };
 
@@ -363,7 +364,7 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
             if (pr >= rows) continue;
             const int t = pr / group, gi = pr - t * group;
             const float inv = li > 0.f ? 1.f / li : 0.f;
-            const long row = (long)(q_start + t) * hq + h * group + gi;
+            const long row = q_row(t, gi);
             if (num_splits == 1) {
                 kv_t* dst = out + row * HD + 2 * (lane & 3);
 #pragma unroll
