@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Offline SASS of one PAL kernel variant, on a machine without a GPU: assemble the source the way
-# compile.rs does (defines + common.cuh + mma.cuh + the kernel file), NVRTC -> PTX, ptxas -v
+# compile.rs does (defines + common.cuh + mma.cuh [+ split.cuh] + the kernel file), NVRTC -> PTX, ptxas -v
 # (registers, spills), then the instruction count of the hottest loop (loop_count.py).
 # Usage: bench/sass/kernel_sass.sh prefill|decode_tc [DTYPE HEAD_DIM]
 #   env: BN (prefill keys per tile, 64), GROUP (decode_tc heads, 4), SW (swizzle), FOLD, MINB,
@@ -12,7 +12,11 @@ set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 K=$here/../../crates/pal-kernels/src/cuda/kernels
 kind=${1:-prefill}; T=${2:-__nv_bfloat16}; HD=${3:-128}
-case $kind in prefill) body=prefill.cu; entry=pal_prefill_tc ;; decode_tc) body=decode_tc.cu; entry=pal_decode_tc ;; *) echo "prefill|decode_tc"; exit 2 ;; esac
+case $kind in
+  prefill) body=prefill.cu; entry=pal_prefill_tc; extra= ;;
+  decode_tc) body=decode_tc.cu; entry=pal_decode_tc; extra=$K/split.cuh ;;
+  *) echo "prefill|decode_tc"; exit 2 ;;
+esac
 sw_default=0; [ "$kind" = decode_tc ] && sw_default=1
 F=/tmp/pal_sass_${kind}_${HD}.cu
 {
@@ -20,7 +24,7 @@ F=/tmp/pal_sass_${kind}_${HD}.cu
   printf '#define PAL_UNROLL 4\n#define PAL_LOAD_HINT 1\n#define PAL_PREFILL_WARPS 4\n#define PAL_PREFILL_BN %s\n' "${BN:-64}"
   printf '#define PAL_DEC_TILE 32\n#define PAL_DEC_STAGES 3\n#define PAL_DEC_VEC 8\n#define PAL_CP_PREFETCH 128\n'
   printf '#define PAL_SMEM_SWIZZLE %s\n#define PAL_PREFILL_FOLD %s\n#define PAL_PREFILL_MIN_BLOCKS %s\n' "${SW:-$sw_default}" "${FOLD:-0}" "${MINB:-1}"
-  cat "$K/common.cuh" "$K/mma.cuh" "$K/$body"
+  cat "$K/common.cuh" "$K/mma.cuh" $extra "$K/$body"
 } | grep -v '#pragma once' | if [ -n "${HOT:-}" ]; then sed 's/if (opts.soft_cap > 0.f) {/if (false) {/; s/if (!full) {/if (false) {/'; else cat; fi > "$F"
 root=${PAL_CUDA_ROOT:-$here/../../.ci/nvrtc/nvidia/cu13}
 LD_LIBRARY_PATH=$root/lib python3 "$here/nvrtc_ptx.py" "$F" "${F%.cu}.ptx"

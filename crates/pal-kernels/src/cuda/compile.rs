@@ -13,6 +13,7 @@ const APPEND: &str = include_str!("kernels/append.cu");
 const PREFILL: &str = include_str!("kernels/prefill.cu");
 const MMA: &str = include_str!("kernels/mma.cuh");
 const DECODE_TC: &str = include_str!("kernels/decode_tc.cu");
+const SPLIT: &str = include_str!("kernels/split.cuh");
 
 /// One compiled specialisation of a kernel family.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -62,10 +63,10 @@ pub fn cuda_type(d: DType) -> &'static str {
 impl Variant {
     pub fn source(&self) -> String {
         let (helpers, body) = match self.family {
-            Family::Decode => ("", DECODE),
-            Family::Append => ("", APPEND),
-            Family::Prefill => (MMA, PREFILL),
-            Family::DecodeTc => (MMA, DECODE_TC),
+            Family::Decode => (SPLIT.to_string(), DECODE),
+            Family::Append => (String::new(), APPEND),
+            Family::Prefill => (MMA.to_string(), PREFILL),
+            Family::DecodeTc => (format!("{MMA}\n{SPLIT}"), DECODE_TC),
         };
         // For the prefill, `group` is the blocks per SM the variant is compiled for.
         let prefill_blocks = if self.family == Family::Prefill { self.group } else { 1 };

@@ -321,6 +321,9 @@ struct SplitWork {
     row_chunk_indptr: CudaSlice<i32>,
     part_o: CudaSlice<f32>,
     part_lse: CudaSlice<f32>,
+    /// One counter per (query row, KV head, query sub-group), zero between launches: the chunks
+    /// of a row count themselves and the last one merges the row (split.cuh).
+    merge_count: CudaSlice<i32>,
     num_chunks: usize,
     rows: usize,
     /// Every row has exactly one chunk: the kernel writes the output, no merge pass.
@@ -353,6 +356,7 @@ impl SplitWork {
             row_chunk_indptr: dev.upload(&indptr)?,
             part_o: dev.zeros(n * heads.num_qo_heads * heads.head_dim)?,
             part_lse: dev.zeros(n * heads.num_qo_heads)?,
+            merge_count: dev.zeros((rows * heads.num_qo_heads / block_group(heads.group_size())).max(1))?,
             num_chunks: n,
             rows,
             direct: n == rows,
@@ -570,7 +574,14 @@ fn launch_split<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     let fd = attn.get(entry)?;
     let kopts = KernelOpts::new(opts, d);
     let (hkv_i, g_i, page_i, hq_i) = (hkv as i32, g as i32, pool.layout.block_size as i32, hq as i32);
-    let direct = i32::from(work.direct);
+    // How blocks finish (split.cuh): write the output, or partials merged by the row's last
+    // block, or (PAL_FUSED_MERGE=0) partials for the merge kernel below.
+    let fused = tuning::fused_merge();
+    let finish: i32 = match (work.direct, fused) {
+        (true, _) => 1,
+        (false, true) => 2,
+        (false, false) => 0,
+    };
     let cfg = LaunchConfig {
         grid_dim: (work.num_chunks as u32, hkv as u32, (g / s) as u32),
         block_dim: (DECODE_THREADS, 1, 1),
@@ -589,7 +600,9 @@ fn launch_split<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
         .arg(&mut work.part_o)
         .arg(&mut work.part_lse)
         .arg(&mut *out)
-        .arg(&direct)
+        .arg(&work.row_chunk_indptr)
+        .arg(&mut work.merge_count)
+        .arg(&finish)
         .arg(&hkv_i)
         .arg(&g_i)
         .arg(&page_i)
@@ -599,7 +612,7 @@ fn launch_split<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     // sized and every index validated on the host (page ids in the pool, chunk ranges within each
     // sequence).
     unsafe { b.launch(cfg) }.map_err(fail)?;
-    if work.direct {
+    if work.direct || fused {
         return Ok(());
     }
     // The merge kernel lives in the register kernel's module (compiled with the same dtypes).

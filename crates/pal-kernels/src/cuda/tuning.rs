@@ -1,7 +1,7 @@
 //! Tuning knobs of the CUDA kernels, with defaults chosen from H100 measurements (BENCHMARKS.md).
 //! Environment overrides exist for experiments: `PAL_CUDA_BLOCKS_PER_SM`, `PAL_CUDA_UNROLL`,
 //! `PAL_CUDA_LOAD_HINT`, `PAL_CP_L2_PREFETCH`, `PAL_SMEM_SWIZZLE`, `PAL_PREFILL_SWIZZLE`,
-//! `PAL_DECODE_KERNEL`, `PAL_DEC_*`, and for the tensor-core prefill `PAL_PREFILL_WARPS`,
+//! `PAL_DECODE_KERNEL`, `PAL_DEC_*`, `PAL_FUSED_MERGE`, and for the tensor-core prefill `PAL_PREFILL_WARPS`,
 //! `PAL_PREFILL_BN`, `PAL_PREFILL_FOLD`, `PAL_PREFILL_MIN_BLOCKS`.
 
 fn env_usize(name: &str, default: usize, allowed: impl Fn(usize) -> bool) -> usize {
@@ -17,6 +17,12 @@ pub fn blocks_per_sm() -> Option<usize> {
 /// Tokens per token group whose K/V loads are issued together (compiled into the kernel).
 pub fn unroll() -> usize {
     env_usize("PAL_CUDA_UNROLL", 4, |v| [1, 2, 4, 8].contains(&v))
+}
+
+/// Whether the last block of a split-KV row merges the row's partial states (split.cuh) instead
+/// of a second kernel doing it. `PAL_FUSED_MERGE=0|1` overrides.
+pub fn fused_merge() -> bool {
+    env_usize("PAL_FUSED_MERGE", 1, |v| v <= 1) == 1
 }
 
 /// Whether K/V loads carry the L1::no_allocate / L2::256B hints.

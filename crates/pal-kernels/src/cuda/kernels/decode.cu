@@ -4,8 +4,8 @@
 // Lanes: a "token group" of LPT = next_pow2(HEAD_DIM / 8) lanes reads one token's K (and V) row
 // with 16-byte loads (8 elements per lane); a warp holds 32 / LPT token groups; the block's warps
 // stride over the chunk. Each token group keeps its own online-softmax state, merged through
-// shared memory at the end; the block writes a partial (o, lse) per query head, and
-// `pal_merge` combines the chunks of a sequence.
+// shared memory at the end; the block writes a partial (o, lse) per query head, and the row's
+// last block (split.cuh) or `pal_merge` combines the chunks of a sequence.
 
 #define HD PAL_HEAD_DIM
 #define G PAL_GROUP  // query heads per block: the GQA group, or a divisor of it when the group exceeds 8
@@ -52,11 +52,11 @@ __device__ __forceinline__ void merge_token_groups(float (&m)[G], float (&l)[G],
 }
 
 // Then the warps' states, staged in shared memory as sm_m, sm_l [WARPS][G] and sm_o
-// [WARPS][G][HD], combine, and the block writes its output rows (`direct`) or the chunk's partial
+// [WARPS][G][HD], combine, and the block writes its output rows (PAL_FINISH_OUT) or the chunk's partial
 // (o, natural-log lse) for `pal_merge`.
 __device__ __forceinline__ void write_block_state(const float* sm_m, const float* sm_l, const float* sm_o,
                                                   PAL_T* __restrict__ out, float* __restrict__ part_o,
-                                                  float* __restrict__ part_lse, int direct, int qrow, int chunk,
+                                                  float* __restrict__ part_lse, int finish, int qrow, int chunk,
                                                   int hq, int head0) {
     for (int e = threadIdx.x; e < G * HD; e += WARPS * 32) {
         const int g = e / HD, d = e % HD;
@@ -70,7 +70,7 @@ __device__ __forceinline__ void write_block_state(const float* sm_m, const float
                 oo += sm_o[(r * G + g) * HD + d] * w;
             }
         }
-        if (direct) {
+        if (finish == PAL_FINISH_OUT) {
             out[((long)qrow * hq + head0 + g) * HD + d] = from_f32<PAL_T>(ll > 0.f ? oo / ll : 0.f);
         } else {
             const long row = (long)chunk * hq + head0 + g;
@@ -92,8 +92,10 @@ pal_decode(const PAL_T* __restrict__ q,            // [B, Hq, HD]
            const int* __restrict__ chunk_end,      // [chunks]
            float* __restrict__ part_o,             // [chunks, Hq, HD]
            float* __restrict__ part_lse,           // [chunks, Hq]
-           PAL_T* __restrict__ out,                // [B, Hq, HD], written directly when `direct`
-           int direct,                             // 1: one chunk per sequence, no merge pass
+           PAL_T* __restrict__ out,                // [B, Hq, HD]
+           const int* __restrict__ row_chunk_indptr,  // [rows+1] chunks of each query row
+           int* __restrict__ merge_count,          // [rows, Hkv, Hq / (Hkv * G)] zeros (split.cuh)
+           int finish,                             // PAL_FINISH_* (split.cuh)
            int num_kv_heads, int group, int page_size, AttnOpts opts) {
     const int chunk = blockIdx.x;
     const int h = blockIdx.y;
@@ -225,8 +227,11 @@ pal_decode(const PAL_T* __restrict__ q,            // [B, Hq, HD]
         }
     }
     __syncthreads();
-    write_block_state(&sm_m[0][0], &sm_l[0][0], &sm_o[0][0][0], out, part_o, part_lse, direct, qrow, chunk, hq,
+    write_block_state(&sm_m[0][0], &sm_l[0][0], &sm_o[0][0][0], out, part_o, part_lse, finish, qrow, chunk, hq,
                       head0);
+    if (finish == PAL_FINISH_MERGE)
+        merge_if_last<G, HD>(part_o, part_lse, row_chunk_indptr, merge_count, out, qrow, hq, head0,
+                             &sm_o[0][0][0]);
 }
 
 // The same work item through a cp.async pipeline: K/V tiles of TILE tokens stream into shared
@@ -256,7 +261,9 @@ pal_decode_pipe(const PAL_T* __restrict__ q, const PAL_KV* __restrict__ k_cache,
                 const int* __restrict__ indices, const int* __restrict__ chunk_seq,
                 const int* __restrict__ chunk_row, const int* __restrict__ chunk_start,
                 const int* __restrict__ chunk_end, float* __restrict__ part_o, float* __restrict__ part_lse,
-                PAL_T* __restrict__ out, int direct, int num_kv_heads, int group, int page_size, AttnOpts opts) {
+                PAL_T* __restrict__ out, const int* __restrict__ row_chunk_indptr,
+                int* __restrict__ merge_count, int finish, int num_kv_heads, int group, int page_size,
+                AttnOpts opts) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     PAL_KV* sk = reinterpret_cast<PAL_KV*>(smem_raw);  // [STAGES][TILE][HD]
     PAL_KV* sv = sk + STAGES * TILE * HD;
@@ -450,7 +457,9 @@ pal_decode_pipe(const PAL_T* __restrict__ q, const PAL_KV* __restrict__ k_cache,
         }
     }
     __syncthreads();
-    write_block_state(sm_m, sm_l, sm_o, out, part_o, part_lse, direct, qrow, chunk, hq, head0);
+    write_block_state(sm_m, sm_l, sm_o, out, part_o, part_lse, finish, qrow, chunk, hq, head0);
+    if (finish == PAL_FINISH_MERGE)
+        merge_if_last<G, HD>(part_o, part_lse, row_chunk_indptr, merge_count, out, qrow, hq, head0, sm_o);
 }
 
 // Merge the chunks of each query row (decode: sequence; prefill: token): one block per (row, head). Chunk weights are

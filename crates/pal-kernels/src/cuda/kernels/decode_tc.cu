@@ -11,7 +11,8 @@
 // cp.async, STAGES - 1 tiles ahead of the one being computed. Each warp owns 16 tokens of every
 // tile: S = Q K^T (16 rows x 16 tokens), an online softmax per row, then O += P V, with P's
 // accumulator layout reused as the next mma's A operand. The four warps' states (m, l, O) merge
-// through shared memory at the end, and the block writes the output or a partial (o, lse).
+// through shared memory at the end, and the block writes the output or a partial (o, lse), which
+// the row's last block merges (split.cuh) or `pal_merge` does.
 //
 // Requires PAL_T == PAL_KV (f16 or bf16) and HD % 16 == 0 (the host picks `pal_decode` otherwise).
 
@@ -42,7 +43,8 @@ pal_decode_tc(const kv_t* __restrict__ q, const kv_t* __restrict__ k_cache, cons
               const int* __restrict__ indptr, const int* __restrict__ indices, const int* __restrict__ chunk_seq,
               const int* __restrict__ chunk_row, const int* __restrict__ chunk_start,
               const int* __restrict__ chunk_end, float* __restrict__ part_o, float* __restrict__ part_lse,
-              kv_t* __restrict__ out, int direct, int num_kv_heads, int group, int page_size, AttnOpts opts) {
+              kv_t* __restrict__ out, const int* __restrict__ row_chunk_indptr, int* __restrict__ merge_count,
+              int finish, int num_kv_heads, int group, int page_size, AttnOpts opts) {
     extern __shared__ __align__(16) unsigned char smem_raw[];
     const unsigned sq = smem_addr(smem_raw);       // [16][STRIDE]
     const unsigned sk = sq + 16 * ROW_BYTES;        // [STAGES][BT][STRIDE]
@@ -258,7 +260,7 @@ pal_decode_tc(const kv_t* __restrict__ q, const kv_t* __restrict__ k_cache, cons
             }
         }
         const float val = ll > 0.f ? oo / ll : 0.f;
-        if (direct) {
+        if (finish == PAL_FINISH_OUT) {
             out[((long)qrow * hq + head0 + r) * HD + d] = from_f32<kv_t>(val);
         } else {
             const long row = (long)chunk * hq + head0 + r;
@@ -266,4 +268,7 @@ pal_decode_tc(const kv_t* __restrict__ q, const kv_t* __restrict__ k_cache, cons
             if (d == 0) part_lse[row] = ll > 0.f ? (mm + __log2f(ll)) * 0.6931471805599453f : PAL_NEG_INF;
         }
     }
+    if (finish == PAL_FINISH_MERGE)
+        merge_if_last<G, HD>(part_o, part_lse, row_chunk_indptr, merge_count, out, qrow, hq, head0,
+                             reinterpret_cast<float*>(smem_raw));
 }
