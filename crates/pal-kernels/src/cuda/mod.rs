@@ -364,7 +364,10 @@ impl SplitWork {
     }
 }
 
-/// Split-KV decode partition for the GPU, with the workspace for partial states.
+/// Split-KV decode partition for the GPU, with the workspace for partial states and the merge
+/// counters. The workspace belongs to one launch at a time: launches of one plan on the same
+/// stream (or replays of a graph captured from it) are fine, concurrent launches on two streams
+/// are not (give each stream its own plan).
 pub struct CudaDecodePlan {
     pub host: DecodePlan,
     heads: HeadConfig,

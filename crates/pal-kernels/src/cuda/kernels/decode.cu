@@ -52,8 +52,8 @@ __device__ __forceinline__ void merge_token_groups(float (&m)[G], float (&l)[G],
 }
 
 // Then the warps' states, staged in shared memory as sm_m, sm_l [WARPS][G] and sm_o
-// [WARPS][G][HD], combine, and the block writes its output rows (PAL_FINISH_OUT) or the chunk's partial
-// (o, natural-log lse) for `pal_merge`.
+// [WARPS][G][HD], combine, and the block writes its output rows (PAL_FINISH_OUT) or the chunk's
+// partial (o, natural-log lse) for the merge (split.cuh, or `pal_merge`).
 __device__ __forceinline__ void write_block_state(const float* sm_m, const float* sm_l, const float* sm_o,
                                                   PAL_T* __restrict__ out, float* __restrict__ part_o,
                                                   float* __restrict__ part_lse, int finish, int qrow, int chunk,
