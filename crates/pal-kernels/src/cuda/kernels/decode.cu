@@ -264,7 +264,7 @@ pal_decode_pipe(const PAL_T* __restrict__ q, const PAL_KV* __restrict__ k_cache,
                 PAL_T* __restrict__ out, const int* __restrict__ row_chunk_indptr,
                 int* __restrict__ merge_count, int finish, int num_kv_heads, int group, int page_size,
                 AttnOpts opts) {
-    extern __shared__ __align__(16) unsigned char smem_raw[];
+    extern __shared__ __align__(128) unsigned char smem_raw[];
     PAL_KV* sk = reinterpret_cast<PAL_KV*>(smem_raw);  // [STAGES][TILE][HD]
     PAL_KV* sv = sk + STAGES * TILE * HD;
     const int chunk = blockIdx.x;

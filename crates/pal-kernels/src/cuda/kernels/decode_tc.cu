@@ -45,7 +45,8 @@ pal_decode_tc(const kv_t* __restrict__ q, const kv_t* __restrict__ k_cache, cons
               const int* __restrict__ chunk_end, float* __restrict__ part_o, float* __restrict__ part_lse,
               kv_t* __restrict__ out, const int* __restrict__ row_chunk_indptr, int* __restrict__ merge_count,
               int finish, int num_kv_heads, int group, int page_size, AttnOpts opts) {
-    extern __shared__ __align__(16) unsigned char smem_raw[];
+    // 128-byte aligned: rows of K/V must not straddle 128-byte segments (split.cuh says why).
+    extern __shared__ __align__(128) unsigned char smem_raw[];
     const unsigned sq = smem_addr(smem_raw);       // [16][STRIDE]
     const unsigned sk = sq + 16 * ROW_BYTES;        // [STAGES][BT][STRIDE]
     const unsigned sv = sk + STAGES * STAGE_BYTES;  // [STAGES][BT][STRIDE]

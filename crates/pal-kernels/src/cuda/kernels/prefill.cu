@@ -48,7 +48,7 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
                float* __restrict__ part_o,          // [num_splits, tokens, Hq, HD] otherwise
                float* __restrict__ part_lse,        // [num_splits, tokens, Hq] (base 2)
                int num_splits, int num_tokens, int num_kv_heads, int group, int page_size, AttnOpts opts) {
-    extern __shared__ __align__(16) unsigned char smem_raw[];
+    extern __shared__ __align__(128) unsigned char smem_raw[];
     const unsigned sq = smem_addr(smem_raw);  // [BM][STRIDE]
     const unsigned sk = sq + BM * ROW_BYTES;  // [2][BN][STRIDE]
     const unsigned sv = sk + 2 * TILE_BYTES;  // [2][BN][STRIDE]

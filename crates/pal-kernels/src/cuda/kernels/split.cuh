@@ -19,9 +19,14 @@
 // Called by every thread of the block after the block wrote the partial rows head0 .. head0 +
 // G_ - 1 of `chunk`'s query row `qrow` (part_o [chunks][hq][HD_], part_lse [chunks][hq]).
 // `scratch`: shared memory the block no longer needs, at least G_ * SPLIT_SLICE floats. The
-// helper declares no shared memory of its own and is not inlined: either would change the
-// attention kernels (their occupancy, or their main loop's register allocation) for every launch,
-// merging or not; with static shared memory here the bandwidth-bound cells ran 7% slower (H100).
+// helper declares no shared memory of its own and is not inlined: either changes the attention
+// kernels for every launch, merging or not. Inlined, it changed the main loop's register
+// allocation (head dim 64: 9% more instructions per tile). With 1 KB of static shared memory here
+// the bandwidth-bound cells ran 4-7% slower on an H100, the main loop's SASS unchanged: most
+// likely the dynamic region then started 16 bytes past a 128-byte boundary, so each 256-byte K/V
+// row copied by cp.async straddled three 128-byte segments (the L2 refetch BENCHMARKS.md
+// describes for padded rows). The kernels now declare their dynamic shared memory 128-byte
+// aligned, which keeps it so whatever static shared memory is added.
 template <int G_, int HD_, typename T>
 __device__ __noinline__ void merge_if_last(const float* __restrict__ part_o, const float* __restrict__ part_lse,
                                            const int* __restrict__ row_chunk_indptr, int* __restrict__ merge_count,
