@@ -22,10 +22,10 @@
 // helper declares no shared memory of its own and is not inlined: either changes the attention
 // kernels for every launch, merging or not. Inlined, it changed the main loop's register
 // allocation (head dim 64: 9% more instructions per tile). With 1 KB of static shared memory here
-// the bandwidth-bound cells ran 4-7% slower on an H100, the main loop's SASS unchanged: most
-// likely the dynamic region then started 16 bytes past a 128-byte boundary, so each 256-byte K/V
-// row copied by cp.async straddled three 128-byte segments (the L2 refetch BENCHMARKS.md
-// describes for padded rows). The kernels now declare their dynamic shared memory 128-byte
+// the bandwidth-bound cells ran 4-7% slower on an H100, the main loop's SASS unchanged: the
+// dynamic region then started 16 bytes past a 128-byte boundary, so each 256-byte K/V row copied
+// by cp.async straddled three 128-byte segments (the L2 refetch BENCHMARKS.md describes for padded
+// rows; h100_smem_align_ab.txt). The kernels now declare their dynamic shared memory 128-byte
 // aligned, which keeps it so whatever static shared memory is added.
 template <int G_, int HD_, typename T>
 __device__ __noinline__ void merge_if_last(const float* __restrict__ part_o, const float* __restrict__ part_lse,
