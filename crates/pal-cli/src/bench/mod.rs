@@ -249,9 +249,13 @@ pub(crate) fn random_vec<T: pal_core::Element>(n: usize, seed: u64) -> Vec<T> {
 }
 
 /// Block lists with shuffled (fragmented) physical ids: `batch` sequences of `pages` pages each.
+/// `PAL_BENCH_PAGES=contiguous` keeps each sequence's pages in order and adjacent instead (an
+/// experiment knob: it separates the cost of page-sized reads from that of their scattering).
 pub(crate) fn fragmented_lists(batch: usize, pages: usize, seed: u64) -> Vec<Vec<u32>> {
     let mut ids: Vec<u32> = (0..(batch * pages) as u32).collect();
-    pal_kernels::testing::Rng::new(seed).shuffle(&mut ids);
+    if std::env::var("PAL_BENCH_PAGES").as_deref() != Ok("contiguous") {
+        pal_kernels::testing::Rng::new(seed).shuffle(&mut ids);
+    }
     ids.chunks(pages.max(1)).map(|c| c.to_vec()).collect()
 }
 

@@ -73,24 +73,28 @@ pal_decode_tc(const kv_t* __restrict__ q, const kv_t* __restrict__ k_cache, cons
 
     // Each thread copies the same LOADS (row, word) pairs of every tile. Where the block's threads
     // divide into whole rows (HD 64, 128, 256) a thread takes one word column of LOADS consecutive
-    // rows, so its rows share a page and one page-table load serves several copies (a warp still
-    // copies whole 16-byte-word rows per instruction); otherwise words go round-robin. The page
-    // ids of a tile are read one tile ahead so that the copies never wait on them.
+    // rows, so its rows usually share a page (a warp still copies whole 16-byte-word rows per
+    // instruction); otherwise words go round-robin.
     constexpr bool ROW_RUNS = (WARPS * 32) % CHUNKS == 0;
     auto copy_row = [&](int k) { return ROW_RUNS ? (tid / CHUNKS) * LOADS + k : (tid + k * WARPS * 32) / CHUNKS; };
     auto copy_col = [&](int k) { return ROW_RUNS ? tid % CHUNKS : (tid + k * WARPS * 32) % CHUNKS; };
     auto copies = [&](int k) { return ROW_RUNS || BT * CHUNKS % (WARPS * 32) == 0 || tid + k * WARPS * 32 < BT * CHUNKS; };
+    // The page ids of a tile are loaded one tile ahead and must stay in flight until that tile's
+    // copies use them, so every row loads its own id straight into its register. An earlier form
+    // loaded each distinct page once (`if (pg != prev) id = pages[pg]`), and the compiler moved
+    // each loaded id out of that branch right away, so every tile waited for its page-table load
+    // there (~30% of the stall samples at Llama B=32 1k with 16-token pages, Nsight; 16-token
+    // pages ran 6% slower than one page per sequence on the same memory). The repeated loads hit
+    // L1, and the loop got shorter (959 instructions per 64-token tile at head dim 128, from
+    // 1056). Rows past the chunk load nothing: clamping them to the last row instead cost SmolLM
+    // B=1 16k 20% (H100, h100_decode_page_ids_ab.txt).
+    auto page_of = [&](int j) { return page_shift >= 0 ? (j >> page_shift) : j / page_size; };
     int cpage[LOADS];
     auto load_pages = [&](int base) {
-        int prev = -1, id = 0;
 #pragma unroll
         for (int k = 0; k < LOADS; ++k) {
             const int j = base + copy_row(k);
-            if (copies(k) && j < end) {
-                const int pg = page_shift >= 0 ? (j >> page_shift) : j / page_size;
-                if (pg != prev) { id = pages[pg]; prev = pg; }
-                cpage[k] = id;
-            }
+            if (copies(k) && j < end) cpage[k] = pages[page_of(j)];
         }
     };
     // A copy's source: this head's row base + pool slot * token bytes + the word (one wide
