@@ -460,7 +460,7 @@ fn decode_variant(heads: HeadConfig, (q, kv): (DType, DType)) -> Variant {
 fn decode_attention(heads: HeadConfig, dtypes: (DType, DType)) -> (Variant, &'static str, usize) {
     let v = decode_variant(heads, dtypes);
     let tc = tensor_core_supports(dtypes.0, dtypes.1, heads.head_dim);
-    match tuning::decode_kernel(tc, v.group) {
+    match tuning::decode_kernel(tc) {
         tuning::DecodeKernel::TensorCore => {
             let smem = tuning::decode_tc_shared_bytes(v.head_dim, v.kv.size());
             (Variant { family: Family::DecodeTc, ..v }, "pal_decode_tc", smem)

@@ -122,13 +122,14 @@ pub enum DecodeKernel {
     TensorCore,
 }
 
-/// The decode kernel for a block of `block_heads` query heads: `PAL_DECODE_KERNEL=reg|pipe|tc`
-/// (read once) forces one where it applies. By default the tensor-core kernel where it applies
-/// and the block holds a GQA group (>= 2 query heads), else the register kernel. Measured
-/// (BENCHMARKS.md, "GPU results (decode)"): for GQA the tensor-core kernel is 1.18x the register
-/// kernel in bandwidth-bound cells on an H200 and up to 1.5x in low-parallelism cells on an H100,
-/// within 1-3% elsewhere; for MHA (one head per block) the register kernel is 5% faster on an H100.
-pub fn decode_kernel(tensor_cores_apply: bool, block_heads: usize) -> DecodeKernel {
+/// The decode kernel: `PAL_DECODE_KERNEL=reg|pipe|tc` (read once) forces one where it applies. By
+/// default the tensor-core kernel wherever it applies (f16/bf16, q and pool alike, head dim a
+/// multiple of 16), else the register kernel. Measured (BENCHMARKS.md, "GPU results (decode)"):
+/// for GQA the tensor-core kernel is 1.18x the register kernel in bandwidth-bound cells on an H200
+/// and up to 1.5x in low-parallelism cells on an H100; for MHA (one query head per block) it was
+/// 5% slower on an H100 until its page ids were loaded per row, and since then it is 1.28x at B=1
+/// 1k and 0.4-1.7% faster in 9 of the other 11 cells (`h100_decode_mha_tc_ab.txt`).
+pub fn decode_kernel(tensor_cores_apply: bool) -> DecodeKernel {
     static CHOICE: std::sync::OnceLock<Option<DecodeKernel>> = std::sync::OnceLock::new();
     let forced = *CHOICE.get_or_init(|| match std::env::var("PAL_DECODE_KERNEL").as_deref() {
         Ok("reg") => Some(DecodeKernel::Register),
@@ -136,14 +137,13 @@ pub fn decode_kernel(tensor_cores_apply: bool, block_heads: usize) -> DecodeKern
         Ok("tc") => Some(DecodeKernel::TensorCore),
         _ => None,
     });
-    pick_decode_kernel(forced, tensor_cores_apply, block_heads)
+    pick_decode_kernel(forced, tensor_cores_apply)
 }
 
 /// [`decode_kernel`] without the environment: `forced` is what `PAL_DECODE_KERNEL` asked for.
-fn pick_decode_kernel(forced: Option<DecodeKernel>, tensor_cores_apply: bool, block_heads: usize) -> DecodeKernel {
+fn pick_decode_kernel(forced: Option<DecodeKernel>, tensor_cores_apply: bool) -> DecodeKernel {
     match forced {
-        Some(DecodeKernel::TensorCore) if tensor_cores_apply => DecodeKernel::TensorCore,
-        None if tensor_cores_apply && block_heads >= 2 => DecodeKernel::TensorCore,
+        Some(DecodeKernel::TensorCore) | None if tensor_cores_apply => DecodeKernel::TensorCore,
         Some(k @ (DecodeKernel::Register | DecodeKernel::Pipelined)) => k,
         _ => DecodeKernel::Register,
     }
@@ -218,14 +218,12 @@ mod tests {
 
     #[test]
     fn decode_kernel_choice() {
-        // Default: tensor cores for a GQA block where they apply, the register kernel otherwise.
-        assert_eq!(pick_decode_kernel(None, true, 4), TensorCore);
-        assert_eq!(pick_decode_kernel(None, true, 1), Register);
-        assert_eq!(pick_decode_kernel(None, false, 4), Register);
-        // A forced kernel wins where it can run; tensor cores never run where they do not apply.
-        assert_eq!(pick_decode_kernel(Some(TensorCore), true, 1), TensorCore);
-        assert_eq!(pick_decode_kernel(Some(TensorCore), false, 4), Register);
-        assert_eq!(pick_decode_kernel(Some(Pipelined), true, 4), Pipelined);
-        assert_eq!(pick_decode_kernel(Some(Register), true, 8), Register);
+        // Default: tensor cores wherever they apply (GQA and MHA), the register kernel otherwise.
+        assert_eq!(pick_decode_kernel(None, true), TensorCore);
+        assert_eq!(pick_decode_kernel(None, false), Register);
+        assert_eq!(pick_decode_kernel(Some(TensorCore), true), TensorCore);
+        assert_eq!(pick_decode_kernel(Some(TensorCore), false), Register);
+        assert_eq!(pick_decode_kernel(Some(Pipelined), true), Pipelined);
+        assert_eq!(pick_decode_kernel(Some(Register), true), Register);
     }
 }
