@@ -376,6 +376,11 @@ pub struct CudaDecodePlan {
     work: SplitWork,
 }
 
+/// How a split-KV decode block finishes: `PAL_FINISH_*` in split.cuh (the kernels' `finish`).
+const FINISH_PARTIAL: i32 = 0;
+const FINISH_OUT: i32 = 1;
+const FINISH_MERGE: i32 = 2;
+
 /// Threads of a merge block; must equal `MERGE_THREADS` in decode.cu (the kernel strides by it).
 const MERGE_THREADS: u32 = 128;
 /// Threads of a decode block; must equal `WARPS * 32` in decode.cu.
@@ -580,10 +585,10 @@ fn launch_split<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     // How blocks finish (split.cuh): write the output, or partials merged by the row's last
     // block, or (PAL_FUSED_MERGE=0) partials for the merge kernel below.
     let fused = tuning::fused_merge();
-    let finish: i32 = match (work.direct, fused) {
-        (true, _) => 1,
-        (false, true) => 2,
-        (false, false) => 0,
+    let finish = match (work.direct, fused) {
+        (true, _) => FINISH_OUT,
+        (false, true) => FINISH_MERGE,
+        (false, false) => FINISH_PARTIAL,
     };
     let cfg = LaunchConfig {
         grid_dim: (work.num_chunks as u32, hkv as u32, (g / s) as u32),
