@@ -356,7 +356,8 @@ impl SplitWork {
             row_chunk_indptr: dev.upload(&indptr)?,
             part_o: dev.zeros(n * heads.num_qo_heads * heads.head_dim)?,
             part_lse: dev.zeros(n * heads.num_qo_heads)?,
-            merge_count: dev.zeros((rows * heads.num_qo_heads / block_group(heads.group_size())).max(1))?,
+            // Indexed like the launch grid (split.cuh): row, KV head, query sub-group.
+            merge_count: dev.zeros((rows * heads.num_kv_heads * sub_groups(heads)).max(1))?,
             num_chunks: n,
             rows,
             direct: n == rows,
@@ -402,14 +403,13 @@ impl CudaDecodePlan {
         heads.validate()?;
         // Without a split, blocks = sequences x KV heads x query sub-groups. When that already
         // fills the GPU, splitting only adds a merge pass: write the output directly.
-        let sub_groups = heads.group_size() / block_group(heads.group_size());
-        let unsplit_blocks = table.batch() * heads.num_kv_heads * sub_groups;
+        let unsplit_blocks = table.batch() * heads.num_kv_heads * sub_groups(heads);
         if unsplit_blocks >= dev.sm_count {
             return Self::with_chunk_tokens(dev, table, heads, opts, dtypes, usize::MAX);
         }
         let visible: Vec<usize> = table.seq_lens().iter().map(|&l| crate::plan::visible_range(l, opts).len()).collect();
         let slots = dev.sm_count * decode_blocks_per_sm(dev, heads, dtypes)?;
-        let chunk = one_wave_chunk(&visible, heads.num_kv_heads * sub_groups, slots, MIN_CHUNK);
+        let chunk = one_wave_chunk(&visible, heads.num_kv_heads * sub_groups(heads), slots, MIN_CHUNK);
         Self::with_chunk_tokens(dev, table, heads, opts, dtypes, chunk)
     }
 
@@ -520,6 +520,11 @@ impl KernelOpts {
     }
 }
 
+/// Decode blocks per KV head (the grid's z): the group split into blocks of [`block_group`] heads.
+fn sub_groups(heads: HeadConfig) -> usize {
+    heads.group_size() / block_group(heads.group_size())
+}
+
 /// Query heads per decode block: the group, or its largest divisor up to 8.
 fn block_group(g: usize) -> usize {
     (1..=8.min(g)).rev().find(|s| g.is_multiple_of(*s)).unwrap_or(1)
@@ -577,7 +582,6 @@ fn launch_split<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
         return Ok(());
     }
     let (attn_variant, entry, smem) = decode_attention(heads, (Q::DTYPE, KV::DTYPE));
-    let s = attn_variant.group;
     let attn = dev.kernels(&attn_variant)?;
     let fd = attn.get(entry)?;
     let kopts = KernelOpts::new(opts, d);
@@ -591,7 +595,7 @@ fn launch_split<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
         (false, false) => FINISH_PARTIAL,
     };
     let cfg = LaunchConfig {
-        grid_dim: (work.num_chunks as u32, hkv as u32, (g / s) as u32),
+        grid_dim: (work.num_chunks as u32, hkv as u32, sub_groups(heads) as u32),
         block_dim: (DECODE_THREADS, 1, 1),
         shared_mem_bytes: smem as u32,
     };

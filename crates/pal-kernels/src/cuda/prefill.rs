@@ -3,8 +3,8 @@
 //! Two kernels, chosen per call by [`PrefillKernel`]:
 //! - **Tensor cores** (`prefill.cu`, FlashAttention-2 style, mma.sync): one block per tile of 128
 //!   (64 for head dims above 128) packed (token, query head) rows of a sequence and one KV head,
-//!   streaming the sequence's K/V pages through shared memory. Needs 16-bit q equal to the pool's dtype and a head dim that is
-//!   a multiple of 16 up to 256.
+//!   streaming the sequence's K/V pages through shared memory. Needs 16-bit q equal to the pool's
+//!   dtype and a head dim that is a multiple of 16 up to 256.
 //! - **Rows**: every new token is a query row run through the split-KV decode kernels. Correct for
 //!   every dtype and head dim, but it re-reads the history once per token: the fallback.
 //!

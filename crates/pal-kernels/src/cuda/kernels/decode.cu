@@ -10,6 +10,7 @@
 #define HD PAL_HEAD_DIM
 #define G PAL_GROUP  // query heads per block: the GQA group, or a divisor of it when the group exceeds 8
 #define WARPS 4
+static_assert(WARPS * 32 == SPLIT_THREADS, "split.cuh merges with the decode block's threads");
 // Dims per lane (PAL_DEC_VEC, chosen by the host: tuning.rs decode_lane_dims): 16 for wide heads
 // with few query heads per block, else 8. The fallback below is only for standalone compiles.
 #if defined(PAL_DEC_VEC) && PAL_DEC_VEC > 0

@@ -19,6 +19,7 @@
 #define HD PAL_HEAD_DIM
 #define G PAL_GROUP                     // query heads of the block: rows 0..G-1 of the m-tile
 #define WARPS 4
+static_assert(WARPS * 32 == SPLIT_THREADS, "split.cuh merges with the decode block's threads");
 #define WT 16                           // tokens per warp per tile (one k-step of P V)
 #define BT (WARPS * WT)                 // tokens per tile
 #define STAGES PAL_DEC_STAGES
