@@ -86,6 +86,20 @@ impl LlamaModel {
         self.attention
     }
 
+    /// Multiply every weight matrix with unrounded f32 activations: the Q4_0/Q4_1/Q8_0 integer
+    /// kernels (which round activations to 8-bit blocks, as llama.cpp does) give way to the
+    /// dequantize-and-dot path of the other formats, and their packed copies are freed. Several
+    /// times slower; meant for accuracy checks, where it separates the model's wiring (exact to
+    /// f32 rounding against [`crate::dense::DenseLlama`]) from activation rounding.
+    pub fn use_float_activations(&mut self) {
+        for l in &mut self.layers {
+            for m in [&mut l.wq, &mut l.wk, &mut l.wv, &mut l.wo, &mut l.w_gate, &mut l.w_up, &mut l.w_down] {
+                m.drop_packed();
+            }
+        }
+        self.output.drop_packed();
+    }
+
     pub fn load(file: Arc<GgufFile>) -> Result<Self> {
         let config = LlamaConfig::from_gguf(&file)?;
         let c = &config;

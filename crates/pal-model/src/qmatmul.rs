@@ -50,6 +50,11 @@ impl QMatrix {
         debug_assert!(info.dims.len() <= 2);
         QMatrix { file, info, packed: None }
     }
+    /// Frees the packed copy: products then dequantize weight rows and multiply the activations
+    /// unrounded, in f32 (slower; what [`crate::LlamaModel::use_float_activations`] does).
+    pub fn drop_packed(&mut self) {
+        self.packed = None;
+    }
     pub fn rows(&self) -> usize {
         self.info.rows()
     }

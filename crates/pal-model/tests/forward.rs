@@ -75,15 +75,34 @@ fn paged_logits<KV: Element>(
     out
 }
 
-fn check(spec: TinySpec, kv_f16: bool, block: usize, tol: f32) {
-    check_with(spec, kv_f16, block, tol, Dispatch::Auto)
+/// How close the paged forward must come to the dense oracle, relative to the oracle's logits of
+/// each sequence: the largest error against the largest |logit|, and the root-mean-square error
+/// against the root-mean-square logit.
+#[derive(Clone, Copy, Debug)]
+struct Tolerance {
+    max_rel: f32,
+    rms_rel: f32,
 }
 
-fn check_with(spec: TinySpec, kv_f16: bool, block: usize, tol: f32, attention: Dispatch) {
-    let seed: u64 = rand::random();
+impl Tolerance {
+    /// Both bounds at `tol`: for paths that round only in f32/f16 arithmetic.
+    fn tight(tol: f32) -> Self {
+        Tolerance { max_rel: tol, rms_rel: tol }
+    }
+}
+
+fn check(spec: TinySpec, kv_f16: bool, block: usize, tol: f32) {
+    check_with(spec, kv_f16, block, Tolerance::tight(tol), Dispatch::Auto, false)
+}
+
+fn check_with(spec: TinySpec, kv_f16: bool, block: usize, tol: Tolerance, attention: Dispatch, float_acts: bool) {
+    let seed = pal_kernels::testing::fresh_seed();
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut model = LlamaModel::load(Arc::new(GgufFile::from_bytes(tiny_model(&spec, seed)).unwrap())).unwrap();
     model.set_attention(attention);
+    if float_acts {
+        model.use_float_activations();
+    }
     let vocab = model.config.vocab_size as u32;
     // Three sequences: prefill in uneven chunks (with history), then batched decode steps, with
     // a sequence sitting a step out so that prefill and decode rows mix in one batch.
@@ -113,11 +132,17 @@ fn check_with(spec: TinySpec, kv_f16: bool, block: usize, tol: f32, attention: D
     let dense = DenseLlama::new(&model);
     for (si, s) in seqs.iter().enumerate() {
         let want = dense.logits(&s.tokens);
+        assert!(got[si].iter().all(|v| v.is_finite()), "seed {seed}: sequence {si} has non-finite logits");
         let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
         let err = got[si].iter().zip(&want).map(|(g, w)| (g - w).abs()).fold(0f32, f32::max);
+        let err2: f64 = got[si].iter().zip(&want).map(|(g, w)| ((g - w) as f64).powi(2)).sum();
+        let want2: f64 = want.iter().map(|&w| (w as f64).powi(2)).sum();
+        let rms_rel = (err2 / want2).sqrt() as f32;
         assert!(
-            err <= tol * scale,
-            "{spec:?} kv_f16={kv_f16} block={block} {attention:?} seed={seed}: sequence {si} max |err| {err} vs max |logit| {scale}"
+            err <= tol.max_rel * scale && rms_rel <= tol.rms_rel,
+            "{spec:?} kv_f16={kv_f16} block={block} {attention:?} float_acts={float_acts} seed={seed} (rerun with \
+             PAL_TEST_SEED={seed}): sequence {si} max |err| {err} vs max |logit| {scale}, rms error {rms_rel} of the \
+             rms logit; allowed {tol:?}"
         );
     }
 }
@@ -135,8 +160,9 @@ fn forced_paths_match_the_dense_oracle_too() {
     // attention, and through the fused kernels named explicitly.
     for path in [AttentionPath::Gather, AttentionPath::Fused] {
         let forced = Dispatch::Force(path);
-        check_with(TinySpec::default(), false, 4, 1e-4, forced);
-        check_with(TinySpec { heads: 8, kv_heads: 2, hidden: 128, ..TinySpec::default() }, true, 16, 1e-2, forced);
+        check_with(TinySpec::default(), false, 4, Tolerance::tight(1e-4), forced, false);
+        let spec = TinySpec { heads: 8, kv_heads: 2, hidden: 128, ..TinySpec::default() };
+        check_with(spec, true, 16, Tolerance::tight(1e-2), forced, false);
     }
 }
 
@@ -151,15 +177,27 @@ fn qwen2_biases_and_half_split_rope() {
 }
 
 #[test]
-fn quantized_weights_match_within_activation_rounding() {
-    // Q8_0/Q4_x multiply activations rounded to 8-bit blocks (a step of 1/127 of the block's
-    // largest value, as llama.cpp does) and the cache is f16; the oracle is f32/f64 throughout.
-    // On these random two-layer models that moves logits by 1.0-2.8% of the largest one (24
-    // runs; an oracle that rounded its inputs the same way still differed by 1.0-2.3%, rounding
-    // flips being most of it). Wiring errors (a wrong matrix, row or group order) are O(100%);
-    // the kernels themselves are checked to the bit and to 1e-5 in tests/quant.rs.
+fn quantized_weights_are_wired_exactly() {
+    // With unrounded f32 activations a Q8_0/Q4_x model is the oracle's to f32 rounding: this is
+    // where a wrong matrix, row, group or nibble order would show.
     for w in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
-        check(TinySpec { weights: w, ..TinySpec::default() }, true, 16, 4e-2);
+        let spec = TinySpec { weights: w, ..TinySpec::default() };
+        check_with(spec, false, 16, Tolerance::tight(1e-4), Dispatch::Auto, true);
+    }
+}
+
+#[test]
+fn quantized_weights_match_within_activation_rounding() {
+    // The integer kernels multiply activations rounded to 8-bit blocks (a step of 1/127 of the
+    // block's largest value, as llama.cpp does) and the cache is f16; the oracle is f32/f64
+    // throughout. On these random two-layer models that moves the logits, over 1800 sequences
+    // per format: rms error 1.5% of the rms logit (median; largest 2.6%), largest error 2.0% of
+    // the largest logit (median; 3.8% at the 99th percentile, 5.8% at most: single rounding
+    // flips, hence the wide bound). Wiring errors are O(100%) and are caught to 1e-4 above; the
+    // kernels themselves are checked to the bit and to 1e-5 in tests/quant.rs.
+    let tol = Tolerance { max_rel: 0.12, rms_rel: 0.04 };
+    for w in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+        check_with(TinySpec { weights: w, ..TinySpec::default() }, true, 16, tol, Dispatch::Auto, false);
     }
 }
 
