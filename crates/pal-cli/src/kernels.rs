@@ -24,7 +24,7 @@ pub fn run(cmd: &Cmd) -> Result<ExitCode, PalError> {
                 Some(a) => Box::leak(a.clone().into_boxed_str()),
                 None => CudaDevice::probe().map(|d| d.arch()).unwrap_or("compute_90a"),
             };
-            let variants = Variant::all();
+            let variants: Vec<Variant> = Variant::all().into_iter().filter(|v| v.family.compiles_for(arch)).collect();
             eprintln!("NVRTC {} -> {arch}, {} variants", tk.nvrtc_lib.display(), variants.len());
             let bar = ProgressBar::new(variants.len() as u64);
             bar.set_style(

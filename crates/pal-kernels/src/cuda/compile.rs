@@ -14,6 +14,9 @@ const PREFILL: &str = include_str!("kernels/prefill.cu");
 const MMA: &str = include_str!("kernels/mma.cuh");
 const DECODE_TC: &str = include_str!("kernels/decode_tc.cu");
 const SPLIT: &str = include_str!("kernels/split.cuh");
+const WGMMA: &str = include_str!("kernels/wgmma.cuh");
+const PREFILL_WG: &str = include_str!("kernels/prefill_wg.cu");
+const PREFILL_MERGE: &str = include_str!("kernels/prefill_merge.cuh");
 
 /// One compiled specialisation of a kernel family.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -22,8 +25,8 @@ pub struct Variant {
     pub q: DType,
     pub kv: DType,
     pub head_dim: usize,
-    /// Query heads one block handles (decode); for the prefill, the blocks per SM it is compiled
-    /// to fit (`__launch_bounds__`, see `tuning::prefill_min_blocks`); 1 otherwise.
+    /// Query heads one block handles (decode); for the prefills, the blocks per SM they are
+    /// compiled to fit (`__launch_bounds__`, see `tuning::prefill_min_blocks`); 1 otherwise.
     pub group: usize,
 }
 
@@ -35,6 +38,9 @@ pub enum Family {
     /// Tensor-core prefill (`group`: blocks per SM it is compiled for; q and kv both f16 or both
     /// bf16).
     Prefill,
+    /// Tensor-core prefill on Hopper's wgmma (`group`: blocks per SM; q and kv both f16 or both
+    /// bf16, head dim 64 or 128; compute_90a only).
+    PrefillWg,
     /// Tensor-core decode (q and kv both f16 or both bf16, head dim a multiple of 16); its
     /// split-KV partial states merge with the `Decode` module's `pal_merge`.
     DecodeTc,
@@ -48,7 +54,13 @@ impl Family {
             Family::Append => &["pal_append", "pal_append_vec"],
             Family::Prefill => &["pal_prefill_tc", "pal_prefill_merge"],
             Family::DecodeTc => &["pal_decode_tc"],
+            Family::PrefillWg => &["pal_prefill_wg", "pal_prefill_merge"],
         }
+    }
+
+    /// Whether this family compiles for virtual architecture `arch` (wgmma needs sm_90a).
+    pub fn compiles_for(self, arch: &str) -> bool {
+        self != Family::PrefillWg || arch == "compute_90a"
     }
 }
 
@@ -63,15 +75,19 @@ pub fn cuda_type(d: DType) -> &'static str {
 impl Variant {
     pub fn source(&self) -> String {
         let (helpers, body) = match self.family {
-            Family::Decode => (SPLIT.to_string(), DECODE),
-            Family::Append => (String::new(), APPEND),
-            Family::Prefill => (MMA.to_string(), PREFILL),
-            Family::DecodeTc => (format!("{MMA}\n{SPLIT}"), DECODE_TC),
+            Family::Decode => (SPLIT.to_string(), DECODE.to_string()),
+            Family::Append => (String::new(), APPEND.to_string()),
+            Family::Prefill => (MMA.to_string(), format!("{PREFILL}\n{PREFILL_MERGE}")),
+            Family::PrefillWg => (format!("{MMA}\n{WGMMA}"), format!("{PREFILL_WG}\n{PREFILL_MERGE}")),
+            Family::DecodeTc => (format!("{MMA}\n{SPLIT}"), DECODE_TC.to_string()),
         };
-        // For the prefill, `group` is the blocks per SM the variant is compiled for.
-        let prefill_blocks = if self.family == Family::Prefill { self.group } else { 1 };
+        // For the prefills, `group` is the blocks per SM the variant is compiled for.
+        let wg = self.family == Family::PrefillWg;
+        let prefill_blocks = if self.family == Family::Prefill || wg { self.group } else { 1 };
+        let prefill_keys =
+            if wg { tuning::prefill_wg_keys() } else { tuning::prefill_keys(self.head_dim, prefill_blocks) };
         format!(
-            "#define PAL_T {}\n#define PAL_KV {}\n#define PAL_HEAD_DIM {}\n#define PAL_GROUP {}\n#define PAL_UNROLL {}\n#define PAL_LOAD_HINT {}\n#define PAL_PREFILL_WARPS {}\n#define PAL_PREFILL_BN {}\n#define PAL_DEC_TILE {}\n#define PAL_DEC_STAGES {}\n#define PAL_DEC_VEC {}\n#define PAL_CP_PREFETCH {}\n#define PAL_SMEM_SWIZZLE {}\n#define PAL_PREFILL_FOLD {}\n#define PAL_PREFILL_MIN_BLOCKS {}\n{}\n{}\n{}",
+            "#define PAL_T {}\n#define PAL_KV {}\n#define PAL_HEAD_DIM {}\n#define PAL_GROUP {}\n#define PAL_UNROLL {}\n#define PAL_LOAD_HINT {}\n#define PAL_PREFILL_WARPS {}\n#define PAL_PREFILL_BN {}\n#define PAL_DEC_TILE {}\n#define PAL_DEC_STAGES {}\n#define PAL_DEC_VEC {}\n#define PAL_CP_PREFETCH {}\n#define PAL_SMEM_SWIZZLE {}\n#define PAL_PREFILL_FOLD {}\n#define PAL_PREFILL_MIN_BLOCKS {}\n#define PAL_WG_VSWAP {}\n{}\n{}\n{}",
             cuda_type(self.q),
             cuda_type(self.kv),
             self.head_dim,
@@ -79,7 +95,7 @@ impl Variant {
             tuning::unroll(),
             tuning::load_hint() as u8,
             tuning::prefill_warps(),
-            tuning::prefill_keys(self.head_dim, prefill_blocks),
+            prefill_keys,
             tuning::decode_tile_tokens(self.head_dim, self.kv.size(), self.group),
             if self.family == Family::DecodeTc { tuning::decode_tc_stages() } else { tuning::decode_stages() },
             tuning::decode_lane_dims(self.head_dim, self.group),
@@ -87,13 +103,15 @@ impl Variant {
             tuning::smem_swizzle(self.family == Family::Prefill) as u8,
             tuning::prefill_fold_scale(self.head_dim) as u8,
             prefill_blocks,
+            tuning::wg_vswap() as u8,
             COMMON,
             helpers,
             body
         )
     }
 
-    /// Every variant the library can launch, for ahead-of-time builds and the CI compile test.
+    /// Every variant the library can launch, for ahead-of-time builds and the CI compile test
+    /// (filter with [`Family::compiles_for`] for an architecture other than compute_90a).
     pub fn all() -> Vec<Variant> {
         let mut v = Vec::new();
         for dt in DType::ALL {
@@ -108,6 +126,10 @@ impl Variant {
                 if super::tensor_core_supports(dt, dt, head_dim) {
                     for group in tuning::prefill_occupancies(head_dim) {
                         v.push(Variant { family: Family::Prefill, q: dt, kv: dt, head_dim, group });
+                    }
+                    if super::wgmma_prefill_supports(dt, dt, head_dim) {
+                        let group = tuning::prefill_wg_min_blocks();
+                        v.push(Variant { family: Family::PrefillWg, q: dt, kv: dt, head_dim, group });
                     }
                 }
             }

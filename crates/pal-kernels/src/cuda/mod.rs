@@ -25,7 +25,9 @@ pub mod tuning;
 
 pub use compile::{compile as compile_variant, Family, Variant};
 pub use decode_step::{paged_decode_host_dispatch, CudaDecodeStep, CudaGatherDecode};
-pub use prefill::{paged_prefill, paged_prefill_host, tensor_core_supports, CudaPrefillPlan, PrefillKernel};
+pub use prefill::{
+    paged_prefill, paged_prefill_host, tensor_core_supports, wgmma_prefill_supports, CudaPrefillPlan, PrefillKernel,
+};
 pub use toolkit::{toolkit, Toolkit};
 
 use crate::{validate, AppendArgs, DecodeArgs, DecodePlan, Rope, RopeStyle};
@@ -153,7 +155,8 @@ impl CudaDevice {
         let k = Arc::new(Kernels { functions, _module: module });
         // Once per loaded module, not per launch: the opt-in above 48 KB of shared memory.
         match variant.family {
-            Family::Prefill => prefill::allow_shared_memory(&k, variant.head_dim, variant.group)?,
+            Family::Prefill => prefill::allow_shared_memory(&k, variant.head_dim, variant.group, false)?,
+            Family::PrefillWg => prefill::allow_shared_memory(&k, variant.head_dim, variant.group, true)?,
             Family::Decode => allow_shared(
                 &k,
                 "pal_decode_pipe",

@@ -1,10 +1,13 @@
 //! Paged prefill (append attention with history) on the GPU.
 //!
-//! Two kernels, chosen per call by [`PrefillKernel`]:
+//! Three kernels, chosen per call by [`PrefillKernel`]:
 //! - **Tensor cores** (`prefill.cu`, FlashAttention-2 style, mma.sync): one block per tile of 128
 //!   (64 for head dims above 128) packed (token, query head) rows of a sequence and one KV head,
 //!   streaming the sequence's K/V pages through shared memory. Needs 16-bit q equal to the pool's
 //!   dtype and a head dim that is a multiple of 16 up to 256.
+//! - **wgmma** (`prefill_wg.cu`, Hopper only): the same tiles, work items and partial states, with
+//!   both products on warpgroup MMAs that read K and V from shared memory themselves. Taken by the
+//!   tensor-core choices on compute_90a for head dims 64 and 128 (`tuning::prefill_wgmma`).
 //! - **Rows**: every new token is a query row run through the split-KV decode kernels. Correct for
 //!   every dtype and head dim, but it re-reads the history once per token: the fallback.
 //!
@@ -31,26 +34,56 @@ pub enum PrefillKernel {
     Rows { chunk_tokens: usize },
 }
 
-/// Packed rows per block of the tensor-core kernel (`BM` in prefill.cu: warps of two 16-row
-/// m-tiles, one for head dims above 128).
-fn tc_rows(head_dim: usize) -> usize {
+/// Packed rows per block of a tensor-core kernel: `BM` in prefill.cu (warps of two 16-row m-tiles,
+/// one for head dims above 128), or prefill_wg.cu's two warpgroups of 64 rows.
+fn tc_rows(head_dim: usize, wgmma: bool) -> usize {
+    if wgmma {
+        return 128;
+    }
     tuning::prefill_warps() * if head_dim <= 128 { 32 } else { 16 }
 }
-/// Dynamic shared memory of the tensor-core kernel: a Q tile and double-buffered K and V tiles of
-/// `BN` keys, rows padded by 16 bytes, then two tiles of pool slots (i32 per key).
-fn tc_shared_bytes(head_dim: usize, min_blocks: usize) -> usize {
+/// Threads per block of a tensor-core kernel.
+fn tc_threads(wgmma: bool) -> usize {
+    if wgmma {
+        256
+    } else {
+        32 * tuning::prefill_warps()
+    }
+}
+/// Dynamic shared memory of a tensor-core kernel: a Q tile and double-buffered K and V tiles of
+/// `BN` keys (prefill.cu: rows padded by 16 bytes; prefill_wg.cu: core matrices, unpadded), then
+/// two tiles of pool slots (i32 per key).
+fn tc_shared_bytes(head_dim: usize, min_blocks: usize, wgmma: bool) -> usize {
+    if wgmma {
+        let keys = tuning::prefill_wg_keys();
+        return (tc_rows(head_dim, true) + 4 * keys) * head_dim * 2 + 2 * keys * 4;
+    }
     let keys = tuning::prefill_keys(head_dim, min_blocks);
-    (tc_rows(head_dim) + 4 * keys) * (head_dim + 8) * 2 + 2 * keys * 4
+    (tc_rows(head_dim, false) + 4 * keys) * (head_dim + 8) * 2 + 2 * keys * 4
+}
+
+/// The entry point of a tensor-core kernel.
+fn tc_entry(wgmma: bool) -> &'static str {
+    if wgmma {
+        "pal_prefill_wg"
+    } else {
+        "pal_prefill_tc"
+    }
 }
 
 /// Let the tensor-core kernel of a freshly loaded module use its dynamic shared memory (above the
 /// default 48 KB a launch needs this opt-in).
-pub(super) fn allow_shared_memory(kernels: &super::Kernels, head_dim: usize, min_blocks: usize) -> Result<()> {
+pub(super) fn allow_shared_memory(
+    kernels: &super::Kernels,
+    head_dim: usize,
+    min_blocks: usize,
+    wgmma: bool,
+) -> Result<()> {
     kernels
-        .get("pal_prefill_tc")?
+        .get(tc_entry(wgmma))?
         .set_attribute(
             cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-            tc_shared_bytes(head_dim, min_blocks) as i32,
+            tc_shared_bytes(head_dim, min_blocks, wgmma) as i32,
         )
         .map_err(fail)
 }
@@ -60,13 +93,19 @@ pub fn tensor_core_supports(q: DType, kv: DType, head_dim: usize) -> bool {
     q == kv && matches!(kv, DType::F16 | DType::BF16) && head_dim.is_multiple_of(16) && head_dim <= 256
 }
 
+/// Whether the wgmma kernel runs these dtypes and this head dim (on a compute_90a device).
+pub fn wgmma_prefill_supports(q: DType, kv: DType, head_dim: usize) -> bool {
+    tensor_core_supports(q, kv, head_dim) && matches!(head_dim, 64 | 128)
+}
+
 enum Work {
     /// `tiles`: `[num_tiles, 6]`: sequence, first query token, new tokens, total tokens, first
     /// packed row, the sequence's first page-table entry. With `splits > 1` each tile's key range
     /// is cut in `splits` and the partial states (`part_o`, `part_lse`) are merged by a second
     /// kernel. `min_blocks`: the blocks per SM the kernel variant is compiled for
-    /// (`tuning::prefill_min_blocks`).
+    /// (`tuning::prefill_min_blocks`). `wgmma`: prefill_wg.cu rather than prefill.cu.
     TensorCore {
+        wgmma: bool,
         tiles: CudaSlice<i32>,
         num_tiles: usize,
         min_blocks: usize,
@@ -131,18 +170,30 @@ impl CudaPrefillPlan {
                 ))
             }
             PrefillKernel::TensorCore | PrefillKernel::TensorCoreSplits(_) | PrefillKernel::Auto if tc_ok => {
-                let (tiles, num_tiles, mean_keys) = tensor_core_tiles(&seqs, table.indptr(), heads, opts);
+                let wgmma = dev.arch() == "compute_90a"
+                    && tuning::prefill_wgmma()
+                    && wgmma_prefill_supports(q, kv, heads.head_dim);
+                let tile_rows = tc_rows(heads.head_dim, wgmma);
+                let (tiles, num_tiles, mean_keys) = tensor_core_tiles(&seqs, table.indptr(), heads, opts, tile_rows);
+                // Resident blocks per SM: prefill.cu runs two (its register budget); the wgmma
+                // kernel as many as it is compiled for.
+                let per_sm = if wgmma { tuning::prefill_wg_min_blocks() } else { 2 };
                 let splits = match kernel {
                     PrefillKernel::TensorCoreSplits(n) => n.clamp(1, 64),
-                    _ => tc_splits(dev.sm_count(), num_tiles * heads.num_kv_heads, mean_keys),
+                    _ => tc_splits(per_sm * dev.sm_count(), num_tiles * heads.num_kv_heads, mean_keys),
                 };
                 // The grid is large enough to fill the GPU without splits: the variant compiled
                 // for more blocks per SM (head dims <= 64) pays there; with splits it does not.
                 let many = splits == 1 && num_tiles * heads.num_kv_heads >= 2 * dev.sm_count();
-                let min_blocks = tuning::prefill_min_blocks(heads.head_dim, many);
+                let min_blocks = if wgmma {
+                    tuning::prefill_wg_min_blocks()
+                } else {
+                    tuning::prefill_min_blocks(heads.head_dim, many)
+                };
                 let tokens = seqs.last().map(|s| s.0 + s.1).unwrap_or(0);
                 let part = if splits > 1 { splits * tokens * heads.num_qo_heads } else { 1 };
                 Work::TensorCore {
+                    wgmma,
                     tiles: dev.upload(&tiles)?,
                     num_tiles,
                     min_blocks,
@@ -170,6 +221,7 @@ impl CudaPrefillPlan {
     /// The kernel this plan runs.
     pub fn kernel(&self) -> &'static str {
         match self.work {
+            Work::TensorCore { wgmma: true, .. } => "wgmma",
             Work::TensorCore { .. } => "tensor-core",
             Work::Rows(_) => "rows",
         }
@@ -184,12 +236,11 @@ impl CudaPrefillPlan {
     }
 }
 
-/// Key-range splits per tile. With `blocks` tiles and two resident blocks per SM (the kernel's
-/// occupancy), `s` splits run `s * blocks` blocks in `ceil(s * blocks / slots)` waves: take the
-/// fewest splits that keep the waves at least 75% full (every split adds merge traffic and a
-/// block prologue), else the fullest; and at least 256 keys per split on average.
-fn tc_splits(sm_count: usize, blocks: usize, mean_keys: usize) -> usize {
-    let slots = 2 * sm_count;
+/// Key-range splits per tile. With `blocks` tiles and `slots` resident blocks on the GPU (SMs
+/// times the kernel's occupancy), `s` splits run `s * blocks` blocks in `ceil(s * blocks / slots)`
+/// waves: take the fewest splits that keep the waves at least 75% full (every split adds merge
+/// traffic and a block prologue), else the fullest; and at least 256 keys per split on average.
+fn tc_splits(slots: usize, blocks: usize, mean_keys: usize) -> usize {
     if blocks == 0 || blocks >= slots {
         return 1;
     }
@@ -217,9 +268,9 @@ fn tensor_core_tiles(
     page_starts: &[u32],
     heads: HeadConfig,
     opts: &AttentionOptions,
+    tile_rows: usize,
 ) -> (Vec<i32>, usize, usize) {
     let g = heads.group_size();
-    let tile_rows = tc_rows(heads.head_dim);
     let mut tiles: Vec<(usize, [i32; 6])> = Vec::new();
     for (b, &(q0, n, hist, total)) in seqs.iter().enumerate() {
         let rows = n * g;
@@ -312,11 +363,20 @@ pub fn paged_prefill<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     pal_core::check_len("out", out.len(), tokens * hq * d, || format!("[{tokens}, {hq}, {d}]"))?;
     match &mut plan.work {
         Work::Rows(work) => launch_split(dev, q, pool, table, work, heads, opts, out),
-        Work::TensorCore { tiles, num_tiles, min_blocks, splits, part_o, part_lse } => {
+        Work::TensorCore { wgmma, tiles, num_tiles, min_blocks, splits, part_o, part_lse } => {
             let split = SplitState { splits: *splits, part_o, part_lse, tokens };
-            launch_tensor_core(dev, q, pool, table, (tiles, *num_tiles, *min_blocks), split, heads, opts, out)
+            let kernel = TcKernel { wgmma: *wgmma, tiles, num_tiles: *num_tiles, min_blocks: *min_blocks };
+            launch_tensor_core(dev, q, pool, table, kernel, split, heads, opts, out)
         }
     }
+}
+
+/// Which tensor-core kernel a launch runs, over which tiles.
+struct TcKernel<'a> {
+    wgmma: bool,
+    tiles: &'a CudaSlice<i32>,
+    num_tiles: usize,
+    min_blocks: usize,
 }
 
 /// The split-KV workspace of a tensor-core launch.
@@ -333,7 +393,7 @@ fn launch_tensor_core<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     q: &CudaSlice<Q>,
     pool: &DevicePool<KV>,
     table: &DeviceTable,
-    (tiles, num_tiles, min_blocks): (&CudaSlice<i32>, usize, usize),
+    TcKernel { wgmma, tiles, num_tiles, min_blocks }: TcKernel<'_>,
     split: SplitState<'_>,
     heads: HeadConfig,
     opts: &AttentionOptions,
@@ -344,16 +404,16 @@ fn launch_tensor_core<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     if num_tiles == 0 {
         return Ok(());
     }
-    let kernels =
-        dev.kernels(&Variant { family: Family::Prefill, q: Q::DTYPE, kv: KV::DTYPE, head_dim: d, group: min_blocks })?;
-    let f = kernels.get("pal_prefill_tc")?;
-    let smem = tc_shared_bytes(d, min_blocks);
+    let family = if wgmma { Family::PrefillWg } else { Family::Prefill };
+    let kernels = dev.kernels(&Variant { family, q: Q::DTYPE, kv: KV::DTYPE, head_dim: d, group: min_blocks })?;
+    let f = kernels.get(tc_entry(wgmma))?;
+    let smem = tc_shared_bytes(d, min_blocks, wgmma);
     let kopts = KernelOpts::new(opts, d);
     let (hkv_i, g_i, page_i) = (hkv as i32, heads.group_size() as i32, pool.layout.block_size as i32);
     let (splits_i, tokens_i) = (split.splits as i32, split.tokens as i32);
     let cfg = LaunchConfig {
         grid_dim: (num_tiles as u32, hkv as u32, split.splits as u32),
-        block_dim: (32 * tuning::prefill_warps() as u32, 1, 1),
+        block_dim: (tc_threads(wgmma) as u32, 1, 1),
         shared_mem_bytes: smem as u32,
     };
     let mut b = dev.stream.launch_builder(f);
@@ -371,7 +431,7 @@ fn launch_tensor_core<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
         .arg(&g_i)
         .arg(&page_i)
         .arg(&kopts);
-    // SAFETY: argument order and types match `pal_prefill_tc` (q, out and the pool share one 16-bit
+    // SAFETY: argument order and types match `pal_prefill_tc` and `pal_prefill_wg` (q, out and the pool share one 16-bit
     // dtype, checked by the plan); page ids were validated against the pool, and every tile's query
     // rows and key range lie within its sequence (the plan checked qo_indptr against the table).
     unsafe { b.launch(cfg) }.map_err(fail)?;
@@ -437,7 +497,7 @@ mod tests {
         // GROUP_TILES_FROM_KEYS (kept together), two short ones (interleaved), one with no new token.
         let seqs = [(0, 100, 2500, 2600), (100, 1, 0, 1), (101, 300, 33, 333), (401, 0, 5, 5), (401, 50, 3000, 3050)];
         let page_starts = [0, 7, 8, 29, 30];
-        let (flat, n, mean) = tensor_core_tiles(&seqs, &page_starts, heads, &opts);
+        let (flat, n, mean) = tensor_core_tiles(&seqs, &page_starts, heads, &opts, tc_rows(128, false));
         assert_eq!(flat.len(), 6 * n);
         let mut covered = vec![Vec::new(); seqs.len()];
         let mut work = Vec::new();
@@ -446,7 +506,7 @@ mod tests {
             assert_eq!(t[5] as u32, page_starts[b]);
             assert_eq!((q0 as usize, nn as usize, total as usize), (seqs[b].0, seqs[b].1, seqs[b].3));
             let rows = seqs[b].1 * 3;
-            let end = (row0 + tc_rows(128)).min(rows);
+            let end = (row0 + tc_rows(128, false)).min(rows);
             covered[b].extend(row0..end);
             let last_token = (end - 1) / 3;
             work.push((b, seqs[b].2 + last_token + 1)); // causal: keys up to the tile's last token
@@ -468,12 +528,13 @@ mod tests {
 
     #[test]
     fn splits_fill_the_gpu_only_when_tiles_are_few_and_long() {
-        assert_eq!(tc_splits(132, 1024, 16384), 1); // enough blocks already
-        assert_eq!(tc_splits(132, 128, 4096), 2); // 256 blocks: one wave of 264 slots (3 would take 1.45)
-        assert_eq!(tc_splits(132, 100, 4096), 2); // 200 blocks (3: 300, two waves)
-        assert_eq!(tc_splits(132, 40, 8192), 5); // 200 blocks
-        assert_eq!(tc_splits(132, 128, 300), 1); // too few keys to split
-        assert_eq!(tc_splits(132, 1, 1 << 20), 16); // capped
-        assert_eq!(tc_splits(132, 0, 100), 1);
+        // 132 SMs, two blocks each: 264 slots.
+        assert_eq!(tc_splits(264, 1024, 16384), 1); // enough blocks already
+        assert_eq!(tc_splits(264, 128, 4096), 2); // 256 blocks: one wave of 264 slots (3 would take 1.45)
+        assert_eq!(tc_splits(264, 100, 4096), 2); // 200 blocks (3: 300, two waves)
+        assert_eq!(tc_splits(264, 40, 8192), 5); // 200 blocks
+        assert_eq!(tc_splits(264, 128, 300), 1); // too few keys to split
+        assert_eq!(tc_splits(264, 1, 1 << 20), 16); // capped
+        assert_eq!(tc_splits(264, 0, 100), 1);
     }
 }

@@ -2,7 +2,8 @@
 //! Environment overrides exist for experiments: `PAL_CUDA_BLOCKS_PER_SM`, `PAL_CUDA_UNROLL`,
 //! `PAL_CUDA_LOAD_HINT`, `PAL_CP_L2_PREFETCH`, `PAL_SMEM_SWIZZLE`, `PAL_PREFILL_SWIZZLE`,
 //! `PAL_DECODE_KERNEL`, `PAL_DEC_*`, `PAL_FUSED_MERGE`, and for the tensor-core prefill
-//! `PAL_PREFILL_WARPS`, `PAL_PREFILL_BN`, `PAL_PREFILL_FOLD`, `PAL_PREFILL_MIN_BLOCKS`.
+//! `PAL_PREFILL_WARPS`, `PAL_PREFILL_BN`, `PAL_PREFILL_FOLD`, `PAL_PREFILL_MIN_BLOCKS`; for the wgmma
+//! prefill `PAL_PREFILL_KERNEL`, `PAL_PREFILL_WG_BN`, `PAL_PREFILL_WG_MIN_BLOCKS`, `PAL_WG_VSWAP`.
 
 fn env_usize(name: &str, default: usize, allowed: impl Fn(usize) -> bool) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).filter(|v| allowed(*v)).unwrap_or(default)
@@ -110,6 +111,36 @@ pub fn prefill_keys(head_dim: usize, min_blocks: usize) -> usize {
         0 => 32,
         v => v,
     }
+}
+
+/// Whether the prefill runs the wgmma kernel (`prefill_wg.cu`) where it applies (Hopper, f16/bf16
+/// with q and pool alike, head dim 64 or 128) rather than the mma.sync kernel (`prefill.cu`).
+/// Off unless `PAL_PREFILL_KERNEL=wgmma` (read once): the kernel compiles (CI, every variant) but
+/// has not run on a GPU yet, so it is neither checked nor measured; `bench/gpu_prefill_wg_check.sh`
+/// is the GPU session that does both.
+pub fn prefill_wgmma() -> bool {
+    static CHOICE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *CHOICE.get_or_init(|| matches!(std::env::var("PAL_PREFILL_KERNEL").as_deref(), Ok("wgmma")))
+}
+
+/// Keys per shared-memory tile of the wgmma prefill. `PAL_PREFILL_WG_BN=64|128` overrides (read
+/// once).
+pub fn prefill_wg_keys() -> usize {
+    static BN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *BN.get_or_init(|| env_usize("PAL_PREFILL_WG_BN", 64, |v| [64, 128].contains(&v)))
+}
+
+/// Blocks per SM the wgmma prefill is compiled to fit (`__launch_bounds__`).
+/// `PAL_PREFILL_WG_MIN_BLOCKS=1|2` overrides (read once).
+pub fn prefill_wg_min_blocks() -> usize {
+    static MIN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MIN.get_or_init(|| env_usize("PAL_PREFILL_WG_MIN_BLOCKS", 1, |v| (1..=2).contains(&v)))
+}
+
+/// Which descriptor fields of the wgmma prefill's transposed V operand hold which core-matrix
+/// stride (`PAL_WG_VSWAP=1` swaps them; an experiment switch).
+pub fn wg_vswap() -> bool {
+    env_usize("PAL_WG_VSWAP", 0, |v| v <= 1) == 1
 }
 
 /// The decode attention kernels (all compute the same chunks; the host picks one per launch).

@@ -1,0 +1,321 @@
+// Paged prefill (append attention with history) on Hopper's warpgroup MMA (wgmma, sm_90a).
+//
+// The same work items, arguments and results as prefill.cu (a tile of BM packed (token, query
+// head) rows of one sequence and one KV head; split-KV partial states in the same layout), with
+// the products on wgmma instead of mma.sync:
+// - two warpgroups of four warps, each owning 64 of the block's 128 rows;
+// - S = Q K^T with Q and K read by the tensor cores straight from shared memory (no ldmatrix, no
+//   fragment registers: the instruction stream of a tile is a handful of wgmma plus the softmax);
+// - O += P V with P from registers (the S accumulators rounded to 16 bits are already the
+//   A-operand layout) and V from shared memory, read transposed by the tensor cores.
+// K/V pages are copied into shared memory with cp.async, double buffered, the page lookups staged
+// three tiles ahead as in prefill.cu; every tile is one barrier. The tiles are stored as core
+// matrices (wgmma.cuh), which the copies write without bank conflicts.
+//
+// Requires PAL_T == PAL_KV (f16 or bf16) and HD 64 or 128 (the host picks prefill.cu otherwise).
+// Masking, the sliding window and the soft-cap are prefill.cu's, row for row.
+
+#define HD PAL_HEAD_DIM
+#define NWG 2                             // warpgroups per block
+#define NTHREADS (NWG * 128)
+#define BM (NWG * 64)                     // packed rows per block
+#define BN PAL_PREFILL_BN                 // keys per tile: 64 (tuning.rs)
+#define NT (BN / 8)                       // 8-column blocks of S
+#define DT (HD / 8)                       // 8-column blocks of O
+#define CHUNKS (HD / 8)                   // 16-byte chunks per row
+#define GROUP_BYTES (CHUNKS * 128)        // 8 rows of a tile: CHUNKS core matrices side by side
+#define ROWSTEP (NTHREADS / CHUNKS)       // rows between a thread's successive copies
+#define LOADS (BN * CHUNKS / NTHREADS)    // K (and V) chunks per thread per tile
+#define QLOADS (BM * CHUNKS / NTHREADS)   // Q chunks per thread
+#define TILE_BYTES (BN * HD * 2)
+#define LOG2E 1.4426950408889634f
+// V is the B operand of P V read MN-major; its core matrices are 8 keys (K) x 8 dims (N).
+#if PAL_WG_VSWAP
+#define V_LBO 128
+#define V_SBO GROUP_BYTES
+#else
+#define V_LBO GROUP_BYTES
+#define V_SBO 128
+#endif
+
+static_assert(HD == 64 || HD == 128, "wgmma prefill: head dim 64 or 128");
+static_assert(BN == 64 || BN == 128, "wgmma prefill: 64 or 128 keys per tile");
+static_assert(NTHREADS % (8 * CHUNKS) == 0 && (BN * CHUNKS) % NTHREADS == 0, "whole copy passes");
+static_assert(BN <= NTHREADS, "one lookup thread per key row");
+
+typedef PAL_KV kv_t;
+
+// S (+)= Q K^T over one 16-wide k-step, and O += P V over 16 keys, for this warpgroup's 64 rows.
+__device__ __forceinline__ void wg_qk(float (*s)[4], unsigned long long dq, unsigned long long dk, int acc) {
+#if BN == 64
+    wg_ss_n64(&s[0][0], dq, dk, acc, kv_t());
+#else
+    wg_ss_n128(&s[0][0], dq, dk, acc, kv_t());
+#endif
+}
+__device__ __forceinline__ void wg_pv(float (*o)[4], const unsigned* a, unsigned long long dv) {
+#if HD == 64
+    wg_rs_n64(&o[0][0], a, dv, kv_t());
+#else
+    wg_rs_n128(&o[0][0], a, dv, kv_t());
+#endif
+}
+
+extern "C" __global__ void __launch_bounds__(NTHREADS, PAL_PREFILL_MIN_BLOCKS)
+pal_prefill_wg(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
+               const kv_t* __restrict__ k_cache,    // [blocks, page, Hkv, HD]
+               const kv_t* __restrict__ v_cache,
+               const int* __restrict__ indices,     // [nnz pages]
+               const int* __restrict__ tiles,       // [tiles, 6]: seq, q_start, n_new, total, row0, page0
+               kv_t* __restrict__ out,              // [tokens, Hq, HD], written when num_splits == 1
+               float* __restrict__ part_o,          // [num_splits, tokens, Hq, HD] otherwise
+               float* __restrict__ part_lse,        // [num_splits, tokens, Hq] (base 2)
+               int num_splits, int num_tokens, int num_kv_heads, int group, int page_size, AttnOpts opts) {
+    extern __shared__ __align__(128) unsigned char smem_raw[];
+    const unsigned sq = smem_addr(smem_raw);  // [BM rows] core-matrix tile
+    const unsigned sk = sq + BM * HD * 2;     // [2][BN rows]
+    const unsigned sv = sk + 2 * TILE_BYTES;  // [2][BN rows]
+    int* s_slot = reinterpret_cast<int*>(smem_raw + (BM + 4 * BN) * HD * 2);  // [2][BN]
+
+    const int* ti = tiles + 6 * blockIdx.x;
+    const int q_start = ti[1], n_new = ti[2], total = ti[3], row0 = ti[4];
+    const int h = blockIdx.y;
+    const int hist = total - n_new;
+    const int hq = num_kv_heads * group;
+    const int rows = n_new * group;
+    const int tid = threadIdx.x, lane = tid & 31;
+    const int wg = tid >> 7, warp_in_wg = (tid >> 5) & 3;
+    const int* pages = indices + ti[5];
+    const long token_stride = (long)num_kv_heads * HD;
+    const int page_shift = (page_size & (page_size - 1)) == 0 ? __ffs(page_size) - 1 : -1;
+
+    // Copy mapping: consecutive threads take the 8 rows of a core matrix, then the next chunk, so
+    // a warp writes 512 contiguous bytes. A thread's chunk is fixed; its rows are ROWSTEP apart.
+    const int my_ch = (tid >> 3) % CHUNKS;
+    const int my_row = ((tid >> 3) / CHUNKS) * 8 + (tid & 7);
+    const unsigned my_off = (unsigned)((my_row >> 3) * GROUP_BYTES + my_ch * 128 + (my_row & 7) * 16);
+    constexpr unsigned PASS_BYTES = (ROWSTEP / 8) * GROUP_BYTES;
+
+    // Q tile: packed row pr = (token pr / group, head pr % group), stepped, not divided.
+    {
+        int pr = row0 + my_row;
+        int t = pr / group, gi = pr - t * group;
+        const int dt = ROWSTEP / group, dg = ROWSTEP - dt * group;
+#pragma unroll
+        for (int k = 0; k < QLOADS; ++k, pr += ROWSTEP) {
+            const bool valid = pr < rows;  // rows past the new tokens: zeros
+            const kv_t* src = q + ((long)(q_start + t) * hq + h * group + gi) * HD + my_ch * 8;
+            cp_async16(sq + my_off + k * PASS_BYTES, valid ? src : q, valid);
+            t += dt;
+            gi += dg;
+            if (gi >= group) {
+                gi -= group;
+                ++t;
+            }
+        }
+    }
+
+    // Key range of the block, and the part of it every row sees (tiles there need no mask).
+    const int last_row = min(row0 + BM, rows) - 1;
+    const int t_first = row0 / group, t_last = last_row / group;
+    auto first_visible = [&](int pos) { return opts.window_left >= 0 ? max(0, pos - opts.window_left) : 0; };
+    const int lo_block = first_visible(hist + t_first);
+    const int hi_block = opts.causal ? hist + t_last + 1 : total;
+    const int lo_all = first_visible(hist + t_last);
+    const int hi_all = opts.causal ? hist + t_first + 1 : total;
+    const int all_tiles = hi_block > lo_block ? (hi_block - lo_block + BN - 1) / BN : 0;
+    const int split = blockIdx.z;
+    const int t_begin = all_tiles * split / num_splits, t_end = all_tiles * (split + 1) / num_splits;
+    const int n_tiles = t_end - t_begin;
+
+    // This thread's rows in the accumulators: warp w of a warpgroup holds its rows 16w..16w+15,
+    // lane-quad rows g and g + 8 (the mma.m16n8 layout).
+    const int wg_row = wg * 64 + warp_in_wg * 16 + (lane >> 2);
+    int pos_r[2];  // query position, or -1 for a padding row (sees nothing, written nowhere)
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        const int pr = row0 + wg_row + 8 * i;
+        pos_r[i] = pr < rows ? hist + pr / group : -1;
+    }
+
+    // Page lookups three tiles ahead (prefill.cu explains the staging).
+    const char* k_word = reinterpret_cast<const char*>(k_cache + (long)h * HD) + my_ch * 16;
+    const char* v_word = reinterpret_cast<const char*>(v_cache + (long)h * HD) + my_ch * 16;
+    const unsigned token_bytes = (unsigned)token_stride * 2;
+    auto lookup = [&](int it) {  // key row `tid` of tile `it`
+        const int j = lo_block + (t_begin + it) * BN + tid;
+        if (it >= n_tiles || j >= hi_block) return make_int2(0, -1);
+        const int pg = page_shift >= 0 ? (j >> page_shift) : j / page_size;
+        const int po = page_shift >= 0 ? (j & (page_size - 1)) : j - pg * page_size;
+        return make_int2(pages[pg], po);
+    };
+    auto slot_of = [&](int2 x) { return x.y < 0 ? -1 : x.x * page_size + x.y; };
+    auto issue = [&](int buf) {  // tile with slots in s_slot[buf] -> K/V buffer `buf`
+        const unsigned dk = sk + buf * TILE_BYTES + my_off, dv = sv + buf * TILE_BYTES + my_off;
+        const int* slots = s_slot + buf * BN + my_row;
+        int slot_k[LOADS];
+#pragma unroll
+        for (int k = 0; k < LOADS; ++k) slot_k[k] = slots[k * ROWSTEP];
+#pragma unroll
+        for (int k = 0; k < LOADS; ++k) {
+            // Past the range: zeros from row 0 (P is 0 there, and 0 * garbage could be NaN).
+            const unsigned long long off = (unsigned long long)(unsigned)max(slot_k[k], 0) * token_bytes;
+            cp_async16(dk + k * PASS_BYTES, k_word + off, slot_k[k] >= 0);
+            cp_async16(dv + k * PASS_BYTES, v_word + off, slot_k[k] >= 0);
+        }
+    };
+
+    int2 pending = make_int2(0, -1);
+    if (tid < BN) {
+        s_slot[tid] = slot_of(lookup(0));
+        s_slot[BN + tid] = slot_of(lookup(1));
+        pending = lookup(2);
+    }
+    __syncthreads();
+    if (n_tiles > 0) issue(0);
+    cp_async_commit();
+
+    float o[DT][4];
+#pragma unroll
+    for (int d = 0; d < DT; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
+    float m[2] = {PAL_NEG_INF, PAL_NEG_INF}, l[2] = {0.f, 0.f};
+    const float scale_log2 = opts.scale * LOG2E;
+    const bool fold = PAL_PREFILL_FOLD && !(opts.soft_cap > 0.f) && scale_log2 > 0.f;
+    const float e_scale = fold ? scale_log2 : 1.f;
+    // Descriptors: Q (this warpgroup's 64 rows) and K are K-major (LBO: the next 8 columns, one
+    // core matrix on; SBO: the next 8 rows); a k-step of 16 columns is two core matrices on.
+    const unsigned long long q_desc = wg_desc(sq + wg * 8 * GROUP_BYTES, 128, GROUP_BYTES);
+    const unsigned long long k_desc = wg_desc(sk, 128, GROUP_BYTES);
+    const unsigned long long v_desc = wg_desc(sv, V_LBO, V_SBO);
+    constexpr unsigned long long KSTEP = 256 >> 4, VSTEP = (2 * GROUP_BYTES) >> 4, BUF = TILE_BYTES >> 4;
+
+    for (int it = 0; it < n_tiles; ++it) {
+        cp_async_wait_all();
+        fence_proxy_async();
+        __syncthreads();
+        if (it + 1 < n_tiles) issue((it + 1) & 1);
+        cp_async_commit();
+        if (tid < BN) {
+            s_slot[(it & 1) * BN + tid] = slot_of(pending);
+            pending = lookup(it + 3);
+        }
+        const unsigned long long buf = (it & 1) * BUF;
+        const int j0 = lo_block + (t_begin + it) * BN;
+
+        float s[NT][4];
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < HD / 16; ++kk) wg_qk(s, q_desc + kk * KSTEP, k_desc + buf + kk * KSTEP, kk > 0);
+        wg_commit();
+        wg_wait<0>();
+#pragma unroll
+        for (int n = 0; n < NT; ++n)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) wg_pin(s[n][e]);
+
+        const bool full = j0 >= lo_all && j0 + BN <= hi_all;
+        if (opts.soft_cap > 0.f) {
+            const float inv_cap = opts.scale / opts.soft_cap, cap_log2 = opts.soft_cap * LOG2E;
+#pragma unroll
+            for (int n = 0; n < NT; ++n)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) s[n][e] = cap_log2 * tanh_f32(s[n][e] * inv_cap);
+        } else if (!fold) {
+#pragma unroll
+            for (int n = 0; n < NT; ++n)
+#pragma unroll
+                for (int e = 0; e < 4; ++e) s[n][e] *= scale_log2;
+        }
+        if (!full) {
+#pragma unroll
+            for (int i = 0; i < 2; ++i) {
+                const int pos = pos_r[i];
+                const int lo = first_visible(max(pos, 0));
+                const int hi = pos < 0 ? 0 : opts.causal ? pos + 1 : total;
+#pragma unroll
+                for (int n = 0; n < NT; ++n)
+#pragma unroll
+                    for (int e = 0; e < 2; ++e) {
+                        const int j = j0 + n * 8 + 2 * (lane & 3) + e;
+                        if (j < lo || j >= hi) s[n][2 * i + e] = PAL_NEG_INF;
+                    }
+            }
+        }
+
+        // Online softmax per row (the 4 lanes of a quad share a row).
+        float alpha[2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i) {
+            float mx = m[i];
+#pragma unroll
+            for (int n = 0; n < NT; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * i], s[n][2 * i + 1]));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+            const float base = mx == PAL_NEG_INF ? 0.f : mx * e_scale;
+            alpha[i] = exp2f(fmaf(m[i], e_scale, -base));
+            m[i] = mx;
+            float sum = 0.f;
+#pragma unroll
+            for (int n = 0; n < NT; ++n) {
+                s[n][2 * i] = exp2f(fmaf(s[n][2 * i], e_scale, -base));
+                s[n][2 * i + 1] = exp2f(fmaf(s[n][2 * i + 1], e_scale, -base));
+                sum += s[n][2 * i] + s[n][2 * i + 1];
+            }
+            l[i] = l[i] * alpha[i] + sum;
+        }
+        // Once the running maxima settle no row of the warp rescales: skip the DT x 4 multiplies.
+        if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
+#pragma unroll
+            for (int d = 0; d < DT; ++d) {
+                o[d][0] *= alpha[0]; o[d][1] *= alpha[0];
+                o[d][2] *= alpha[1]; o[d][3] *= alpha[1];
+            }
+        }
+
+        // O += P V, 16 keys per wgmma.
+        unsigned a[BN / 16][4];
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) {
+            a[kk][0] = pack2(s[2 * kk][0], s[2 * kk][1], kv_t());
+            a[kk][1] = pack2(s[2 * kk][2], s[2 * kk][3], kv_t());
+            a[kk][2] = pack2(s[2 * kk + 1][0], s[2 * kk + 1][1], kv_t());
+            a[kk][3] = pack2(s[2 * kk + 1][2], s[2 * kk + 1][3], kv_t());
+        }
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < BN / 16; ++kk) wg_pv(o, a[kk], v_desc + buf + kk * VSTEP);
+        wg_commit();
+        wg_wait<0>();
+#pragma unroll
+        for (int d = 0; d < DT; ++d)
+#pragma unroll
+            for (int e = 0; e < 4; ++e) wg_pin(o[d][e]);
+    }
+    cp_async_wait_all();
+
+    // Normalise and write this thread's rows: the output, or this split's partial state.
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        float li = l[i];
+        li += __shfl_xor_sync(0xffffffffu, li, 1);
+        li += __shfl_xor_sync(0xffffffffu, li, 2);
+        const int pr = row0 + wg_row + 8 * i;
+        if (pr >= rows) continue;
+        const int t = pr / group, gi = pr - t * group;
+        const float inv = li > 0.f ? 1.f / li : 0.f;
+        const long row = (long)(q_start + t) * hq + h * group + gi;
+        if (num_splits == 1) {
+            kv_t* dst = out + row * HD + 2 * (lane & 3);
+#pragma unroll
+            for (int d = 0; d < DT; ++d)
+                *reinterpret_cast<unsigned*>(dst + d * 8) = pack2(o[d][2 * i] * inv, o[d][2 * i + 1] * inv, kv_t());
+        } else {
+            const long prow = (long)split * num_tokens * hq + row;
+            float* dst = part_o + prow * HD + 2 * (lane & 3);
+#pragma unroll
+            for (int d = 0; d < DT; ++d)
+                *reinterpret_cast<float2*>(dst + d * 8) = make_float2(o[d][2 * i] * inv, o[d][2 * i + 1] * inv);
+            if ((lane & 3) == 0) part_lse[prow] = li > 0.f ? m[i] * e_scale + __log2f(li) : PAL_NEG_INF;
+        }
+    }
+}
