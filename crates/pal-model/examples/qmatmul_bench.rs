@@ -1,6 +1,7 @@
 //! Throughput of `QMatrix::matmul` on a model's own weights, for a few activation batch sizes:
 //! `cargo run --release --example qmatmul_bench -- FILE.gguf [LAYER]` (threads: RAYON_NUM_THREADS).
-//! Times q/k/v/o/gate/up/down of every layer (or one layer, cache-resident) and prints GB/s of
+//! Times q/k/v/o/gate/up/down of every layer (or one layer, cache-resident; `head`: the output
+//! matrix) and prints GB/s of
 //! weights read and GMAC/s, the best of 7 passes. A development probe, not a benchmark of record
 //! (`pal bench-model` is that).
 use pal_model::gguf::GgufFile;
@@ -16,8 +17,12 @@ fn main() {
     let mats: Vec<QMatrix> = file
         .tensors()
         .iter()
-        .filter(|t| t.name.starts_with("blk.") && t.name.ends_with(".weight") && t.dims.len() == 2)
-        .filter(|t| layer.as_ref().is_none_or(|l| t.name.starts_with(&format!("blk.{l}."))))
+        .filter(|t| match layer.as_deref() {
+            // The output head (tied to the embedding table in SmolLM2: Q8_0).
+            Some("head") => t.name == "output.weight" || t.name == "token_embd.weight",
+            Some(l) => t.name.starts_with(&format!("blk.{l}.")) && t.name.ends_with(".weight") && t.dims.len() == 2,
+            None => t.name.starts_with("blk.") && t.name.ends_with(".weight") && t.dims.len() == 2,
+        })
         .map(|t| QMatrix::new(file.clone(), t.clone()).expect("pack"))
         .collect();
     let pool = rayon::ThreadPoolBuilder::new().build().expect("pool");

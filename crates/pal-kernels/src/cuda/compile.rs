@@ -103,7 +103,7 @@ impl Variant {
             tuning::smem_swizzle(self.family == Family::Prefill) as u8,
             tuning::prefill_fold_scale(self.head_dim) as u8,
             prefill_blocks,
-            tuning::wg_vswap() as u8,
+            tuning::wg_vswap(),
             COMMON,
             helpers,
             body

@@ -130,17 +130,20 @@ pub fn prefill_wg_keys() -> usize {
     *BN.get_or_init(|| env_usize("PAL_PREFILL_WG_BN", 64, |v| [64, 128].contains(&v)))
 }
 
-/// Blocks per SM the wgmma prefill is compiled to fit (`__launch_bounds__`).
-/// `PAL_PREFILL_WG_MIN_BLOCKS=1|2` overrides (read once).
+/// Blocks per SM the wgmma prefill is compiled to fit (`__launch_bounds__`): 2, so that two
+/// independent blocks overlap one's softmax with the other's products (offline SASS: 128 registers
+/// at head dim 128 without a spill; 152 when compiled for 1). `PAL_PREFILL_WG_MIN_BLOCKS=1|2`
+/// overrides (read once).
 pub fn prefill_wg_min_blocks() -> usize {
     static MIN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *MIN.get_or_init(|| env_usize("PAL_PREFILL_WG_MIN_BLOCKS", 1, |v| (1..=2).contains(&v)))
+    *MIN.get_or_init(|| env_usize("PAL_PREFILL_WG_MIN_BLOCKS", 2, |v| (1..=2).contains(&v)))
 }
 
-/// Which descriptor fields of the wgmma prefill's transposed V operand hold which core-matrix
-/// stride (`PAL_WG_VSWAP=1` swaps them; an experiment switch).
-pub fn wg_vswap() -> bool {
-    env_usize("PAL_WG_VSWAP", 0, |v| v <= 1) == 1
+/// Which descriptor fields of the wgmma prefill hold which core-matrix stride: `PAL_WG_VSWAP`
+/// bit 0 swaps them for V, bit 1 for Q and K (an experiment switch for the kernel's first GPU
+/// check; 0 is the PTX ISA's reading).
+pub fn wg_vswap() -> usize {
+    env_usize("PAL_WG_VSWAP", 0, |v| v <= 3)
 }
 
 /// The decode attention kernels (all compute the same chunks; the host picks one per launch).

@@ -29,13 +29,24 @@
 #define QLOADS (BM * CHUNKS / NTHREADS)   // Q chunks per thread
 #define TILE_BYTES (BN * HD * 2)
 #define LOG2E 1.4426950408889634f
-// V is the B operand of P V read MN-major; its core matrices are 8 keys (K) x 8 dims (N).
-#if PAL_WG_VSWAP
+// Descriptor strides (wgmma.cuh's wg_desc: `lbo` along K, `sbo` along M/N, as the PTX ISA reads
+// for K-major operands). Q and K are K-major: the next core matrix along K is 128 bytes on, the
+// next 8 rows GROUP_BYTES on. V is the B operand of P V read MN-major, its core matrices 8 keys
+// (K) x 8 dims (N): along K GROUP_BYTES, along N 128. PAL_WG_VSWAP (bit 0: V, bit 1: Q and K)
+// swaps a pair, for the first GPU check of this kernel (bench/gpu_prefill_wg_check.sh).
+#if PAL_WG_VSWAP & 1
 #define V_LBO 128
 #define V_SBO GROUP_BYTES
 #else
 #define V_LBO GROUP_BYTES
 #define V_SBO 128
+#endif
+#if PAL_WG_VSWAP & 2
+#define QK_LBO GROUP_BYTES
+#define QK_SBO 128
+#else
+#define QK_LBO 128
+#define QK_SBO GROUP_BYTES
 #endif
 
 static_assert(HD == 64 || HD == 128, "wgmma prefill: head dim 64 or 128");
@@ -182,10 +193,10 @@ pal_prefill_wg(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
     const float scale_log2 = opts.scale * LOG2E;
     const bool fold = PAL_PREFILL_FOLD && !(opts.soft_cap > 0.f) && scale_log2 > 0.f;
     const float e_scale = fold ? scale_log2 : 1.f;
-    // Descriptors: Q (this warpgroup's 64 rows) and K are K-major (LBO: the next 8 columns, one
-    // core matrix on; SBO: the next 8 rows); a k-step of 16 columns is two core matrices on.
-    const unsigned long long q_desc = wg_desc(sq + wg * 8 * GROUP_BYTES, 128, GROUP_BYTES);
-    const unsigned long long k_desc = wg_desc(sk, 128, GROUP_BYTES);
+    // Descriptors of Q (this warpgroup's 64 rows), K and V; a k-step of 16 columns of Q and K is
+    // two core matrices on, one of 16 keys of V two groups of 8 rows.
+    const unsigned long long q_desc = wg_desc(sq + wg * 8 * GROUP_BYTES, QK_LBO, QK_SBO);
+    const unsigned long long k_desc = wg_desc(sk, QK_LBO, QK_SBO);
     const unsigned long long v_desc = wg_desc(sv, V_LBO, V_SBO);
     constexpr unsigned long long KSTEP = 256 >> 4, VSTEP = (2 * GROUP_BYTES) >> 4, BUF = TILE_BYTES >> 4;
 
