@@ -56,7 +56,8 @@ fn typed<T: Element + cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBi
         ("bf16_mma_gflops", mma_gflops),
     );
     for r in &mut rows {
-        if r.kernel == "pal" && plan.kernel() != "tensor-core" {
+        // Either tensor-core kernel (mma.sync or wgmma) is "pal"; the fallback is labelled apart.
+        if r.kernel == "pal" && plan.kernel() == "rows" {
             r.kernel = "pal-rows";
         }
     }

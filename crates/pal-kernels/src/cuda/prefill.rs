@@ -7,7 +7,8 @@
 //!   dtype and a head dim that is a multiple of 16 up to 256.
 //! - **wgmma** (`prefill_wg.cu`, Hopper only): the same tiles, work items and partial states, with
 //!   both products on warpgroup MMAs that read K and V from shared memory themselves. Taken by the
-//!   tensor-core choices on compute_90a for head dims 64 and 128 (`tuning::prefill_wgmma`).
+//!   tensor-core choices on compute_90a for head dims 64 and 128 once `PAL_PREFILL_KERNEL=wgmma`
+//!   opts in (`tuning::prefill_wgmma`: it has not run on a GPU yet).
 //! - **Rows**: every new token is a query row run through the split-KV decode kernels. Correct for
 //!   every dtype and head dim, but it re-reads the history once per token: the fallback.
 //!
