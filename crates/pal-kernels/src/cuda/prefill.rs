@@ -488,6 +488,27 @@ mod tests {
         assert!(!tensor_core_supports(DType::F16, DType::BF16, 128));
         assert!(!tensor_core_supports(DType::BF16, DType::BF16, 72));
         assert!(!tensor_core_supports(DType::BF16, DType::BF16, 272));
+        // The wgmma kernel: the same dtypes, head dims 64 and 128 only.
+        assert!(
+            wgmma_prefill_supports(DType::BF16, DType::BF16, 128) && wgmma_prefill_supports(DType::F16, DType::F16, 64)
+        );
+        assert!(!wgmma_prefill_supports(DType::BF16, DType::BF16, 80));
+        assert!(!wgmma_prefill_supports(DType::BF16, DType::BF16, 256));
+        assert!(!wgmma_prefill_supports(DType::F32, DType::F32, 128));
+        assert!(!wgmma_prefill_supports(DType::F16, DType::BF16, 128));
+    }
+
+    #[test]
+    fn wgmma_variants_are_built_for_hopper_only() {
+        use super::super::compile::{Family, Variant};
+        let wg: Vec<Variant> = Variant::all().into_iter().filter(|v| v.family == Family::PrefillWg).collect();
+        assert_eq!(wg.len(), 4, "f16/bf16 x head dims 64/128: {wg:?}");
+        assert!(wg.iter().all(|v| wgmma_prefill_supports(v.q, v.kv, v.head_dim)));
+        assert!(Family::PrefillWg.compiles_for("compute_90a"));
+        assert!(!Family::PrefillWg.compiles_for("compute_80") && !Family::PrefillWg.compiles_for("compute_100"));
+        assert!(Family::Prefill.compiles_for("compute_80"));
+        let source = wg[0].source();
+        assert!(source.contains("pal_prefill_wg") && source.contains("pal_prefill_merge"));
     }
 
     #[test]
