@@ -19,7 +19,7 @@
 #define NWG 2                             // warpgroups per block
 #define NTHREADS (NWG * 128)
 #define BM (NWG * 64)                     // packed rows per block
-#define BN PAL_PREFILL_BN                 // keys per tile: 64 (tuning.rs)
+#define BN PAL_PREFILL_BN                 // keys per tile: 64, or 128 (tuning::prefill_wg_keys)
 #define NT (BN / 8)                       // 8-column blocks of S
 #define DT (HD / 8)                       // 8-column blocks of O
 #define CHUNKS (HD / 8)                   // 16-byte chunks per row
