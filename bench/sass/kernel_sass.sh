@@ -2,6 +2,7 @@
 # Offline SASS of one PAL kernel variant, on a machine without a GPU: assemble the source the way
 # compile.rs does (defines + common.cuh + mma.cuh [+ split.cuh] + the kernel file), NVRTC -> PTX, ptxas -v
 # (registers, spills), then the instruction count of the hottest loop (loop_count.py).
+# (prefill kernels also get prefill_tile.cuh, the wgmma one wgmma.cuh.)
 # Usage: bench/sass/kernel_sass.sh prefill|prefill_wg|decode_tc [DTYPE HEAD_DIM]
 #   env: BN (prefill keys per tile, 64), GROUP (decode_tc heads, 4), SW (swizzle), FOLD, MINB,
 #   HOT=1 compiles the soft-cap and partial-tile mask branches out (prefill), so the loop count
@@ -13,8 +14,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 K=$here/../../crates/pal-kernels/src/cuda/kernels
 kind=${1:-prefill}; T=${2:-__nv_bfloat16}; HD=${3:-128}
 case $kind in
-  prefill) body=prefill.cu; entry=pal_prefill_tc; extra= ;;
-  prefill_wg) body=prefill_wg.cu; entry=pal_prefill_wg; extra=$K/wgmma.cuh ;;
+  prefill) body=prefill.cu; entry=pal_prefill_tc; extra=$K/prefill_tile.cuh ;;
+  prefill_wg) body=prefill_wg.cu; entry=pal_prefill_wg; extra="$K/wgmma.cuh $K/prefill_tile.cuh" ;;
   decode_tc) body=decode_tc.cu; entry=pal_decode_tc; extra=$K/split.cuh ;;
   *) echo "prefill|prefill_wg|decode_tc"; exit 2 ;;
 esac

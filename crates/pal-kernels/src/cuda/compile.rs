@@ -17,6 +17,7 @@ const SPLIT: &str = include_str!("kernels/split.cuh");
 const WGMMA: &str = include_str!("kernels/wgmma.cuh");
 const PREFILL_WG: &str = include_str!("kernels/prefill_wg.cu");
 const PREFILL_MERGE: &str = include_str!("kernels/prefill_merge.cuh");
+const PREFILL_TILE: &str = include_str!("kernels/prefill_tile.cuh");
 
 /// One compiled specialisation of a kernel family.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -77,8 +78,8 @@ impl Variant {
         let (helpers, body) = match self.family {
             Family::Decode => (SPLIT.to_string(), DECODE.to_string()),
             Family::Append => (String::new(), APPEND.to_string()),
-            Family::Prefill => (MMA.to_string(), format!("{PREFILL}\n{PREFILL_MERGE}")),
-            Family::PrefillWg => (format!("{MMA}\n{WGMMA}"), format!("{PREFILL_WG}\n{PREFILL_MERGE}")),
+            Family::Prefill => (format!("{MMA}\n{PREFILL_TILE}"), format!("{PREFILL}\n{PREFILL_MERGE}")),
+            Family::PrefillWg => (format!("{MMA}\n{WGMMA}\n{PREFILL_TILE}"), format!("{PREFILL_WG}\n{PREFILL_MERGE}")),
             Family::DecodeTc => (format!("{MMA}\n{SPLIT}"), DECODE_TC.to_string()),
         };
         // For the prefills, `group` is the blocks per SM the variant is compiled for.

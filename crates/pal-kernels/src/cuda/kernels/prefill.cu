@@ -27,7 +27,6 @@
 #define DT (HD / 8)                     // 8-column blocks of O
 #define CHUNKS (HD / 8)                 // 16-byte chunks per row
 #define LOADS ((BN * CHUNKS + WARPS * 32 - 1) / (WARPS * 32))  // K (and V) chunks per thread per tile
-#define LOG2E 1.4426950408889634f
 
 typedef PAL_KV kv_t;
 #define TILE_BYTES (BN * ROW_BYTES)    // one K (or V) buffer (ROW_BYTES, EB: mma.cuh)
@@ -102,30 +101,16 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
         }
     }
 
-    // Key range of the block, and the part of it every row sees (tiles there need no mask).
-    const int last_row = min(row0 + BM, rows) - 1;
-    const int t_first = row0 / group, t_last = last_row / group;
-    auto first_visible = [&](int pos) { return opts.window_left >= 0 ? max(0, pos - opts.window_left) : 0; };
-    const int lo_block = first_visible(hist + t_first);
-    const int hi_block = opts.causal ? hist + t_last + 1 : total;
-    const int lo_all = first_visible(hist + t_last);
-    const int hi_all = opts.causal ? hist + t_first + 1 : total;
-    const int all_tiles = hi_block > lo_block ? (hi_block - lo_block + BN - 1) / BN : 0;
-    // Split-KV: block z of num_splits takes an even share of the key tiles.
+    // Key range of the block; split-KV: block z of num_splits takes an even share of its tiles.
     const int split = blockIdx.z;
-    const int t_begin = all_tiles * split / num_splits, t_end = all_tiles * (split + 1) / num_splits;
-    const int n_tiles = t_end - t_begin;
+    const PrefillRange kr = prefill_range<BN>(row0, BM, rows, group, hist, total, opts, split, num_splits);
+    const int lo_block = kr.lo_block, hi_block = kr.hi_block, t_begin = kr.first_tile, n_tiles = kr.n_tiles;
 
     // This thread's rows: lane-quad rows g and g + 8 of each of the warp's m-tiles.
     const int warp_row = warp * 16 * WM;
-    int pos_r[WM][2];  // query position, or -1 for a padding row (sees nothing, written nowhere)
-#pragma unroll
-    for (int mi = 0; mi < WM; ++mi)
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-            const int pr = row0 + warp_row + mi * 16 + (lane >> 2) + 8 * i;
-            pos_r[mi][i] = pr < rows ? hist + pr / group : -1;
-        }
+    const int first_row = row0 + warp_row + (lane >> 2);
+    int pos_r[WM][2];
+    row_positions(pos_r, first_row, rows, group, hist);
 
     // K/V tile loads. Each thread copies the same LOADS (row, chunk) pairs of every tile. The page
     // lookups (dependent global loads) run three tiles ahead, one key row per thread (threads
@@ -142,12 +127,8 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
     // tile (Nsight: long-scoreboard stalls on that multiply), and the barrier then held the rest.
     auto lookup = [&](int it) {  // key row `tid` of tile `it`
         const int j = lo_block + (t_begin + it) * BN + tid;
-        if (it >= n_tiles || j >= hi_block) return make_int2(0, -1);
-        const int pg = page_shift >= 0 ? (j >> page_shift) : j / page_size;
-        const int po = page_shift >= 0 ? (j & (page_size - 1)) : j - pg * page_size;
-        return make_int2(pages[pg], po);
+        return page_lookup(pages, j, it < n_tiles && j < hi_block, page_shift, page_size);
     };
-    auto slot_of = [&](int2 x) { return x.y < 0 ? -1 : x.x * page_size + x.y; };
     const char* k_word = k_head + (tid % CHUNKS) * 16;
     const char* v_word = v_head + (tid % CHUNKS) * 16;
     static_assert(BN <= NTHREADS, "one lookup thread per key row");
@@ -180,8 +161,8 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
 
     int2 pending = make_int2(0, -1);  // this thread's lookup for the tile after next (threads < BN)
     if (tid < BN) {
-        s_slot[tid] = slot_of(lookup(0));
-        s_slot[BN + tid] = slot_of(lookup(1));
+        s_slot[tid] = slot_of(lookup(0), page_size);
+        s_slot[BN + tid] = slot_of(lookup(1), page_size);
         pending = lookup(2);
     }
     __syncthreads();
@@ -196,7 +177,7 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
     float m[WM][2], l[WM][2];
 #pragma unroll
     for (int mi = 0; mi < WM; ++mi) { m[mi][0] = m[mi][1] = PAL_NEG_INF; l[mi][0] = l[mi][1] = 0.f; }
-    const float scale_log2 = opts.scale * LOG2E;
+    const float scale_log2 = opts.scale * PAL_LOG2E;
     // Factor from the stored scores to base-2 logits. With PAL_PREFILL_FOLD the scale is not
     // applied to the scores: the running maxima are of raw scores and the exponent's FFMA applies
     // it (p = 2^(s * e - m * e)), as FlashAttention-2 does. Only for a positive scale (a negative
@@ -219,7 +200,7 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
         // Tile it+2's slots replace tile it's (read by issue(it) before the barrier above); the
         // copies of iteration it+1 read them after the next barrier.
         if (tid < BN) {
-            s_slot[(it & 1) * BN + tid] = slot_of(pending);
+            s_slot[(it & 1) * BN + tid] = slot_of(pending, page_size);
             pending = lookup(it + 3);
         }
         const unsigned kt = k_lane + (it & 1) * TILE_BYTES, vt = v_lane + (it & 1) * TILE_BYTES;
@@ -249,82 +230,10 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
             }
         }
 
-        // Scale (and cap) into base-2 logits, unless the exponent applies the scale (FOLD); mask
-        // keys a row must not see. The
-        // uniform conditions (soft-cap, a tile every row sees whole) are tested once per tile,
-        // outside the element loops: tested per element they split the tile into ~20 basic
-        // blocks (Nsight: 23 branch instructions per warp and tile against FA2's 1) and the
-        // compiler could not overlap the softmax latencies across them.
-        const bool full = j0 >= lo_all && j0 + BN <= hi_all;
-        if (opts.soft_cap > 0.f) {
-            const float inv_cap = opts.scale / opts.soft_cap, cap_log2 = opts.soft_cap * LOG2E;
-#pragma unroll
-            for (int mi = 0; mi < WM; ++mi)
-#pragma unroll
-                for (int n = 0; n < NT; ++n)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) s[mi][n][e] = cap_log2 * tanh_f32(s[mi][n][e] * inv_cap);
-        } else if (!fold) {
-#pragma unroll
-            for (int mi = 0; mi < WM; ++mi)
-#pragma unroll
-                for (int n = 0; n < NT; ++n)
-#pragma unroll
-                    for (int e = 0; e < 4; ++e) s[mi][n][e] *= scale_log2;
-        }
-        if (!full) {
-            // Each row's visible keys [lo, hi) once, then two compares per element (computed
-            // per element, the window's condition split the loop into a branch per element).
-#pragma unroll
-            for (int mi = 0; mi < WM; ++mi)
-#pragma unroll
-                for (int i = 0; i < 2; ++i) {
-                    const int pos = pos_r[mi][i];
-                    const int lo = first_visible(max(pos, 0));
-                    const int hi = pos < 0 ? 0 : opts.causal ? pos + 1 : total;
-#pragma unroll
-                    for (int n = 0; n < NT; ++n)
-#pragma unroll
-                        for (int e = 0; e < 2; ++e) {
-                            const int j = j0 + n * 8 + 2 * (lane & 3) + e;
-                            if (j < lo || j >= hi) s[mi][n][2 * i + e] = PAL_NEG_INF;
-                        }
-                }
-        }
-
-        // Online softmax per row (the 4 lanes of a quad share a row).
-#pragma unroll
-        for (int mi = 0; mi < WM; ++mi) {
-            float alpha[2];
-#pragma unroll
-            for (int i = 0; i < 2; ++i) {
-                float mx = m[mi][i];
-#pragma unroll
-                for (int n = 0; n < NT; ++n) mx = fmaxf(mx, fmaxf(s[mi][n][2 * i], s[mi][n][2 * i + 1]));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                const float base = mx == PAL_NEG_INF ? 0.f : mx * e_scale;  // a row that saw nothing yet
-                alpha[i] = exp2f(fmaf(m[mi][i], e_scale, -base));           // m = -inf -> 0
-                m[mi][i] = mx;
-                float sum = 0.f;
-#pragma unroll
-                for (int n = 0; n < NT; ++n) {
-                    s[mi][n][2 * i] = exp2f(fmaf(s[mi][n][2 * i], e_scale, -base));
-                    s[mi][n][2 * i + 1] = exp2f(fmaf(s[mi][n][2 * i + 1], e_scale, -base));
-                    sum += s[mi][n][2 * i] + s[mi][n][2 * i + 1];
-                }
-                l[mi][i] = l[mi][i] * alpha[i] + sum;  // per-lane partial; the quad is summed at the end
-            }
-            // Once the running maxima settle (most tiles of a long range) no row of the warp
-            // rescales: skip the DT x 4 multiplies.
-            if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
-#pragma unroll
-                for (int d = 0; d < DT; ++d) {
-                    o[mi][d][0] *= alpha[0]; o[mi][d][1] *= alpha[0];
-                    o[mi][d][2] *= alpha[1]; o[mi][d][3] *= alpha[1];
-                }
-            }
-        }
+        // Scores -> base-2 logits, keys a row must not see masked; then the online softmax.
+        const bool full = j0 >= kr.lo_all && j0 + BN <= kr.hi_all;
+        scores_to_logits(s, pos_r, full, j0, lane, total, fold, opts);
+        online_softmax(s, m, l, o, e_scale);
 
         // O += P V: P's accumulator layout is the A-operand layout of the next mma; each V
         // fragment feeds WM mmas.
@@ -332,12 +241,7 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
         for (int kk = 0; kk < BN / 16; ++kk) {
             unsigned a[WM][4];
 #pragma unroll
-            for (int mi = 0; mi < WM; ++mi) {
-                a[mi][0] = pack2(s[mi][2 * kk][0], s[mi][2 * kk][1], kv_t());
-                a[mi][1] = pack2(s[mi][2 * kk][2], s[mi][2 * kk][3], kv_t());
-                a[mi][2] = pack2(s[mi][2 * kk + 1][0], s[mi][2 * kk + 1][1], kv_t());
-                a[mi][3] = pack2(s[mi][2 * kk + 1][2], s[mi][2 * kk + 1][3], kv_t());
-            }
+            for (int mi = 0; mi < WM; ++mi) pack_p(a[mi], s[mi], kk, kv_t());
 #pragma unroll
             for (int d = 0; d < DT; d += 2) {
                 unsigned b[4];
@@ -352,32 +256,6 @@ pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
     }
     cp_async_wait_all();
 
-    // Normalise and write this thread's rows: the output, or this split's partial state.
-#pragma unroll
-    for (int mi = 0; mi < WM; ++mi)
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-            float li = l[mi][i];
-            li += __shfl_xor_sync(0xffffffffu, li, 1);
-            li += __shfl_xor_sync(0xffffffffu, li, 2);
-            const int pr = row0 + warp_row + mi * 16 + (lane >> 2) + 8 * i;
-            if (pr >= rows) continue;
-            const int t = pr / group, gi = pr - t * group;
-            const float inv = li > 0.f ? 1.f / li : 0.f;
-            const long row = q_row(t, gi);
-            if (num_splits == 1) {
-                kv_t* dst = out + row * HD + 2 * (lane & 3);
-#pragma unroll
-                for (int d = 0; d < DT; ++d)
-                    *reinterpret_cast<unsigned*>(dst + d * 8) =
-                        pack2(o[mi][d][2 * i] * inv, o[mi][d][2 * i + 1] * inv, kv_t());
-            } else {
-                const long prow = (long)split * num_tokens * hq + row;
-                float* dst = part_o + prow * HD + 2 * (lane & 3);
-#pragma unroll
-                for (int d = 0; d < DT; ++d)
-                    *reinterpret_cast<float2*>(dst + d * 8) = make_float2(o[mi][d][2 * i] * inv, o[mi][d][2 * i + 1] * inv);
-                if ((lane & 3) == 0) part_lse[prow] = li > 0.f ? m[mi][i] * e_scale + __log2f(li) : PAL_NEG_INF;
-            }
-        }
+    write_rows<HD>(o, m, l, e_scale, first_row, rows, group, q_start, hq, h, lane, out, part_o, part_lse, split,
+                   num_splits, num_tokens);
 }

@@ -28,7 +28,6 @@
 #define LOADS (BN * CHUNKS / NTHREADS)    // K (and V) chunks per thread per tile
 #define QLOADS (BM * CHUNKS / NTHREADS)   // Q chunks per thread
 #define TILE_BYTES (BN * HD * 2)
-#define LOG2E 1.4426950408889634f
 // Descriptor strides (wgmma.cuh's wg_desc: `lbo` along K, `sbo` along M/N, as the PTX ISA reads
 // for K-major operands). Q and K are K-major: the next core matrix along K is 128 bytes on, the
 // next 8 rows GROUP_BYTES on. V is the B operand of P V read MN-major, its core matrices 8 keys
@@ -56,19 +55,20 @@ static_assert(BN <= NTHREADS, "one lookup thread per key row");
 
 typedef PAL_KV kv_t;
 
-// S (+)= Q K^T over one 16-wide k-step, and O += P V over 16 keys, for this warpgroup's 64 rows.
-__device__ __forceinline__ void wg_qk(float (*s)[4], unsigned long long dq, unsigned long long dk, int acc) {
+// S (+)= Q K^T over one 16-wide k-step, and O += P V over 16 keys, for this warpgroup's 64 rows
+// (one m-tile of 16 rows per warp: the [1][..][4] accumulators of prefill_tile.cuh).
+__device__ __forceinline__ void wg_qk(float (&s)[1][NT][4], unsigned long long dq, unsigned long long dk, int acc) {
 #if BN == 64
-    wg_ss_n64(&s[0][0], dq, dk, acc, kv_t());
+    wg_ss_n64(&s[0][0][0], dq, dk, acc, kv_t());
 #else
-    wg_ss_n128(&s[0][0], dq, dk, acc, kv_t());
+    wg_ss_n128(&s[0][0][0], dq, dk, acc, kv_t());
 #endif
 }
-__device__ __forceinline__ void wg_pv(float (*o)[4], const unsigned* a, unsigned long long dv) {
+__device__ __forceinline__ void wg_pv(float (&o)[1][DT][4], const unsigned* a, unsigned long long dv) {
 #if HD == 64
-    wg_rs_n64(&o[0][0], a, dv, kv_t());
+    wg_rs_n64(&o[0][0][0], a, dv, kv_t());
 #else
-    wg_rs_n128(&o[0][0], a, dv, kv_t());
+    wg_rs_n128(&o[0][0][0], a, dv, kv_t());
 #endif
 }
 
@@ -126,28 +126,16 @@ pal_prefill_wg(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
         }
     }
 
-    // Key range of the block, and the part of it every row sees (tiles there need no mask).
-    const int last_row = min(row0 + BM, rows) - 1;
-    const int t_first = row0 / group, t_last = last_row / group;
-    auto first_visible = [&](int pos) { return opts.window_left >= 0 ? max(0, pos - opts.window_left) : 0; };
-    const int lo_block = first_visible(hist + t_first);
-    const int hi_block = opts.causal ? hist + t_last + 1 : total;
-    const int lo_all = first_visible(hist + t_last);
-    const int hi_all = opts.causal ? hist + t_first + 1 : total;
-    const int all_tiles = hi_block > lo_block ? (hi_block - lo_block + BN - 1) / BN : 0;
+    // Key range of the block and this split's share of its tiles.
     const int split = blockIdx.z;
-    const int t_begin = all_tiles * split / num_splits, t_end = all_tiles * (split + 1) / num_splits;
-    const int n_tiles = t_end - t_begin;
+    const PrefillRange kr = prefill_range<BN>(row0, BM, rows, group, hist, total, opts, split, num_splits);
+    const int lo_block = kr.lo_block, hi_block = kr.hi_block, t_begin = kr.first_tile, n_tiles = kr.n_tiles;
 
     // This thread's rows in the accumulators: warp w of a warpgroup holds its rows 16w..16w+15,
     // lane-quad rows g and g + 8 (the mma.m16n8 layout).
-    const int wg_row = wg * 64 + warp_in_wg * 16 + (lane >> 2);
-    int pos_r[2];  // query position, or -1 for a padding row (sees nothing, written nowhere)
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-        const int pr = row0 + wg_row + 8 * i;
-        pos_r[i] = pr < rows ? hist + pr / group : -1;
-    }
+    const int first_row = row0 + wg * 64 + warp_in_wg * 16 + (lane >> 2);
+    int pos_r[1][2];
+    row_positions(pos_r, first_row, rows, group, hist);
 
     // Page lookups three tiles ahead (prefill.cu explains the staging).
     const char* k_word = reinterpret_cast<const char*>(k_cache + (long)h * HD) + my_ch * 16;
@@ -155,12 +143,8 @@ pal_prefill_wg(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
     const unsigned token_bytes = (unsigned)token_stride * 2;
     auto lookup = [&](int it) {  // key row `tid` of tile `it`
         const int j = lo_block + (t_begin + it) * BN + tid;
-        if (it >= n_tiles || j >= hi_block) return make_int2(0, -1);
-        const int pg = page_shift >= 0 ? (j >> page_shift) : j / page_size;
-        const int po = page_shift >= 0 ? (j & (page_size - 1)) : j - pg * page_size;
-        return make_int2(pages[pg], po);
+        return page_lookup(pages, j, it < n_tiles && j < hi_block, page_shift, page_size);
     };
-    auto slot_of = [&](int2 x) { return x.y < 0 ? -1 : x.x * page_size + x.y; };
     auto issue = [&](int buf) {  // tile with slots in s_slot[buf] -> K/V buffer `buf`
         const unsigned dk = sk + buf * TILE_BYTES + my_off, dv = sv + buf * TILE_BYTES + my_off;
         const int* slots = s_slot + buf * BN + my_row;
@@ -178,20 +162,20 @@ pal_prefill_wg(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
 
     int2 pending = make_int2(0, -1);
     if (tid < BN) {
-        s_slot[tid] = slot_of(lookup(0));
-        s_slot[BN + tid] = slot_of(lookup(1));
+        s_slot[tid] = slot_of(lookup(0), page_size);
+        s_slot[BN + tid] = slot_of(lookup(1), page_size);
         pending = lookup(2);
     }
     __syncthreads();
     if (n_tiles > 0) issue(0);
     cp_async_commit();
 
-    float o[DT][4];
+    float o[1][DT][4];
 #pragma unroll
-    for (int d = 0; d < DT; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
-    float m[2] = {PAL_NEG_INF, PAL_NEG_INF}, l[2] = {0.f, 0.f};
-    const float scale_log2 = opts.scale * LOG2E;
-    const bool fold = PAL_PREFILL_FOLD && !(opts.soft_cap > 0.f) && scale_log2 > 0.f;
+    for (int d = 0; d < DT; ++d) o[0][d][0] = o[0][d][1] = o[0][d][2] = o[0][d][3] = 0.f;
+    float m[1][2] = {{PAL_NEG_INF, PAL_NEG_INF}}, l[1][2] = {{0.f, 0.f}};
+    const float scale_log2 = opts.scale * PAL_LOG2E;
+    const bool fold = PAL_PREFILL_FOLD && !(opts.soft_cap > 0.f) && scale_log2 > 0.f;  // prefill.cu says why
     const float e_scale = fold ? scale_log2 : 1.f;
     // Descriptors of Q (this warpgroup's 64 rows), K and V; a k-step of 16 columns of Q and K is
     // two core matrices on, one of 16 keys of V two groups of 8 rows.
@@ -207,126 +191,35 @@ pal_prefill_wg(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
         if (it + 1 < n_tiles) issue((it + 1) & 1);
         cp_async_commit();
         if (tid < BN) {
-            s_slot[(it & 1) * BN + tid] = slot_of(pending);
+            s_slot[(it & 1) * BN + tid] = slot_of(pending, page_size);
             pending = lookup(it + 3);
         }
         const unsigned long long buf = (it & 1) * BUF;
         const int j0 = lo_block + (t_begin + it) * BN;
 
-        float s[NT][4];
+        float s[1][NT][4];
         wg_fence();
 #pragma unroll
         for (int kk = 0; kk < HD / 16; ++kk) wg_qk(s, q_desc + kk * KSTEP, k_desc + buf + kk * KSTEP, kk > 0);
         wg_commit();
-        wg_wait<0>();
-#pragma unroll
-        for (int n = 0; n < NT; ++n)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) wg_pin(s[n][e]);
+        wg_wait_pinned(s[0]);
 
-        const bool full = j0 >= lo_all && j0 + BN <= hi_all;
-        if (opts.soft_cap > 0.f) {
-            const float inv_cap = opts.scale / opts.soft_cap, cap_log2 = opts.soft_cap * LOG2E;
-#pragma unroll
-            for (int n = 0; n < NT; ++n)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) s[n][e] = cap_log2 * tanh_f32(s[n][e] * inv_cap);
-        } else if (!fold) {
-#pragma unroll
-            for (int n = 0; n < NT; ++n)
-#pragma unroll
-                for (int e = 0; e < 4; ++e) s[n][e] *= scale_log2;
-        }
-        if (!full) {
-#pragma unroll
-            for (int i = 0; i < 2; ++i) {
-                const int pos = pos_r[i];
-                const int lo = first_visible(max(pos, 0));
-                const int hi = pos < 0 ? 0 : opts.causal ? pos + 1 : total;
-#pragma unroll
-                for (int n = 0; n < NT; ++n)
-#pragma unroll
-                    for (int e = 0; e < 2; ++e) {
-                        const int j = j0 + n * 8 + 2 * (lane & 3) + e;
-                        if (j < lo || j >= hi) s[n][2 * i + e] = PAL_NEG_INF;
-                    }
-            }
-        }
-
-        // Online softmax per row (the 4 lanes of a quad share a row).
-        float alpha[2];
-#pragma unroll
-        for (int i = 0; i < 2; ++i) {
-            float mx = m[i];
-#pragma unroll
-            for (int n = 0; n < NT; ++n) mx = fmaxf(mx, fmaxf(s[n][2 * i], s[n][2 * i + 1]));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-            const float base = mx == PAL_NEG_INF ? 0.f : mx * e_scale;
-            alpha[i] = exp2f(fmaf(m[i], e_scale, -base));
-            m[i] = mx;
-            float sum = 0.f;
-#pragma unroll
-            for (int n = 0; n < NT; ++n) {
-                s[n][2 * i] = exp2f(fmaf(s[n][2 * i], e_scale, -base));
-                s[n][2 * i + 1] = exp2f(fmaf(s[n][2 * i + 1], e_scale, -base));
-                sum += s[n][2 * i] + s[n][2 * i + 1];
-            }
-            l[i] = l[i] * alpha[i] + sum;
-        }
-        // Once the running maxima settle no row of the warp rescales: skip the DT x 4 multiplies.
-        if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
-#pragma unroll
-            for (int d = 0; d < DT; ++d) {
-                o[d][0] *= alpha[0]; o[d][1] *= alpha[0];
-                o[d][2] *= alpha[1]; o[d][3] *= alpha[1];
-            }
-        }
+        const bool full = j0 >= kr.lo_all && j0 + BN <= kr.hi_all;
+        scores_to_logits(s, pos_r, full, j0, lane, total, fold, opts);
+        online_softmax(s, m, l, o, e_scale);
 
         // O += P V, 16 keys per wgmma.
         unsigned a[BN / 16][4];
 #pragma unroll
-        for (int kk = 0; kk < BN / 16; ++kk) {
-            a[kk][0] = pack2(s[2 * kk][0], s[2 * kk][1], kv_t());
-            a[kk][1] = pack2(s[2 * kk][2], s[2 * kk][3], kv_t());
-            a[kk][2] = pack2(s[2 * kk + 1][0], s[2 * kk + 1][1], kv_t());
-            a[kk][3] = pack2(s[2 * kk + 1][2], s[2 * kk + 1][3], kv_t());
-        }
+        for (int kk = 0; kk < BN / 16; ++kk) pack_p(a[kk], s[0], kk, kv_t());
         wg_fence();
 #pragma unroll
         for (int kk = 0; kk < BN / 16; ++kk) wg_pv(o, a[kk], v_desc + buf + kk * VSTEP);
         wg_commit();
-        wg_wait<0>();
-#pragma unroll
-        for (int d = 0; d < DT; ++d)
-#pragma unroll
-            for (int e = 0; e < 4; ++e) wg_pin(o[d][e]);
+        wg_wait_pinned(o[0]);
     }
     cp_async_wait_all();
 
-    // Normalise and write this thread's rows: the output, or this split's partial state.
-#pragma unroll
-    for (int i = 0; i < 2; ++i) {
-        float li = l[i];
-        li += __shfl_xor_sync(0xffffffffu, li, 1);
-        li += __shfl_xor_sync(0xffffffffu, li, 2);
-        const int pr = row0 + wg_row + 8 * i;
-        if (pr >= rows) continue;
-        const int t = pr / group, gi = pr - t * group;
-        const float inv = li > 0.f ? 1.f / li : 0.f;
-        const long row = (long)(q_start + t) * hq + h * group + gi;
-        if (num_splits == 1) {
-            kv_t* dst = out + row * HD + 2 * (lane & 3);
-#pragma unroll
-            for (int d = 0; d < DT; ++d)
-                *reinterpret_cast<unsigned*>(dst + d * 8) = pack2(o[d][2 * i] * inv, o[d][2 * i + 1] * inv, kv_t());
-        } else {
-            const long prow = (long)split * num_tokens * hq + row;
-            float* dst = part_o + prow * HD + 2 * (lane & 3);
-#pragma unroll
-            for (int d = 0; d < DT; ++d)
-                *reinterpret_cast<float2*>(dst + d * 8) = make_float2(o[d][2 * i] * inv, o[d][2 * i + 1] * inv);
-            if ((lane & 3) == 0) part_lse[prow] = li > 0.f ? m[i] * e_scale + __log2f(li) : PAL_NEG_INF;
-        }
-    }
+    write_rows<HD>(o, m, l, e_scale, first_row, rows, group, q_start, hq, h, lane, out, part_o, part_lse, split,
+                   num_splits, num_tokens);
 }
