@@ -52,12 +52,13 @@ fn tc_threads(wgmma: bool) -> usize {
     }
 }
 /// Dynamic shared memory of a tensor-core kernel: a Q tile and double-buffered K and V tiles of
-/// `BN` keys (prefill.cu: rows padded by 16 bytes; prefill_wg.cu: core matrices, unpadded), then
-/// two tiles of pool slots (i32 per key).
+/// `BN` keys (prefill.cu: rows padded by 16 bytes; prefill_wg.cu: 128-byte swizzled, unpadded, plus
+/// 1 KiB to align the tiles to the swizzle's 1024 bytes), then two tiles of pool slots (i32 per
+/// key; prefill_wg.cu: and two of page ids).
 fn tc_shared_bytes(head_dim: usize, min_blocks: usize, wgmma: bool) -> usize {
     if wgmma {
         let keys = tuning::prefill_wg_keys();
-        return (tc_rows(head_dim, true) + 4 * keys) * head_dim * 2 + 2 * keys * 4;
+        return 1024 + (tc_rows(head_dim, true) + 4 * keys) * head_dim * 2 + 4 * keys * 4;
     }
     let keys = tuning::prefill_keys(head_dim, min_blocks);
     (tc_rows(head_dim, false) + 4 * keys) * (head_dim + 8) * 2 + 2 * keys * 4

@@ -146,6 +146,12 @@ __device__ __forceinline__ void cp_async16(unsigned dst, const void* src, bool v
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
     cp_async16(smem_addr(dst), src, valid);
 }
+// 4-byte global -> shared copy (through L1: .cg takes 16 bytes only). Lets a thread stage a value
+// it needs a tile later without a register waiting on the load (prefill_wg.cu's page ids: an
+// outstanding load held the warpgroup's next wgmma).
+__device__ __forceinline__ void cp_async4(unsigned dst, const void* src) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(dst), "l"(src) : "memory");
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
 // Wait until at most N committed groups are still in flight.

@@ -8,9 +8,11 @@
 //   fragment registers: the instruction stream of a tile is a handful of wgmma plus the softmax);
 // - O += P V with P from registers (the S accumulators rounded to 16 bits are already the
 //   A-operand layout) and V from shared memory, read transposed by the tensor cores.
-// K/V pages are copied into shared memory with cp.async, double buffered, the page lookups staged
-// three tiles ahead as in prefill.cu; every tile is one barrier. The tiles are stored as core
-// matrices (wgmma.cuh), which the copies write without bank conflicts.
+// K/V pages are copied into shared memory with cp.async, double buffered; every tile is one
+// barrier. The tiles use the 128-byte swizzle (wgmma.cuh): a warp copies whole 128-byte rows. The
+// page lookups run three tiles ahead as in prefill.cu, but the page ids travel by cp.async into
+// shared memory rather than through a register: a load still in flight at the next wgmma.fence
+// held the whole warpgroup (Nsight: 7% of the stall samples on the instruction after it).
 //
 // Requires PAL_T == PAL_KV (f16 or bf16) and HD 64 or 128 (the host picks prefill.cu otherwise).
 // Masking, the sliding window and the soft-cap are prefill.cu's, row for row.
@@ -23,34 +25,24 @@
 #define NT (BN / 8)                       // 8-column blocks of S
 #define DT (HD / 8)                       // 8-column blocks of O
 #define CHUNKS (HD / 8)                   // 16-byte chunks per row
-#define GROUP_BYTES (CHUNKS * 128)        // 8 rows of a tile: CHUNKS core matrices side by side
 #define ROWSTEP (NTHREADS / CHUNKS)       // rows between a thread's successive copies
 #define LOADS (BN * CHUNKS / NTHREADS)    // K (and V) chunks per thread per tile
 #define QLOADS (BM * CHUNKS / NTHREADS)   // Q chunks per thread
 #define TILE_BYTES (BN * HD * 2)
-// Descriptor strides (wgmma.cuh's wg_desc: `lbo` along K, `sbo` along M/N, as the PTX ISA reads
-// for K-major operands). Q and K are K-major: the next core matrix along K is 128 bytes on, the
-// next 8 rows GROUP_BYTES on. V is the B operand of P V read MN-major, its core matrices 8 keys
-// (K) x 8 dims (N): along K GROUP_BYTES, along N 128. PAL_WG_VSWAP (bit 0: V, bit 1: Q and K)
-// swaps a pair, for the first GPU check of this kernel (bench/gpu_prefill_wg_check.sh).
+// A tile of R rows is HD / 64 regions of R x 128 bytes (wgmma.cuh). Descriptor strides: Q and K
+// (K-major) 1024 bytes per 8 rows; V (MN-major) the next region along the head dim and 1024 bytes
+// per 8 keys. PAL_WG_VSWAP bit 0 swaps V's pair (a check switch; 0 is the PTX ISA's reading).
 #if PAL_WG_VSWAP & 1
-#define V_LBO 128
-#define V_SBO GROUP_BYTES
+#define V_LBO 1024
+#define V_SBO (BN * 128)
 #else
-#define V_LBO GROUP_BYTES
-#define V_SBO 128
-#endif
-#if PAL_WG_VSWAP & 2
-#define QK_LBO GROUP_BYTES
-#define QK_SBO 128
-#else
-#define QK_LBO 128
-#define QK_SBO GROUP_BYTES
+#define V_LBO (BN * 128)
+#define V_SBO 1024
 #endif
 
 static_assert(HD == 64 || HD == 128, "wgmma prefill: head dim 64 or 128");
 static_assert(BN == 64 || BN == 128, "wgmma prefill: 64 or 128 keys per tile");
-static_assert(NTHREADS % (8 * CHUNKS) == 0 && (BN * CHUNKS) % NTHREADS == 0, "whole copy passes");
+static_assert(NTHREADS % CHUNKS == 0 && ROWSTEP % 8 == 0 && (BN * CHUNKS) % NTHREADS == 0, "whole copy passes");
 static_assert(BN <= NTHREADS, "one lookup thread per key row");
 
 typedef PAL_KV kv_t;
@@ -83,10 +75,15 @@ pal_prefill_wg(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
                float* __restrict__ part_lse,        // [num_splits, tokens, Hq] (base 2)
                int num_splits, int num_tokens, int num_kv_heads, int group, int page_size, AttnOpts opts) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
-    const unsigned sq = smem_addr(smem_raw);  // [BM rows] core-matrix tile
+    // The swizzle works on address bits, so the tiles start on a 1024-byte boundary (the host
+    // adds 1 KiB of slack: tc_shared_bytes).
+    const unsigned base = (smem_addr(smem_raw) + 1023u) & ~1023u;
+    unsigned char* smem = smem_raw + (base - smem_addr(smem_raw));
+    const unsigned sq = base;                 // [BM rows]
     const unsigned sk = sq + BM * HD * 2;     // [2][BN rows]
     const unsigned sv = sk + 2 * TILE_BYTES;  // [2][BN rows]
-    int* s_slot = reinterpret_cast<int*>(smem_raw + (BM + 4 * BN) * HD * 2);  // [2][BN]
+    int* s_slot = reinterpret_cast<int*>(smem + (BM + 4 * BN) * HD * 2);  // [2][BN] pool slots
+    const unsigned s_pid = smem_addr(s_slot + 2 * BN);                    // [2][BN] page ids in flight
 
     const int* ti = tiles + 6 * blockIdx.x;
     const int q_start = ti[1], n_new = ti[2], total = ti[3], row0 = ti[4];
@@ -100,12 +97,16 @@ pal_prefill_wg(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
     const long token_stride = (long)num_kv_heads * HD;
     const int page_shift = (page_size & (page_size - 1)) == 0 ? __ffs(page_size) - 1 : -1;
 
-    // Copy mapping: consecutive threads take the 8 rows of a core matrix, then the next chunk, so
-    // a warp writes 512 contiguous bytes. A thread's chunk is fixed; its rows are ROWSTEP apart.
-    const int my_ch = (tid >> 3) % CHUNKS;
-    const int my_row = ((tid >> 3) / CHUNKS) * 8 + (tid & 7);
-    const unsigned my_off = (unsigned)((my_row >> 3) * GROUP_BYTES + my_ch * 128 + (my_row & 7) * 16);
-    constexpr unsigned PASS_BYTES = (ROWSTEP / 8) * GROUP_BYTES;
+    // Copy mapping: a row's CHUNKS chunks go to consecutive threads (a warp reads whole rows);
+    // a thread's chunk is fixed, its rows ROWSTEP apart (a multiple of 8, so its swizzle phase and
+    // offset inside a region are fixed too).
+    const int my_ch = tid % CHUNKS;
+    const int my_row = tid / CHUNKS;
+    constexpr unsigned PASS_BYTES = ROWSTEP * 128;
+    // Offset in a tile of R rows: region my_ch / 8 of R x 128 bytes, then the swizzled chunk.
+    const unsigned my_off = swz128(my_row, my_ch & 7);
+    const unsigned q_off = my_off + (unsigned)(my_ch >> 3) * (BM * 128);
+    const unsigned kv_dst = sk + my_off + (unsigned)(my_ch >> 3) * (BN * 128);  // in K buffer 0
 
     // Q tile: packed row pr = (token pr / group, head pr % group), stepped, not divided.
     {
@@ -116,7 +117,7 @@ pal_prefill_wg(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
         for (int k = 0; k < QLOADS; ++k, pr += ROWSTEP) {
             const bool valid = pr < rows;  // rows past the new tokens: zeros
             const kv_t* src = q + ((long)(q_start + t) * hq + h * group + gi) * HD + my_ch * 8;
-            cp_async16(sq + my_off + k * PASS_BYTES, valid ? src : q, valid);
+            cp_async16(sq + q_off + k * PASS_BYTES, valid ? src : q, valid);
             t += dt;
             gi += dg;
             if (gi >= group) {
@@ -137,16 +138,29 @@ pal_prefill_wg(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
     int pos_r[1][2];
     row_positions(pos_r, first_row, rows, group, hist);
 
-    // Page lookups three tiles ahead (prefill.cu explains the staging).
+    // Page lookups three tiles ahead (prefill.cu explains the staging): key row `tid` of tile
+    // `it`; its page id is fetched by cp.async two tiles before it becomes a slot.
     const char* k_word = reinterpret_cast<const char*>(k_cache + (long)h * HD) + my_ch * 16;
     const char* v_word = reinterpret_cast<const char*>(v_cache + (long)h * HD) + my_ch * 16;
     const unsigned token_bytes = (unsigned)token_stride * 2;
-    auto lookup = [&](int it) {  // key row `tid` of tile `it`
-        const int j = lo_block + (t_begin + it) * BN + tid;
-        return page_lookup(pages, j, it < n_tiles && j < hi_block, page_shift, page_size);
+    // Key row `tid` of tile `it` is key0 + it * BN; it is read if below key_end (the block's range
+    // cut to this split's tiles).
+    const int key0 = lo_block + t_begin * BN + tid;
+    const int key_end = min(hi_block, lo_block + (t_begin + n_tiles) * BN);
+    auto key_of = [&](int it) { return key0 + it * BN; };
+    auto key_valid = [&](int it) { return key_of(it) < key_end; };
+    auto page_of = [&](int j) { return page_shift >= 0 ? (j >> page_shift) : j / page_size; };
+    auto fetch_pid = [&](int it) {  // page id of tile `it` -> s_pid[it & 1][tid]
+        if (key_valid(it)) cp_async4(s_pid + ((it & 1) * BN + tid) * 4, pages + page_of(key_of(it)));
+    };
+    auto slot_from_pid = [&](int it) {  // pool slot of tile `it`, its page id landed
+        if (!key_valid(it)) return -1;
+        const int j = key_of(it), pg = page_of(j);
+        const int pid = s_slot[2 * BN + (it & 1) * BN + tid];  // after cp_async_wait_all
+        return pid * page_size + (j - pg * page_size);
     };
     auto issue = [&](int buf) {  // tile with slots in s_slot[buf] -> K/V buffer `buf`
-        const unsigned dk = sk + buf * TILE_BYTES + my_off, dv = sv + buf * TILE_BYTES + my_off;
+        const unsigned dk = kv_dst + buf * TILE_BYTES, dv = dk + (sv - sk);  // sv - sk: a constant
         const int* slots = s_slot + buf * BN + my_row;
         int slot_k[LOADS];
 #pragma unroll
@@ -160,11 +174,10 @@ pal_prefill_wg(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
         }
     };
 
-    int2 pending = make_int2(0, -1);
     if (tid < BN) {
-        s_slot[tid] = slot_of(lookup(0), page_size);
-        s_slot[BN + tid] = slot_of(lookup(1), page_size);
-        pending = lookup(2);
+        s_slot[tid] = slot_of(page_lookup(pages, key_of(0), key_valid(0), page_shift, page_size), page_size);
+        s_slot[BN + tid] = slot_of(page_lookup(pages, key_of(1), key_valid(1), page_shift, page_size), page_size);
+        fetch_pid(2);
     }
     __syncthreads();
     if (n_tiles > 0) issue(0);
@@ -177,30 +190,33 @@ pal_prefill_wg(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
     const float scale_log2 = opts.scale * PAL_LOG2E;
     const bool fold = PAL_PREFILL_FOLD && !(opts.soft_cap > 0.f) && scale_log2 > 0.f;  // prefill.cu says why
     const float e_scale = fold ? scale_log2 : 1.f;
-    // Descriptors of Q (this warpgroup's 64 rows), K and V; a k-step of 16 columns of Q and K is
-    // two core matrices on, one of 16 keys of V two groups of 8 rows.
-    const unsigned long long q_desc = wg_desc(sq + wg * 8 * GROUP_BYTES, QK_LBO, QK_SBO);
-    const unsigned long long k_desc = wg_desc(sk, QK_LBO, QK_SBO);
+    // Descriptors of Q (this warpgroup's 64 rows), K and V. A k-step of 16 columns of Q and K is
+    // 32 bytes along a 128-byte row, four steps a region; one of 16 keys of V is 16 rows on.
+    const unsigned long long q_desc = wg_desc(sq + wg * 64 * 128, 16, 1024);
+    const unsigned long long k_desc = wg_desc(sk, 16, 1024);
     const unsigned long long v_desc = wg_desc(sv, V_LBO, V_SBO);
-    constexpr unsigned long long KSTEP = 256 >> 4, VSTEP = (2 * GROUP_BYTES) >> 4, BUF = TILE_BYTES >> 4;
+    auto qk_step = [](int kk, int rows) {  // descriptor offset (16-byte units) of k-step kk
+        return (unsigned long long)((kk >> 2) * rows * 128 + (kk & 3) * 32) >> 4;
+    };
+    constexpr unsigned long long VSTEP = (16 * 128) >> 4, BUF = TILE_BYTES >> 4;
 
     for (int it = 0; it < n_tiles; ++it) {
         cp_async_wait_all();
         fence_proxy_async();
         __syncthreads();
         if (it + 1 < n_tiles) issue((it + 1) & 1);
-        cp_async_commit();
         if (tid < BN) {
-            s_slot[(it & 1) * BN + tid] = slot_of(pending, page_size);
-            pending = lookup(it + 3);
+            s_slot[(it & 1) * BN + tid] = slot_from_pid(it + 2);
+            fetch_pid(it + 3);
         }
+        cp_async_commit();
         const unsigned long long buf = (it & 1) * BUF;
         const int j0 = lo_block + (t_begin + it) * BN;
 
         float s[1][NT][4];
         wg_fence();
 #pragma unroll
-        for (int kk = 0; kk < HD / 16; ++kk) wg_qk(s, q_desc + kk * KSTEP, k_desc + buf + kk * KSTEP, kk > 0);
+        for (int kk = 0; kk < HD / 16; ++kk) wg_qk(s, q_desc + qk_step(kk, BM), k_desc + buf + qk_step(kk, BN), kk > 0);
         wg_commit();
         wg_wait_pinned(s[0]);
 

@@ -3,17 +3,26 @@
 // (f32 accumulators; A and B from shared memory, or A from registers).
 #pragma once
 
-// Shared-memory operand tiles are stored as "core matrices" (no swizzle): 8 rows x 16 bytes,
-// contiguous. A tile of rows of CHUNKS 16-byte chunks keeps each group of 8 rows together, its
-// core matrices side by side along the row: chunk `ch` of row `r` is at byte
-// (r / 8) * (CHUNKS * 128) + ch * 128 + (r % 8) * 16. A warp copying 8 rows x 4 chunks writes
-// 512 contiguous bytes (no bank conflict), and wgmma reads each core matrix as one 128-byte line.
+// Shared-memory operand tiles use the 128-byte swizzle (the layout TMA writes and CUTLASS uses):
+// a tile of rows of 16-bit elements is split into column blocks of 64 elements (128 bytes), each
+// block a [rows][128 bytes] region; 16-byte chunk `c` of row `r` of a region sits at
+// r * 128 + ((c ^ (r % 8)) * 16). Eight rows form a 1024-byte atom, and regions start on 1024-byte
+// boundaries (the hardware swizzles on address bits 4-6 ^ 7-9). A warp copies whole 128-byte
+// rows: global reads are full lines (the unswizzled "core matrix" layout made each warp touch 8
+// half-lines, and the L2 ran at 80% of its request rate) and the shared writes are conflict-free.
+__device__ __forceinline__ unsigned swz128(int row, int chunk) {
+    return (unsigned)(row * 128 + ((chunk ^ (row & 7)) << 4));
+}
 
-// Descriptor of a no-swizzle operand at shared byte address `addr`: `lbo` is the byte distance
-// between core matrices adjacent along K, `sbo` along M/N (PTX ISA, "matrix descriptor").
+// Descriptor of a 128-byte-swizzled operand at shared byte address `addr` (PTX ISA "matrix
+// descriptor": start address, leading and stride byte offsets >> 4, layout type 1 = 128B swizzle
+// in bits 62-63). K-major (Q, K): `sbo` = 1024, the next 8 rows; `lbo` unused (a k-step of 16
+// elements stays inside a 128-byte row, and the caller moves the start address 32 bytes per
+// step). MN-major (V read transposed): `lbo` = the next 64-element column block (region), `sbo` =
+// 1024, the next 8 keys.
 __device__ __forceinline__ unsigned long long wg_desc(unsigned addr, unsigned lbo, unsigned sbo) {
     return (unsigned long long)((addr & 0x3FFFF) >> 4) | ((unsigned long long)((lbo >> 4) & 0x3FFF) << 16) |
-           ((unsigned long long)((sbo >> 4) & 0x3FFF) << 32);
+           ((unsigned long long)((sbo >> 4) & 0x3FFF) << 32) | (1ull << 62);
 }
 // Order register writes before the next wgmma reads them (accumulators, A fragments).
 __device__ __forceinline__ void wg_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
