@@ -48,7 +48,7 @@ pub fn run(a: &Args, device: Device) -> Result<ExitCode, pal_core::PalError> {
         );
         if gpu.is_some() {
             println!(
-                "(GPU prefill: tensor cores for f16/bf16 and head dims divisible by 16 on `cuda`, the row-by-row fallback on `cuda-split`; ragged new K/V stays CPU-only)"
+                "(GPU prefill: `cuda` the device's tensor-core kernel for f16/bf16 and head dims divisible by 16 (wgmma on Hopper at head dims 64/128), `cuda-split` the same with 3 key splits and the merge (rows in chunks of 7 elsewhere), `cuda-whole` the row-by-row fallback, `cuda-mma` the mma.sync kernel; ragged new K/V stays CPU-only)"
             );
         }
         println!("{:<26} {:<7} {:<10} {:>10} {:>10} {:>5}  shape", "case", "op", "backend", "max_abs", "rms", "pass");

@@ -183,14 +183,23 @@ pub enum Backend {
     CudaGraph,
     /// The CUDA decode step forced onto the gather path (`Dispatch::Force(Gather)`).
     CudaGather,
+    /// Prefill only: the mma.sync tensor-core kernel even where the wgmma one is the device's
+    /// choice (Hopper), so both kernels stay checked.
+    CudaMma,
 }
 
 impl Backend {
     /// The CPU-side backends.
     pub const ALL: [Backend; 3] = [Backend::Cpu, Backend::CpuSplit, Backend::Gather];
     /// The GPU backends.
-    pub const CUDA: [Backend; 5] =
-        [Backend::Cuda, Backend::CudaSplit, Backend::CudaWhole, Backend::CudaGraph, Backend::CudaGather];
+    pub const CUDA: [Backend; 6] = [
+        Backend::Cuda,
+        Backend::CudaSplit,
+        Backend::CudaWhole,
+        Backend::CudaGraph,
+        Backend::CudaGather,
+        Backend::CudaMma,
+    ];
     /// Whether this backend runs `case` yet (the GPU has no ragged-K/V prefill, and its graph
     /// variant is decode-only).
     pub fn supports(self, case: &AttnCase) -> bool {
@@ -198,6 +207,11 @@ impl Backend {
             Backend::Cpu | Backend::CpuSplit | Backend::Gather => true,
             Backend::Cuda | Backend::CudaSplit | Backend::CudaWhole => case.new_lens.is_none() || !case.ragged_new,
             Backend::CudaGraph | Backend::CudaGather => case.new_lens.is_none(),
+            Backend::CudaMma => {
+                case.new_lens.is_some()
+                    && !case.ragged_new
+                    && crate::cuda::tensor_core_supports(case.dtype, case.dtype, case.head_dim)
+            }
         }
     }
     pub fn name(self) -> &'static str {
@@ -210,6 +224,7 @@ impl Backend {
             Backend::CudaWhole => "cuda-whole",
             Backend::CudaGraph => "cuda-graph",
             Backend::CudaGather => "cuda-gather",
+            Backend::CudaMma => "cuda-mma",
         }
     }
 }
@@ -405,6 +420,8 @@ fn run_typed<T: Element + cudarc::driver::DeviceRepr>(
                             crate::cuda::paged_decode_host_dispatch(gpu.ok_or_else(no_gpu)?, &a, gather, out)
                                 .map(|_| ())
                         }
+                        // Prefill-only (`supports` keeps decode cases away from it).
+                        Backend::CudaMma => Err(no_gpu()),
                     }
                 };
                 outcomes.push(check(be, &want, &tol, q.len(), run)?);
@@ -464,6 +481,9 @@ fn run_typed<T: Element + cudarc::driver::DeviceRepr>(
                             PrefillKernel::Rows { chunk_tokens: usize::MAX },
                             out,
                         ),
+                        Backend::CudaMma => {
+                            crate::cuda::paged_prefill_host(gpu.ok_or_else(no_gpu)?, &a, PrefillKernel::MmaSync, out)
+                        }
                         // Decode-only backends (`supports` keeps prefill cases away from them).
                         Backend::CudaGraph | Backend::CudaGather => Err(no_gpu()),
                     }

@@ -85,8 +85,11 @@ impl Variant {
         // For the prefills, `group` is the blocks per SM the variant is compiled for.
         let wg = self.family == Family::PrefillWg;
         let prefill_blocks = if self.family == Family::Prefill || wg { self.group } else { 1 };
-        let prefill_keys =
-            if wg { tuning::prefill_wg_keys() } else { tuning::prefill_keys(self.head_dim, prefill_blocks) };
+        let prefill_keys = if wg {
+            tuning::prefill_wg_keys(self.head_dim)
+        } else {
+            tuning::prefill_keys(self.head_dim, prefill_blocks)
+        };
         format!(
             "#define PAL_T {}\n#define PAL_KV {}\n#define PAL_HEAD_DIM {}\n#define PAL_GROUP {}\n#define PAL_UNROLL {}\n#define PAL_LOAD_HINT {}\n#define PAL_PREFILL_WARPS {}\n#define PAL_PREFILL_BN {}\n#define PAL_DEC_TILE {}\n#define PAL_DEC_STAGES {}\n#define PAL_DEC_VEC {}\n#define PAL_CP_PREFETCH {}\n#define PAL_SMEM_SWIZZLE {}\n#define PAL_PREFILL_FOLD {}\n#define PAL_PREFILL_MIN_BLOCKS {}\n#define PAL_WG_VSWAP {}\n{}\n{}\n{}",
             cuda_type(self.q),

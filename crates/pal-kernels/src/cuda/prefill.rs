@@ -6,9 +6,10 @@
 //!   streaming the sequence's K/V pages through shared memory. Needs 16-bit q equal to the pool's
 //!   dtype and a head dim that is a multiple of 16 up to 256.
 //! - **wgmma** (`prefill_wg.cu`, Hopper only): the same tiles, work items and partial states, with
-//!   both products on warpgroup MMAs that read K and V from shared memory themselves. Taken by the
-//!   tensor-core choices on compute_90a for head dims 64 and 128 once `PAL_PREFILL_KERNEL=wgmma`
-//!   opts in (`tuning::prefill_wgmma`: it has not run on a GPU yet).
+//!   both products on warpgroup MMAs that read Q, K and V from shared memory themselves. Taken by
+//!   the tensor-core choices on compute_90a for f16/bf16 head dims 64 and 128 (1.4-1.5x the
+//!   mma.sync kernel on an H100, BENCHMARKS.md); `PAL_PREFILL_KERNEL=mma` or
+//!   [`PrefillKernel::MmaSync`] keeps the mma.sync kernel.
 //! - **Rows**: every new token is a query row run through the split-KV decode kernels. Correct for
 //!   every dtype and head dim, but it re-reads the history once per token: the fallback.
 //!
@@ -31,6 +32,9 @@ pub enum PrefillKernel {
     /// The tensor-core kernel with each tile's key range cut into this many splits (tests force
     /// the split-KV merge with it); an error where the kernel does not apply.
     TensorCoreSplits(usize),
+    /// The mma.sync tensor-core kernel (`prefill.cu`) even where the wgmma one applies (tests and
+    /// A/B runs on Hopper); an error where tensor cores do not apply.
+    MmaSync,
     /// The row-by-row fallback, cutting each row's key range into chunks of this many tokens.
     Rows { chunk_tokens: usize },
 }
@@ -57,7 +61,7 @@ fn tc_threads(wgmma: bool) -> usize {
 /// key; prefill_wg.cu: and two of page ids).
 fn tc_shared_bytes(head_dim: usize, min_blocks: usize, wgmma: bool) -> usize {
     if wgmma {
-        let keys = tuning::prefill_wg_keys();
+        let keys = tuning::prefill_wg_keys(head_dim);
         return 1024 + (tc_rows(head_dim, true) + 4 * keys) * head_dim * 2 + 4 * keys * 4;
     }
     let keys = tuning::prefill_keys(head_dim, min_blocks);
@@ -161,7 +165,7 @@ impl CudaPrefillPlan {
         }
         let tc_ok = tensor_core_supports(q, kv, heads.head_dim);
         let work = match kernel {
-            PrefillKernel::TensorCore | PrefillKernel::TensorCoreSplits(_) if !tc_ok => {
+            PrefillKernel::TensorCore | PrefillKernel::TensorCoreSplits(_) | PrefillKernel::MmaSync if !tc_ok => {
                 return Err(PalError::invalid(
                     "kernel",
                     format!(
@@ -171,8 +175,14 @@ impl CudaPrefillPlan {
                     ),
                 ))
             }
-            PrefillKernel::TensorCore | PrefillKernel::TensorCoreSplits(_) | PrefillKernel::Auto if tc_ok => {
-                let wgmma = dev.arch() == "compute_90a"
+            PrefillKernel::TensorCore
+            | PrefillKernel::TensorCoreSplits(_)
+            | PrefillKernel::MmaSync
+            | PrefillKernel::Auto
+                if tc_ok =>
+            {
+                let wgmma = kernel != PrefillKernel::MmaSync
+                    && dev.arch() == "compute_90a"
                     && tuning::prefill_wgmma()
                     && wgmma_prefill_supports(q, kv, heads.head_dim);
                 let tile_rows = tc_rows(heads.head_dim, wgmma);

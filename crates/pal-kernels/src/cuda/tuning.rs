@@ -114,20 +114,25 @@ pub fn prefill_keys(head_dim: usize, min_blocks: usize) -> usize {
 }
 
 /// Whether the prefill runs the wgmma kernel (`prefill_wg.cu`) where it applies (Hopper, f16/bf16
-/// with q and pool alike, head dim 64 or 128) rather than the mma.sync kernel (`prefill.cu`).
-/// Off unless `PAL_PREFILL_KERNEL=wgmma` (read once): the kernel compiles (CI, every variant) but
-/// has not run on a GPU yet, so it is neither checked nor measured; `bench/gpu_prefill_wg_check.sh`
-/// is the GPU session that does both.
+/// with q and pool alike, head dim 64 or 128) rather than the mma.sync kernel (`prefill.cu`): yes,
+/// it takes 0.66-0.73x the mma.sync kernel's time at head dim 128 and 0.65-0.75x at 64 on an H100
+/// (`bench/results/gpu/h100_prefill_wg_swizzle_check/`). `PAL_PREFILL_KERNEL=mma` keeps the
+/// mma.sync kernel (read once).
 pub fn prefill_wgmma() -> bool {
     static CHOICE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *CHOICE.get_or_init(|| matches!(std::env::var("PAL_PREFILL_KERNEL").as_deref(), Ok("wgmma")))
+    *CHOICE.get_or_init(|| !matches!(std::env::var("PAL_PREFILL_KERNEL").as_deref(), Ok("mma")))
 }
 
-/// Keys per shared-memory tile of the wgmma prefill. `PAL_PREFILL_WG_BN=64|128` overrides (read
-/// once).
-pub fn prefill_wg_keys() -> usize {
+/// Keys per shared-memory tile of the wgmma prefill: 128 at head dim 64 (12-15% faster than 64 in
+/// the same call, where S and O still fit the 128 registers of two blocks per SM), 64 at 128.
+/// `PAL_PREFILL_WG_BN=64|128` overrides (read once).
+pub fn prefill_wg_keys(head_dim: usize) -> usize {
     static BN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *BN.get_or_init(|| env_usize("PAL_PREFILL_WG_BN", 64, |v| [64, 128].contains(&v)))
+    match *BN.get_or_init(|| env_usize("PAL_PREFILL_WG_BN", 0, |v| [0, 64, 128].contains(&v))) {
+        0 if head_dim <= 64 => 128,
+        0 => 64,
+        v => v,
+    }
 }
 
 /// Blocks per SM the wgmma prefill is compiled to fit (`__launch_bounds__`): 2, so that two
