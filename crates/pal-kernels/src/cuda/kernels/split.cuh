@@ -34,6 +34,12 @@ __device__ __noinline__ void merge_if_last(const float* __restrict__ part_o, con
     const int c0 = row_chunk_indptr[qrow], c1 = row_chunk_indptr[qrow + 1];
     int* count = merge_count + ((long)qrow * gridDim.y + blockIdx.y) * gridDim.z + blockIdx.z;
     __threadfence();  // this thread's partial writes are visible device-wide before the count
+    // Thread 0 counts the block only once every thread has fenced: the count is taken as the
+    // argument of the barrier below, i.e. before it, and without this one thread 0 could count
+    // while other warps were still writing, and the last block read a stale partial (seen under
+    // compute-sanitizer racecheck, whose scheduling widened the window: a wrong f32 row-path
+    // prefill, max error 0.49).
+    __syncthreads();
     // The barrier also ends the block's use of `scratch` and broadcasts thread 0's verdict.
     const bool last = __syncthreads_or(threadIdx.x == 0 && atomicAdd(count, 1) == c1 - c0 - 1);
     if (!last) return;
