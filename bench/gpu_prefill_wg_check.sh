@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The wgmma prefill's first GPU session (it compiles in CI but has not run on a GPU yet):
+# A check-and-measure session for the wgmma prefill (the Hopper default since the fourth session):
 # 1. the quick prefill selftest with each reading of V's descriptor (PAL_WG_VSWAP 0/1: which
 #    field holds the stride between column blocks and which the one between 8-key groups), the
 #    first that passes is kept;

@@ -115,7 +115,8 @@ pub fn prefill_keys(head_dim: usize, min_blocks: usize) -> usize {
 
 /// Whether the prefill runs the wgmma kernel (`prefill_wg.cu`) where it applies (Hopper, f16/bf16
 /// with q and pool alike, head dim 64 or 128) rather than the mma.sync kernel (`prefill.cu`): yes,
-/// it takes 0.66-0.73x the mma.sync kernel's time at head dim 128 and 0.65-0.75x at 64 on an H100
+/// it takes 0.66-0.73x the mma.sync kernel's time at head dim 128 and, with 128-key tiles, about
+/// 0.65-0.78x at 64 on an H100
 /// (`bench/results/gpu/h100_prefill_wg_swizzle_check/`). `PAL_PREFILL_KERNEL=mma` keeps the
 /// mma.sync kernel (read once).
 pub fn prefill_wgmma() -> bool {
@@ -123,7 +124,7 @@ pub fn prefill_wgmma() -> bool {
     *CHOICE.get_or_init(|| !matches!(std::env::var("PAL_PREFILL_KERNEL").as_deref(), Ok("mma")))
 }
 
-/// Keys per shared-memory tile of the wgmma prefill: 128 at head dim 64 (12-15% faster than 64 in
+/// Keys per shared-memory tile of the wgmma prefill: 128 at head dim 64 (9-15% faster than 64 in
 /// the same call, where S and O still fit the 128 registers of two blocks per SM), 64 at 128.
 /// `PAL_PREFILL_WG_BN=64|128` overrides (read once).
 pub fn prefill_wg_keys(head_dim: usize) -> usize {
@@ -144,11 +145,11 @@ pub fn prefill_wg_min_blocks() -> usize {
     *MIN.get_or_init(|| env_usize("PAL_PREFILL_WG_MIN_BLOCKS", 2, |v| (1..=2).contains(&v)))
 }
 
-/// Which descriptor fields of the wgmma prefill hold which core-matrix stride: `PAL_WG_VSWAP`
-/// bit 0 swaps them for V, bit 1 for Q and K (an experiment switch for the kernel's first GPU
-/// check; 0 is the PTX ISA's reading).
+/// Which descriptor field of the wgmma prefill's V operand holds which stride: `PAL_WG_VSWAP=1`
+/// swaps the leading and stride byte offsets (a check switch: 0 is the PTX ISA's reading, the one
+/// that passes on an H100; 1 must fail, which `bench/gpu_prefill_wg_check.sh` shows).
 pub fn wg_vswap() -> usize {
-    env_usize("PAL_WG_VSWAP", 0, |v| v <= 3)
+    env_usize("PAL_WG_VSWAP", 0, |v| v <= 1)
 }
 
 /// The decode attention kernels (all compute the same chunks; the host picks one per launch).
