@@ -192,7 +192,9 @@ impl CudaPrefillPlan {
                 let per_sm = if wgmma { tuning::prefill_wg_min_blocks() } else { 2 };
                 let splits = match kernel {
                     PrefillKernel::TensorCoreSplits(n) => n.clamp(1, 64),
-                    _ => tc_splits(per_sm * dev.sm_count(), num_tiles * heads.num_kv_heads, mean_keys),
+                    _ => tuning::prefill_splits().unwrap_or_else(|| {
+                        tc_splits(per_sm * dev.sm_count(), num_tiles * heads.num_kv_heads, mean_keys)
+                    }),
                 };
                 // The grid is large enough to fill the GPU without splits: the variant compiled
                 // for more blocks per SM (head dims <= 64) pays there; with splits it does not.

@@ -3,7 +3,8 @@
 //! `PAL_CUDA_LOAD_HINT`, `PAL_CP_L2_PREFETCH`, `PAL_SMEM_SWIZZLE`, `PAL_PREFILL_SWIZZLE`,
 //! `PAL_DECODE_KERNEL`, `PAL_DEC_*`, `PAL_FUSED_MERGE`, and for the tensor-core prefill
 //! `PAL_PREFILL_WARPS`, `PAL_PREFILL_BN`, `PAL_PREFILL_FOLD`, `PAL_PREFILL_MIN_BLOCKS`; for the wgmma
-//! prefill `PAL_PREFILL_KERNEL`, `PAL_PREFILL_WG_BN`, `PAL_PREFILL_WG_MIN_BLOCKS`, `PAL_WG_VSWAP`.
+//! prefill `PAL_PREFILL_KERNEL`, `PAL_PREFILL_WG_BN`, `PAL_PREFILL_WG_MIN_BLOCKS`, `PAL_WG_VSWAP`; for
+//! both `PAL_PREFILL_SPLITS`.
 
 fn env_usize(name: &str, default: usize, allowed: impl Fn(usize) -> bool) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).filter(|v| allowed(*v)).unwrap_or(default)
@@ -122,6 +123,13 @@ pub fn prefill_keys(head_dim: usize, min_blocks: usize) -> usize {
 pub fn prefill_wgmma() -> bool {
     static CHOICE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *CHOICE.get_or_init(|| !matches!(std::env::var("PAL_PREFILL_KERNEL").as_deref(), Ok("mma")))
+}
+
+/// Key-range splits per tile of the tensor-core prefills when `PAL_PREFILL_SPLITS=1..16` sets them
+/// (an A/B switch; read once); otherwise the plan picks them from the grid's wave fill.
+pub fn prefill_splits() -> Option<usize> {
+    static SPLITS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    Some(*SPLITS.get_or_init(|| env_usize("PAL_PREFILL_SPLITS", 0, |v| v <= 16))).filter(|&v| v > 0)
 }
 
 /// Keys per shared-memory tile of the wgmma prefill: 128 at head dim 64 (9-15% faster than 64 in
