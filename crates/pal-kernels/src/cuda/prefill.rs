@@ -193,7 +193,15 @@ impl CudaPrefillPlan {
                 let splits = match kernel {
                     PrefillKernel::TensorCoreSplits(n) => n.clamp(1, 64),
                     _ => tuning::prefill_splits().unwrap_or_else(|| {
-                        tc_splits(per_sm * dev.sm_count(), num_tiles * heads.num_kv_heads, mean_keys)
+                        let (blocks, slots) = (num_tiles * heads.num_kv_heads, per_sm * dev.sm_count());
+                        // prefill.cu keeps a grid of more blocks than slots whole: there it takes
+                        // the variant with three blocks per SM at head dims <= 64 (`many` below),
+                        // and splitting such grids was not measured for it.
+                        if !wgmma && blocks >= slots {
+                            1
+                        } else {
+                            tc_splits(slots, blocks, mean_keys, min_keys_per_split(wgmma))
+                        }
                     }),
                 };
                 // The grid is large enough to fill the GPU without splits: the variant compiled
@@ -253,16 +261,30 @@ impl CudaPrefillPlan {
 /// Key-range splits per tile. With `blocks` tiles and `slots` resident blocks on the GPU (SMs
 /// times the kernel's occupancy), `s` splits run `s * blocks` blocks in `ceil(s * blocks / slots)`
 /// waves: take the fewest splits that keep the waves at least 75% full (every split adds merge
-/// traffic and a block prologue), else the fullest; and at least 256 keys per split on average.
-fn tc_splits(slots: usize, blocks: usize, mean_keys: usize) -> usize {
-    if blocks == 0 || blocks >= slots {
+/// traffic and a block prologue), else the fullest; and at least `min_keys` keys per split on
+/// average. A grid of more blocks than slots splits too when its last wave would leave the waves
+/// under 75% full: SmolLM B=8 16k, 288 blocks on 264 slots, took 0.76x the time with 4 splits
+/// (wgmma kernel, `h100_prefill_wg_splits_ab/`).
+fn tc_splits(slots: usize, blocks: usize, mean_keys: usize, min_keys: usize) -> usize {
+    let fill = |s: usize| (s * blocks) as f64 / ((s * blocks).div_ceil(slots) * slots) as f64;
+    if blocks == 0 || slots == 0 || fill(1) >= 0.75 {
         return 1;
     }
-    let max = (mean_keys / 256).clamp(1, 16);
-    let fill = |s: usize| (s * blocks) as f64 / ((s * blocks).div_ceil(slots) * slots) as f64;
+    let max = (mean_keys / min_keys.max(1)).clamp(1, 16);
     (1..=max)
         .find(|&s| fill(s) >= 0.75)
         .unwrap_or_else(|| (1..=max).fold(1, |best, s| if fill(s) > fill(best) + 1e-9 { s } else { best }))
+}
+
+/// Fewest keys per split on average: the wgmma kernel runs a tile's keys ~1.5x faster, so its
+/// fixed costs per split (merge traffic, block prologue) weigh more: at Llama B=1 1k (~770 keys
+/// per tile) no split was 8% faster than two (`h100_prefill_wg_splits_ab/`).
+fn min_keys_per_split(wgmma: bool) -> usize {
+    if wgmma {
+        512
+    } else {
+        256
+    }
 }
 
 /// Key range from which a sequence's prefill tiles are kept together (see [`tensor_core_tiles`]):
@@ -564,12 +586,16 @@ mod tests {
     #[test]
     fn splits_fill_the_gpu_only_when_tiles_are_few_and_long() {
         // 132 SMs, two blocks each: 264 slots.
-        assert_eq!(tc_splits(264, 1024, 16384), 1); // enough blocks already
-        assert_eq!(tc_splits(264, 128, 4096), 2); // 256 blocks: one wave of 264 slots (3 would take 1.45)
-        assert_eq!(tc_splits(264, 100, 4096), 2); // 200 blocks (3: 300, two waves)
-        assert_eq!(tc_splits(264, 40, 8192), 5); // 200 blocks
-        assert_eq!(tc_splits(264, 128, 300), 1); // too few keys to split
-        assert_eq!(tc_splits(264, 1, 1 << 20), 16); // capped
-        assert_eq!(tc_splits(264, 0, 100), 1);
+        assert_eq!(tc_splits(264, 1024, 16384, 256), 1); // enough blocks already (97% full)
+        assert_eq!(tc_splits(264, 128, 4096, 256), 2); // 256 blocks: one wave of 264 slots (3 would take 1.45)
+        assert_eq!(tc_splits(264, 100, 4096, 256), 2); // 200 blocks (3: 300, two waves)
+        assert_eq!(tc_splits(264, 40, 8192, 256), 5); // 200 blocks
+        assert_eq!(tc_splits(264, 128, 300, 256), 1); // too few keys to split
+        assert_eq!(tc_splits(264, 128, 768, 512), 1); // too few for the wgmma kernel
+        assert_eq!(tc_splits(264, 128, 768, 256), 2);
+        assert_eq!(tc_splits(264, 288, 16384, 512), 3); // 288 blocks: 55% full; 864 in 4 waves 82%
+        assert_eq!(tc_splits(264, 600, 16384, 512), 1); // 600 blocks: 76% full
+        assert_eq!(tc_splits(264, 1, 1 << 20, 256), 16); // capped
+        assert_eq!(tc_splits(264, 0, 100, 256), 1);
     }
 }
