@@ -91,7 +91,7 @@ impl Variant {
             tuning::prefill_keys(self.head_dim, prefill_blocks)
         };
         format!(
-            "#define PAL_T {}\n#define PAL_KV {}\n#define PAL_HEAD_DIM {}\n#define PAL_GROUP {}\n#define PAL_UNROLL {}\n#define PAL_LOAD_HINT {}\n#define PAL_PREFILL_WARPS {}\n#define PAL_PREFILL_BN {}\n#define PAL_DEC_TILE {}\n#define PAL_DEC_STAGES {}\n#define PAL_DEC_VEC {}\n#define PAL_CP_PREFETCH {}\n#define PAL_SMEM_SWIZZLE {}\n#define PAL_PREFILL_FOLD {}\n#define PAL_PREFILL_MIN_BLOCKS {}\n#define PAL_WG_VSWAP {}\n{}\n{}\n{}",
+            "#define PAL_T {}\n#define PAL_KV {}\n#define PAL_HEAD_DIM {}\n#define PAL_GROUP {}\n#define PAL_UNROLL {}\n#define PAL_LOAD_HINT {}\n#define PAL_PREFILL_WARPS {}\n#define PAL_PREFILL_BN {}\n#define PAL_DEC_TILE {}\n#define PAL_DEC_STAGES {}\n#define PAL_DEC_VEC {}\n#define PAL_CP_PREFETCH {}\n#define PAL_SMEM_SWIZZLE {}\n#define PAL_PREFILL_FOLD {}\n#define PAL_PREFILL_MIN_BLOCKS {}\n#define PAL_WG_VSWAP {}\n#define PAL_APPEND_TOKENS {}\n{}\n{}\n{}",
             cuda_type(self.q),
             cuda_type(self.kv),
             self.head_dim,
@@ -108,6 +108,7 @@ impl Variant {
             tuning::prefill_fold_scale(self.head_dim) as u8,
             prefill_blocks,
             tuning::wg_vswap(),
+            tuning::append_tokens_per_block(),
             COMMON,
             helpers,
             body

@@ -843,9 +843,8 @@ pub fn append_kv<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     let mut b;
     let cfg;
     if vectorised {
-        const TOKENS_PER_BLOCK: usize = 4; // matches append.cu
         cfg = LaunchConfig {
-            grid_dim: (t.div_ceil(TOKENS_PER_BLOCK) as u32, 1, 1),
+            grid_dim: (t.div_ceil(tuning::append_tokens_per_block()) as u32, 1, 1),
             block_dim: (128, 1, 1),
             shared_mem_bytes: 0,
         };

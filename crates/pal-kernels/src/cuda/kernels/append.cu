@@ -50,7 +50,8 @@ __device__ __forceinline__ void rope_unit(const S* x, D* y, int c, int rotary_di
 
 // Vectorised append: 16-byte loads and stores, 8 dims per thread step, several tokens per block.
 // Requires rotary_dim % 16 == 0 (so half-split units are whole 8-dim words); else `pal_append`.
-#define TOKENS_PER_BLOCK 4
+// Tokens per block: PAL_APPEND_TOKENS (tuning::append_tokens_per_block).
+#define TOKENS_PER_BLOCK PAL_APPEND_TOKENS
 extern "C" __global__ void __launch_bounds__(128)
 pal_append_vec(PAL_T* __restrict__ q, const PAL_T* __restrict__ k_new, const PAL_T* __restrict__ v_new,
                const int* __restrict__ positions, const int* __restrict__ slots,
