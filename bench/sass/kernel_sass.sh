@@ -26,7 +26,7 @@ F=/tmp/pal_sass_${kind}_${HD}.cu
   printf '#define PAL_UNROLL 4\n#define PAL_LOAD_HINT 1\n#define PAL_PREFILL_WARPS 4\n#define PAL_PREFILL_BN %s\n' "${BN:-64}"
   printf '#define PAL_DEC_TILE 32\n#define PAL_DEC_STAGES 3\n#define PAL_DEC_VEC 8\n#define PAL_CP_PREFETCH 128\n'
   printf '#define PAL_SMEM_SWIZZLE %s\n#define PAL_PREFILL_FOLD %s\n#define PAL_PREFILL_MIN_BLOCKS %s\n' "${SW:-$sw_default}" "${FOLD:-0}" "${MINB:-1}"
-  printf '#define PAL_WG_VSWAP 0\n#define PAL_APPEND_TOKENS 4\n'
+  printf '#define PAL_WG_VSWAP 0\n#define PAL_APPEND_TOKENS 2\n'
   cat "$K/common.cuh" "$K/mma.cuh" $extra "$K/$body"
 } | grep -v '#pragma once' | if [ -n "${HOT:-}" ]; then sed 's/if (opts.soft_cap > 0.f) {/if (false) {/; s/if (!full) {/if (false) {/'; else cat; fi > "$F"
 root=${PAL_CUDA_ROOT:-$here/../../.ci/nvrtc/nvidia/cu13}

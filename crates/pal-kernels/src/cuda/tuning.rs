@@ -125,12 +125,14 @@ pub fn prefill_wgmma() -> bool {
     *CHOICE.get_or_init(|| !matches!(std::env::var("PAL_PREFILL_KERNEL").as_deref(), Ok("mma")))
 }
 
-/// Tokens per block of the vectorised append (`append.cu`, compiled in): 4 (H100: 79-80% of the
-/// copy bandwidth at 8k tokens, 90% at 32k). `PAL_APPEND_TOKENS=1|2|4|8|16` overrides (read once:
-/// the kernel and its launch must agree).
+/// Tokens per block of the vectorised append (`append.cu`, compiled in): 2. Same call on an H100
+/// (`bench/results/gpu/h100_2026-11-23g/append_tokens_ab.txt`), 8192 tokens with RoPE: 87% of the
+/// copy bandwidth against 79% with 4, 83% with 8, 88% with 1; 32768 tokens: 93% against 91%;
+/// without RoPE 2 is the best or tied. `PAL_APPEND_TOKENS=1|2|4|8|16` overrides (read once: the
+/// kernel and its launch must agree).
 pub fn append_tokens_per_block() -> usize {
     static TOKENS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *TOKENS.get_or_init(|| env_usize("PAL_APPEND_TOKENS", 4, |v| [1, 2, 4, 8, 16].contains(&v)))
+    *TOKENS.get_or_init(|| env_usize("PAL_APPEND_TOKENS", 2, |v| [1, 2, 4, 8, 16].contains(&v)))
 }
 
 /// Key-range splits per tile of the tensor-core prefills when `PAL_PREFILL_SPLITS=1..16` sets them
