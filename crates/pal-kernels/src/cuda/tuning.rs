@@ -155,9 +155,10 @@ pub fn prefill_wg_keys(head_dim: usize) -> usize {
 }
 
 /// Blocks per SM the wgmma prefill is compiled to fit (`__launch_bounds__`): 2, so that two
-/// independent blocks overlap one's softmax with the other's products (offline SASS: 128 registers
-/// at head dim 128 without a spill; 152 when compiled for 1). `PAL_PREFILL_WG_MIN_BLOCKS=1|2`
-/// overrides (read once).
+/// independent blocks overlap one's softmax with the other's products: 1 was 3-15% slower in the
+/// same call except at Llama B=1 1k (`h100_prefill_wg_first_check/`, before the swizzled layout).
+/// Offline SASS at head dim 128: 128 registers, a 16-byte spill (one reload per tile).
+/// `PAL_PREFILL_WG_MIN_BLOCKS=1|2` overrides (read once).
 pub fn prefill_wg_min_blocks() -> usize {
     static MIN: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *MIN.get_or_init(|| env_usize("PAL_PREFILL_WG_MIN_BLOCKS", 2, |v| (1..=2).contains(&v)))

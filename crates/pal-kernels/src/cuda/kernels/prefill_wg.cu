@@ -83,7 +83,7 @@ pal_prefill_wg(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
     const unsigned sk = sq + BM * HD * 2;     // [2][BN rows]
     const unsigned sv = sk + 2 * TILE_BYTES;  // [2][BN rows]
     int* s_slot = reinterpret_cast<int*>(smem + (BM + 4 * BN) * HD * 2);  // [2][BN] pool slots
-    const unsigned s_pid = smem_addr(s_slot + 2 * BN);                    // [2][BN] page ids in flight
+    const int* s_pid = s_slot + 2 * BN;  // [2][BN] page ids, written by cp.async (fetch_pid)
 
     const int* ti = tiles + 6 * blockIdx.x;
     const int q_start = ti[1], n_new = ti[2], total = ti[3], row0 = ti[4];
@@ -151,12 +151,12 @@ pal_prefill_wg(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
     auto key_valid = [&](int it) { return key_of(it) < key_end; };
     auto page_of = [&](int j) { return page_shift >= 0 ? (j >> page_shift) : j / page_size; };
     auto fetch_pid = [&](int it) {  // page id of tile `it` -> s_pid[it & 1][tid]
-        if (key_valid(it)) cp_async4(s_pid + ((it & 1) * BN + tid) * 4, pages + page_of(key_of(it)));
+        if (key_valid(it)) cp_async4(smem_addr(s_pid + (it & 1) * BN + tid), pages + page_of(key_of(it)));
     };
     auto slot_from_pid = [&](int it) {  // pool slot of tile `it`, its page id landed
         if (!key_valid(it)) return -1;
         const int j = key_of(it), pg = page_of(j);
-        const int pid = s_slot[2 * BN + (it & 1) * BN + tid];  // after cp_async_wait_all
+        const int pid = s_pid[(it & 1) * BN + tid];  // landed: cp_async_wait_all ran since fetch_pid
         return pid * page_size + (j - pg * page_size);
     };
     auto issue = [&](int buf) {  // tile with slots in s_slot[buf] -> K/V buffer `buf`
