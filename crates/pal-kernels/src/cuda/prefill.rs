@@ -547,6 +547,21 @@ mod tests {
     }
 
     #[test]
+    fn wgmma_tiles_are_wider_at_head_dim_64_and_two_blocks_fit_an_sm() {
+        use super::super::compile::{Family, Variant};
+        // Hopper: 228 KiB of shared memory per SM, 1 KiB of it reserved per block.
+        let per_block_for_two = (228 - 2) * 1024 / 2;
+        for v in Variant::all().into_iter().filter(|v| v.family == Family::PrefillWg) {
+            let keys = if v.head_dim == 64 { 128 } else { 64 };
+            assert!(v.source().contains(&format!("#define PAL_PREFILL_BN {keys}\n")), "{v:?}");
+            let bytes = tc_shared_bytes(v.head_dim, v.group, true);
+            assert!(bytes <= per_block_for_two, "{v:?}: {bytes} bytes");
+            // The Q tile, both K/V buffers, slots and page ids, and the 1 KiB that aligns the swizzle.
+            assert_eq!(bytes, 1024 + (128 + 4 * keys) * v.head_dim * 2 + 4 * keys * 4);
+        }
+    }
+
+    #[test]
     fn tiles_cover_every_packed_row_once_long_sequences_together_then_longest_first() {
         let heads = HeadConfig::new(12, 4, 128).unwrap(); // group 3: rows straddle tokens
         let opts = AttentionOptions::default();
