@@ -182,7 +182,7 @@ impl CudaPrefillPlan {
                 if tc_ok =>
             {
                 let wgmma = kernel != PrefillKernel::MmaSync
-                    && dev.arch() == "compute_90a"
+                    && Family::PrefillWg.compiles_for(dev.arch())
                     && tuning::prefill_wgmma()
                     && wgmma_prefill_supports(q, kv, heads.head_dim);
                 let tile_rows = tc_rows(heads.head_dim, wgmma);
@@ -467,9 +467,11 @@ fn launch_tensor_core<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
         .arg(&g_i)
         .arg(&page_i)
         .arg(&kopts);
-    // SAFETY: argument order and types match `pal_prefill_tc` and `pal_prefill_wg` (q, out and the pool share one 16-bit
-    // dtype, checked by the plan); page ids were validated against the pool, and every tile's query
-    // rows and key range lie within its sequence (the plan checked qo_indptr against the table).
+    // SAFETY: argument order and types match PAL_PREFILL_PARAMS (prefill_tile.cuh), the one
+    // parameter list of `pal_prefill_tc` and `pal_prefill_wg` (q, out and the pool share one
+    // 16-bit dtype, checked by the plan); page ids were validated against the pool, and every
+    // tile's query rows and key range lie within its sequence (the plan checked qo_indptr
+    // against the table).
     unsafe { b.launch(cfg) }.map_err(fail)?;
     if split.splits > 1 {
         let rows = (split.tokens * heads.num_qo_heads) as i64;

@@ -38,15 +38,7 @@ typedef PAL_KV kv_t;
 // instructions per tile on top of the copy math).
 
 extern "C" __global__ void __launch_bounds__(WARPS * 32, PAL_PREFILL_MIN_BLOCKS)
-pal_prefill_tc(const kv_t* __restrict__ q,          // [tokens, Hq, HD]
-               const kv_t* __restrict__ k_cache,    // [blocks, page, Hkv, HD]
-               const kv_t* __restrict__ v_cache,
-               const int* __restrict__ indices,     // [nnz pages]
-               const int* __restrict__ tiles,       // [tiles, 6]: seq, q_start, n_new, total, row0, page0
-               kv_t* __restrict__ out,              // [tokens, Hq, HD], written when num_splits == 1
-               float* __restrict__ part_o,          // [num_splits, tokens, Hq, HD] otherwise
-               float* __restrict__ part_lse,        // [num_splits, tokens, Hq] (base 2)
-               int num_splits, int num_tokens, int num_kv_heads, int group, int page_size, AttnOpts opts) {
+pal_prefill_tc(PAL_PREFILL_PARAMS) {
     extern __shared__ __align__(128) unsigned char smem_raw[];
     const unsigned sq = smem_addr(smem_raw);  // [BM][STRIDE]
     const unsigned sk = sq + BM * ROW_BYTES;  // [2][BN][STRIDE]

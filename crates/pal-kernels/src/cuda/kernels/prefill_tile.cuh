@@ -9,6 +9,19 @@
 
 #define PAL_LOG2E 1.4426950408889634f
 
+// The arguments of both kernels, in the order prefill.rs launches them (one launch serves both;
+// `kv_t` is the kernel file's 16-bit type of q, the pool and the output).
+#define PAL_PREFILL_PARAMS                                                                           \
+    const kv_t *__restrict__ q,       /* [tokens, Hq, HD] */                                            \
+    const kv_t *__restrict__ k_cache, /* [blocks, page, Hkv, HD] */                                     \
+    const kv_t *__restrict__ v_cache,                                                                   \
+    const int *__restrict__ indices,  /* [nnz pages] */                                                 \
+    const int *__restrict__ tiles,    /* [tiles, 6]: seq, q_start, n_new, total, row0, page0 */         \
+    kv_t *__restrict__ out,           /* [tokens, Hq, HD], written when num_splits == 1 */              \
+    float *__restrict__ part_o,       /* [num_splits, tokens, Hq, HD] otherwise */                      \
+    float *__restrict__ part_lse,     /* [num_splits, tokens, Hq] (base 2) */                           \
+    int num_splits, int num_tokens, int num_kv_heads, int group, int page_size, AttnOpts opts
+
 // First key a query at position `pos` sees (the sliding window), 0 without one.
 __device__ __forceinline__ int first_visible(const AttnOpts& opts, int pos) {
     return opts.window_left >= 0 ? max(0, pos - opts.window_left) : 0;
