@@ -4,8 +4,39 @@
 //! must call from a function compiled with those target features (see `cpu::decode`).
 //! Slices are indexed through raw pointers after the length checks at the top of each function.
 
+use super::math::Ahead;
 use pal_core::{DType, Element};
 use std::arch::x86_64::*;
+
+/// Prefetch into L1 the line at byte `line` of row `t` of `ahead` (no-op past the end of its
+/// rows). A prefetch is a hint: it never faults, so the address is formed with `wrapping_add`.
+#[inline(always)]
+unsafe fn prefetch_line(ahead: &Ahead<'_>, t: usize, line: usize) {
+    if t < ahead.rows.len() {
+        _mm_prefetch::<_MM_HINT_T0>(ahead.rows.get_unchecked(t).wrapping_add(line) as *const i8);
+    }
+}
+
+/// Prefetch every line of row `t` of `ahead`.
+#[inline(always)]
+unsafe fn prefetch_row(ahead: &Ahead<'_>, t: usize) {
+    if t < ahead.rows.len() {
+        let p = *ahead.rows.get_unchecked(t);
+        let mut b = 0;
+        while b < ahead.bytes {
+            _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(b) as *const i8);
+            b += 64;
+        }
+    }
+}
+
+/// The line of the next pass's rows that starts within bytes `from..to` of a row, if any: a
+/// loop that walks rows chunk by chunk prefetches it while it reads that chunk.
+#[inline(always)]
+fn line_in(ahead: &Ahead<'_>, from: usize, to: usize) -> Option<usize> {
+    let line = from.next_multiple_of(64);
+    (line < to && line < ahead.bytes).then_some(line)
+}
 
 #[inline(always)]
 unsafe fn hsum(v: __m256) -> f32 {
@@ -126,16 +157,17 @@ pub(crate) unsafe fn scores<KV: Element>(
     d: usize,
     s: &mut [f32],
     ld: usize,
+    ahead: Ahead<'_>,
 ) {
     check_rows(kv, offs, hoff, d);
     assert!(q.len() >= rows * d && d.is_multiple_of(8) && offs.len() <= ld);
     assert!(rows == 0 || offs.is_empty() || s.len() >= (rows - 1) * ld + offs.len());
     if swaps_quads::<KV>(d) {
-        scores_with::<KV, Bf16Swapped>(q, rows, kv, offs, hoff, d, s, ld)
+        scores_with::<KV, Bf16Swapped>(q, rows, kv, offs, hoff, d, s, ld, ahead)
     } else if d.is_multiple_of(16) {
-        scores_with::<KV, By16>(q, rows, kv, offs, hoff, d, s, ld)
+        scores_with::<KV, By16>(q, rows, kv, offs, hoff, d, s, ld, ahead)
     } else {
-        scores_with::<KV, By8>(q, rows, kv, offs, hoff, d, s, ld)
+        scores_with::<KV, By8>(q, rows, kv, offs, hoff, d, s, ld, ahead)
     }
 }
 
@@ -150,6 +182,7 @@ unsafe fn scores_with<KV: Element, C: Chunk<KV>>(
     d: usize,
     s: &mut [f32],
     ld: usize,
+    ahead: Ahead<'_>,
 ) {
     let n = offs.len();
     let (qp, sp) = (q.as_ptr(), s.as_mut_ptr());
@@ -157,18 +190,23 @@ unsafe fn scores_with<KV: Element, C: Chunk<KV>>(
     let key = |t: usize| *ptrs.get_unchecked(t);
     let halves = C::W / 8;
     let mut r = 0;
+    // Only the first block of rows prefetches: it alone reads every key's row.
+    let mut ahead = ahead;
     // Blocks of 4 rows (then one of 3 or 2: GQA groups of 3 and 6 are common) share each key load.
     while r + 4 <= rows {
-        score_rows::<KV, C, 4>(qp.add(r * d), &ptrs, n, d, sp.add(r * ld), ld);
+        score_rows::<KV, C, 4>(qp.add(r * d), &ptrs, n, d, sp.add(r * ld), ld, ahead);
+        ahead = Ahead::NONE;
         r += 4;
     }
     match rows - r {
         3 => {
-            score_rows::<KV, C, 3>(qp.add(r * d), &ptrs, n, d, sp.add(r * ld), ld);
+            score_rows::<KV, C, 3>(qp.add(r * d), &ptrs, n, d, sp.add(r * ld), ld, ahead);
+            ahead = Ahead::NONE;
             r = rows;
         }
         2 => {
-            score_rows::<KV, C, 2>(qp.add(r * d), &ptrs, n, d, sp.add(r * ld), ld);
+            score_rows::<KV, C, 2>(qp.add(r * d), &ptrs, n, d, sp.add(r * ld), ld, ahead);
+            ahead = Ahead::NONE;
             r = rows;
         }
         _ => {}
@@ -178,6 +216,9 @@ unsafe fn scores_with<KV: Element, C: Chunk<KV>>(
         let q0 = qp.add(r * d);
         let mut t = 0;
         while t + 8 <= n {
+            for j in 0..8 {
+                prefetch_row(&ahead, t + j);
+            }
             let mut a = [_mm256_setzero_ps(); 8];
             let mut c = 0;
             while c < d {
@@ -193,6 +234,7 @@ unsafe fn scores_with<KV: Element, C: Chunk<KV>>(
             t += 8;
         }
         while t < n {
+            prefetch_row(&ahead, t);
             let k0 = key(t);
             let mut a = [_mm256_setzero_ps(); 2];
             let mut c = 0;
@@ -206,6 +248,7 @@ unsafe fn scores_with<KV: Element, C: Chunk<KV>>(
             *sp.add(r * ld + t) = hsum(_mm256_add_ps(a[0], a[1]));
             t += 1;
         }
+        ahead = Ahead::NONE;
         r += 1;
     }
 }
@@ -221,11 +264,14 @@ unsafe fn score_rows<KV: Element, C: Chunk<KV>, const R: usize>(
     d: usize,
     s0: *mut f32,
     ld: usize,
+    ahead: Ahead<'_>,
 ) {
     let key = |t: usize| *ptrs.get_unchecked(t);
     let halves = C::W / 8;
     let mut t = 0;
     while t + 2 <= n {
+        prefetch_row(&ahead, t);
+        prefetch_row(&ahead, t + 1);
         let (k0, k1) = (key(t), key(t + 1));
         let mut a = [_mm256_setzero_ps(); 8];
         let mut c = 0;
@@ -256,6 +302,7 @@ unsafe fn score_rows<KV: Element, C: Chunk<KV>, const R: usize>(
         t += 2;
     }
     if t < n {
+        prefetch_row(&ahead, t);
         let k0 = key(t);
         let mut a = [_mm256_setzero_ps(); 4];
         let mut c = 0;
@@ -287,16 +334,17 @@ pub(crate) unsafe fn pv<KV: Element>(
     offs: &[usize],
     hoff: usize,
     d: usize,
+    ahead: Ahead<'_>,
 ) {
     check_rows(kv, offs, hoff, d);
     assert!(acc.len() >= rows * d && d.is_multiple_of(8) && offs.len() <= ld);
     assert!(rows == 0 || offs.is_empty() || p.len() >= (rows - 1) * ld + offs.len());
     if swaps_quads::<KV>(d) {
-        pv_with::<KV, Bf16Swapped>(acc, rows, p, ld, kv, offs, hoff, d)
+        pv_with::<KV, Bf16Swapped>(acc, rows, p, ld, kv, offs, hoff, d, ahead)
     } else if d.is_multiple_of(16) {
-        pv_with::<KV, By16>(acc, rows, p, ld, kv, offs, hoff, d)
+        pv_with::<KV, By16>(acc, rows, p, ld, kv, offs, hoff, d, ahead)
     } else {
-        pv_with::<KV, By8>(acc, rows, p, ld, kv, offs, hoff, d)
+        pv_with::<KV, By8>(acc, rows, p, ld, kv, offs, hoff, d, ahead)
     }
 }
 
@@ -311,6 +359,7 @@ unsafe fn pv_with<KV: Element, C: Chunk<KV>>(
     offs: &[usize],
     hoff: usize,
     d: usize,
+    ahead: Ahead<'_>,
 ) {
     let n = offs.len();
     let (ap, pp) = (acc.as_mut_ptr(), p.as_ptr());
@@ -318,18 +367,23 @@ unsafe fn pv_with<KV: Element, C: Chunk<KV>>(
     let val = |t: usize| *ptrs.get_unchecked(t);
     let halves = C::W / 8;
     let mut r = 0;
+    // Only the first block of rows prefetches, as in `scores_with`.
+    let mut ahead = ahead;
     // Blocks of 4 rows (then one of 3 or 2) share each chunk of V.
     while r + 4 <= rows {
-        pv_rows::<KV, C, 4>(ap.add(r * d), pp.add(r * ld), ld, &ptrs, n, d);
+        pv_rows::<KV, C, 4>(ap.add(r * d), pp.add(r * ld), ld, &ptrs, n, d, ahead);
+        ahead = Ahead::NONE;
         r += 4;
     }
     match rows - r {
         3 => {
-            pv_rows::<KV, C, 3>(ap.add(r * d), pp.add(r * ld), ld, &ptrs, n, d);
+            pv_rows::<KV, C, 3>(ap.add(r * d), pp.add(r * ld), ld, &ptrs, n, d, ahead);
+            ahead = Ahead::NONE;
             r = rows;
         }
         2 => {
-            pv_rows::<KV, C, 2>(ap.add(r * d), pp.add(r * ld), ld, &ptrs, n, d);
+            pv_rows::<KV, C, 2>(ap.add(r * d), pp.add(r * ld), ld, &ptrs, n, d, ahead);
+            ahead = Ahead::NONE;
             r = rows;
         }
         _ => {}
@@ -346,7 +400,13 @@ unsafe fn pv_with<KV: Element, C: Chunk<KV>>(
                     a[2 + h] = _mm256_loadu_ps(ap.add(r * d + c + C::W + 8 * h));
                 }
             }
+            let width = if two { 2 * C::W } else { C::W } * std::mem::size_of::<KV>();
+            let from = c * std::mem::size_of::<KV>();
+            let line = line_in(&ahead, from, from + width);
             for t in 0..n {
+                if let Some(line) = line {
+                    prefetch_line(&ahead, t, line);
+                }
                 let pb = _mm256_broadcast_ss(&*pp.add(r * ld + t));
                 let v = val(t);
                 let x = C::load(v.add(c));
@@ -368,6 +428,7 @@ unsafe fn pv_with<KV: Element, C: Chunk<KV>>(
             }
             c += if two { 2 * C::W } else { C::W };
         }
+        ahead = Ahead::NONE;
         r += 1;
     }
 }
@@ -382,10 +443,15 @@ unsafe fn pv_rows<KV: Element, C: Chunk<KV>, const R: usize>(
     ptrs: &[*const KV; MAX_ROWS],
     n: usize,
     d: usize,
+    ahead: Ahead<'_>,
 ) {
     let halves = C::W / 8;
     let mut c = 0;
     while c < d {
+        // The lines of the next pass's rows that start within this chunk's bytes, spread over
+        // the keys of the chunk.
+        let from = c * std::mem::size_of::<KV>();
+        let line = line_in(&ahead, from, from + C::W * std::mem::size_of::<KV>());
         let mut a = [_mm256_setzero_ps(); 8];
         for i in 0..R {
             for h in 0..halves {
@@ -393,6 +459,9 @@ unsafe fn pv_rows<KV: Element, C: Chunk<KV>, const R: usize>(
             }
         }
         for t in 0..n {
+            if let Some(line) = line {
+                prefetch_line(&ahead, t, line);
+            }
             let v = C::load(ptrs.get_unchecked(t).add(c));
             for i in 0..R {
                 let pb = _mm256_broadcast_ss(&*p0.add(i * ld + t));

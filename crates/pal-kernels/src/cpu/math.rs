@@ -5,6 +5,20 @@
 
 use pal_core::Element;
 
+/// Rows a loop should pull toward L1 while it runs, one per key it processes: `rows[t]` is the
+/// first byte of the row that the *next* pass over the tile will read in place of key `t`, and
+/// `bytes` its length. The lead is one pass (a few KiB), short enough to stay in L1 and long
+/// enough to cover DRAM latency; `rows` may be shorter than the tile (or empty: no prefetch).
+#[derive(Clone, Copy)]
+pub(crate) struct Ahead<'a> {
+    pub rows: &'a [*const u8],
+    pub bytes: usize,
+}
+
+impl Ahead<'_> {
+    pub const NONE: Ahead<'static> = Ahead { rows: &[], bytes: 0 };
+}
+
 /// Inner loops of the attention engine.
 pub(crate) trait Isa: Copy + Send + Sync + 'static {
     /// `s[r * ld + t] = q_r · k_t` for `rows` query rows; key row `t` is `kv[offs[t] + hoff..][..d]`
@@ -20,6 +34,7 @@ pub(crate) trait Isa: Copy + Send + Sync + 'static {
         d: usize,
         s: &mut [f32],
         ld: usize,
+        ahead: Ahead<'_>,
     );
     /// `acc[r] += sum_t p[r * ld + t] * v_t` for `rows` rows; value row `t` is
     /// `kv[offs[t] + hoff..][..d]`.
@@ -34,6 +49,7 @@ pub(crate) trait Isa: Copy + Send + Sync + 'static {
         offs: &[usize],
         hoff: usize,
         d: usize,
+        ahead: Ahead<'_>,
     );
     /// `x[i] = exp(x[i] - m)` (all `x[i] - m <= 0`); returns the sum.
     fn exp_shift_sum(self, x: &mut [f32], m: f32) -> f32;
@@ -62,6 +78,7 @@ impl Isa for Plain {
         d: usize,
         s: &mut [f32],
         ld: usize,
+        _ahead: Ahead<'_>,
     ) {
         let mut k = [0f32; pal_core::HeadConfig::MAX_HEAD_DIM];
         for (t, &o) in offs.iter().enumerate() {
@@ -80,6 +97,7 @@ impl Isa for Plain {
         offs: &[usize],
         hoff: usize,
         d: usize,
+        _ahead: Ahead<'_>,
     ) {
         let mut v = [0f32; pal_core::HeadConfig::MAX_HEAD_DIM];
         for (t, &o) in offs.iter().enumerate() {
@@ -130,10 +148,11 @@ impl Isa for Avx2 {
         d: usize,
         s: &mut [f32],
         ld: usize,
+        ahead: Ahead<'_>,
     ) {
         // SAFETY: an `Avx2` exists only when the CPU has AVX2, FMA and F16C; `scores` checks
         // every row against `kv` before reading.
-        unsafe { super::avx2::scores(q, rows, kv, offs, hoff, d, s, ld) }
+        unsafe { super::avx2::scores(q, rows, kv, offs, hoff, d, s, ld, ahead) }
     }
     #[inline(always)]
     fn pv<KV: Element>(
@@ -146,9 +165,10 @@ impl Isa for Avx2 {
         offs: &[usize],
         hoff: usize,
         d: usize,
+        ahead: Ahead<'_>,
     ) {
         // SAFETY: as above.
-        unsafe { super::avx2::pv(acc, rows, p, ld, kv, offs, hoff, d) }
+        unsafe { super::avx2::pv(acc, rows, p, ld, kv, offs, hoff, d, ahead) }
     }
     #[inline(always)]
     fn exp_shift_sum(self, x: &mut [f32], m: f32) -> f32 {
@@ -371,6 +391,9 @@ mod avx2_tests {
                 let mut offs: Vec<usize> = (0..40).map(|i| i * 2 * d).collect();
                 rng.shuffle(&mut offs);
                 let offs = &offs[..n];
+                // Prefetch the first head's rows of the same keys (any valid address works).
+                let rows_ahead: Vec<*const u8> = offs.iter().map(|&o| kv[o..].as_ptr() as *const u8).collect();
+                let ahead = Ahead { rows: &rows_ahead, bytes: d * std::mem::size_of::<KV>() };
                 let ld = 32;
                 let swap = avx.swaps_quads::<KV>(d);
                 let permuted = |x: &[f32]| {
@@ -383,16 +406,16 @@ mod avx2_tests {
                     y
                 };
                 let (mut s1, mut s2) = (vec![0f32; rows * ld], vec![0f32; rows * ld]);
-                Plain.scores(&q, rows, &kv, offs, d, d, &mut s1, ld);
-                avx.scores(&permuted(&q), rows, &kv, offs, d, d, &mut s2, ld);
+                Plain.scores(&q, rows, &kv, offs, d, d, &mut s1, ld, Ahead::NONE);
+                avx.scores(&permuted(&q), rows, &kv, offs, d, d, &mut s2, ld, ahead);
                 for (a, b) in s1.iter().zip(&s2) {
                     assert!((a - b).abs() < 1e-4, "scores d={d} rows={rows} n={n}: {a} {b}");
                 }
                 let p: Vec<f32> = (0..rows * ld).map(|_| rng.uniform().abs()).collect();
                 let mut a1: Vec<f32> = (0..rows * d).map(|_| rng.uniform()).collect();
                 let mut a2 = permuted(&a1);
-                Plain.pv(&mut a1, rows, &p, ld, &kv, offs, d, d);
-                avx.pv(&mut a2, rows, &p, ld, &kv, offs, d, d);
+                Plain.pv(&mut a1, rows, &p, ld, &kv, offs, d, d, Ahead::NONE);
+                avx.pv(&mut a2, rows, &p, ld, &kv, offs, d, d, ahead);
                 for (a, b) in a1.iter().zip(&permuted(&a2)) {
                     assert!((a - b).abs() < 1e-4, "pv d={d} rows={rows} n={n}");
                 }
