@@ -107,9 +107,8 @@ pub fn wgmma_prefill_supports(q: DType, kv: DType, head_dim: usize) -> bool {
 enum Work {
     /// `tiles`: `[num_tiles, 6]`: sequence, first query token, new tokens, total tokens, first
     /// packed row, the sequence's first page-table entry. With `splits > 1` each tile's key range
-    /// is cut in `splits` and the partial states (`part_o`, `part_lse`) are merged by the last
-    /// split block of each (tile, KV head) to finish, counted in `merge_count` (zeros, reset by
-    /// the merging block), or by a second kernel (`tuning::fused_merge`). `min_blocks`: the blocks per SM the kernel variant is compiled for
+    /// is cut in `splits` and the partial states (`part_o`, `part_lse`) are merged by a second
+    /// kernel. `min_blocks`: the blocks per SM the kernel variant is compiled for
     /// (`tuning::prefill_min_blocks`). `wgmma`: prefill_wg.cu rather than prefill.cu.
     TensorCore {
         wgmma: bool,
@@ -119,7 +118,6 @@ enum Work {
         splits: usize,
         part_o: CudaSlice<f32>,
         part_lse: CudaSlice<f32>,
-        merge_count: CudaSlice<i32>,
     },
     Rows(Box<SplitWork>),
 }
@@ -224,7 +222,6 @@ impl CudaPrefillPlan {
                     splits,
                     part_o: dev.zeros(part * heads.head_dim)?,
                     part_lse: dev.zeros(part)?,
-                    merge_count: dev.zeros(if splits > 1 { num_tiles * heads.num_kv_heads } else { 1 })?,
                 }
             }
             PrefillKernel::Rows { chunk_tokens } => {
@@ -402,8 +399,8 @@ pub fn paged_prefill<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     pal_core::check_len("out", out.len(), tokens * hq * d, || format!("[{tokens}, {hq}, {d}]"))?;
     match &mut plan.work {
         Work::Rows(work) => launch_split(dev, q, pool, table, work, heads, opts, out),
-        Work::TensorCore { wgmma, tiles, num_tiles, min_blocks, splits, part_o, part_lse, merge_count } => {
-            let split = SplitState { splits: *splits, part_o, part_lse, merge_count, tokens };
+        Work::TensorCore { wgmma, tiles, num_tiles, min_blocks, splits, part_o, part_lse } => {
+            let split = SplitState { splits: *splits, part_o, part_lse, tokens };
             let kernel = TcKernel { wgmma: *wgmma, tiles, num_tiles: *num_tiles, min_blocks: *min_blocks };
             launch_tensor_core(dev, q, pool, table, kernel, split, heads, opts, out)
         }
@@ -423,7 +420,6 @@ struct SplitState<'a> {
     splits: usize,
     part_o: &'a mut CudaSlice<f32>,
     part_lse: &'a mut CudaSlice<f32>,
-    merge_count: &'a mut CudaSlice<i32>,
     tokens: usize,
 }
 
@@ -451,8 +447,6 @@ fn launch_tensor_core<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     let kopts = KernelOpts::new(opts, d);
     let (hkv_i, g_i, page_i) = (hkv as i32, heads.group_size() as i32, pool.layout.block_size as i32);
     let (splits_i, tokens_i) = (split.splits as i32, split.tokens as i32);
-    let fused = tuning::fused_merge();
-    let fused_i = fused as i32;
     let cfg = LaunchConfig {
         grid_dim: (num_tiles as u32, hkv as u32, split.splits as u32),
         block_dim: (tc_threads(wgmma) as u32, 1, 1),
@@ -467,8 +461,6 @@ fn launch_tensor_core<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
         .arg(&mut *out)
         .arg(&mut *split.part_o)
         .arg(&mut *split.part_lse)
-        .arg(&mut *split.merge_count)
-        .arg(&fused_i)
         .arg(&splits_i)
         .arg(&tokens_i)
         .arg(&hkv_i)
@@ -479,11 +471,9 @@ fn launch_tensor_core<Q: Element + DeviceRepr, KV: Element + DeviceRepr>(
     // parameter list of `pal_prefill_tc` and `pal_prefill_wg` (q, out and the pool share one
     // 16-bit dtype, checked by the plan); page ids were validated against the pool, and every
     // tile's query rows and key range lie within its sequence (the plan checked qo_indptr
-    // against the table); `merge_count` holds one zeroed counter per (tile, KV head) of a split
-    // grid, and every block of the grid runs to the count (no early exit), so the counters end
-    // at zero again.
+    // against the table).
     unsafe { b.launch(cfg) }.map_err(fail)?;
-    if split.splits > 1 && !fused {
+    if split.splits > 1 {
         let rows = (split.tokens * heads.num_qo_heads) as i64;
         let mcfg =
             LaunchConfig { grid_dim: ((rows as u32).div_ceil(4), 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };

@@ -21,10 +21,9 @@ pub fn unroll() -> usize {
     env_usize("PAL_CUDA_UNROLL", 4, |v| [1, 2, 4, 8].contains(&v))
 }
 
-/// Whether the last block of a split-KV row merges the row's partial states (split.cuh for decode,
-/// `prefill_merge_if_last` for the tensor-core prefills) instead of a second kernel doing it:
-/// decode on an H100, same call, 3-20% faster in the split cells (B=1, B=8 at 1k-4k), the rest
-/// unchanged. `PAL_FUSED_MERGE=0|1` overrides (read once: every launch asks).
+/// Whether the last block of a split-KV row merges the row's partial states (split.cuh) instead
+/// of a second kernel doing it: H100, same call, 3-20% faster in the split cells (B=1, B=8 at
+/// 1k-4k), the rest unchanged. `PAL_FUSED_MERGE=0|1` overrides (read once: every launch asks).
 pub fn fused_merge() -> bool {
     static FUSED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *FUSED.get_or_init(|| env_usize("PAL_FUSED_MERGE", 1, |v| v <= 1) == 1)

@@ -20,8 +20,6 @@
     kv_t *__restrict__ out,           /* [tokens, Hq, HD], written when num_splits == 1 */              \
     float *__restrict__ part_o,       /* [num_splits, tokens, Hq, HD] otherwise */                      \
     float *__restrict__ part_lse,     /* [num_splits, tokens, Hq] (base 2) */                           \
-    int *__restrict__ merge_count,    /* [tiles, Hkv], zero: see prefill_merge_if_last */               \
-    int fused_merge,                  /* 1: the last split block merges; 0: pal_prefill_merge does */   \
     int num_splits, int num_tokens, int num_kv_heads, int group, int page_size, AttnOpts opts
 
 // First key a query at position `pos` sees (the sliding window), 0 without one.
@@ -204,50 +202,4 @@ __device__ __forceinline__ void write_rows(const float (&o)[WM][DT][4], const fl
                 if ((lane & 3) == 0) part_lse[prow] = li > 0.f ? m[mi][i] * e_scale + __log2f(li) : PAL_NEG_INF;
             }
         }
-}
-
-// The split-KV merge inside the tensor-core prefills (`fused_merge`). Every split block of a
-// (tile, KV head) counts itself after writing its partial rows, and the one that completes the
-// count merges the tile's rows from all splits into `out` and resets the counter to zero (the next
-// launch, or a graph replay, needs no memset): split.cuh's "last block merges" pattern, with its
-// fences and the barrier before the count, for the same reasons. It saves the merge kernel's
-// launch and the drain between the two grids, a few µs of the split cells (B=1: tens of µs).
-// Not inlined, like merge_if_last: the main loop's register allocation stays as it was.
-template <int HD_, int NTHR, typename T>
-__device__ __noinline__ void prefill_merge_if_last(int* __restrict__ merge_count, const float* __restrict__ part_o,
-                                                   const float* __restrict__ part_lse, T* __restrict__ out,
-                                                   int num_splits, int num_tokens, int hq, int h, int group,
-                                                   int q_start, int row0, int bm, int rows) {
-    int* count = merge_count + (long)blockIdx.x * gridDim.y + blockIdx.y;
-    __threadfence();  // this thread's partial writes are visible device-wide before the count
-    __syncthreads();  // every thread has fenced before thread 0 counts the block
-    const bool last = __syncthreads_or(threadIdx.x == 0 && atomicAdd(count, 1) == num_splits - 1);
-    if (!last) return;
-    __threadfence();  // the other splits' partials, counted before us, are visible to our reads
-    if (threadIdx.x == 0) *count = 0;
-    const int n_rows = min(row0 + bm, rows) - row0;  // padding rows were written nowhere
-    constexpr int QUADS = HD_ / 4;
-    const long split_stride = (long)num_tokens * hq;
-    for (int i = threadIdx.x; i < n_rows * QUADS; i += NTHR) {
-        const int r = i / QUADS, dq = (i - r * QUADS) * 4;
-        const int pr = row0 + r, t = pr / group, gi = pr - t * group;
-        const long row = (long)(q_start + t) * hq + h * group + gi;
-        float mx = PAL_NEG_INF;
-        for (int s = 0; s < num_splits; ++s) mx = fmaxf(mx, __ldcg(part_lse + s * split_stride + row));
-        float4 a = make_float4(0.f, 0.f, 0.f, 0.f);
-        float total = 0.f;
-        for (int s = 0; s < num_splits; ++s) {
-            const float lse = __ldcg(part_lse + s * split_stride + row);
-            const float w = (mx == PAL_NEG_INF || lse == PAL_NEG_INF) ? 0.f : exp2f(lse - mx);
-            const float4 o = __ldcg(reinterpret_cast<const float4*>(part_o + (s * split_stride + row) * HD_ + dq));
-            a.x = fmaf(w, o.x, a.x);
-            a.y = fmaf(w, o.y, a.y);
-            a.z = fmaf(w, o.z, a.z);
-            a.w = fmaf(w, o.w, a.w);
-            total += w;
-        }
-        const float inv = total > 0.f ? 1.f / total : 0.f;
-        *reinterpret_cast<uint2*>(out + row * HD_ + dq) =
-            make_uint2(pack2(a.x * inv, a.y * inv, T()), pack2(a.z * inv, a.w * inv, T()));
-    }
 }

@@ -230,7 +230,4 @@ pal_prefill_wg(PAL_PREFILL_PARAMS) {
 
     write_rows<HD>(o, m, l, e_scale, first_row, rows, group, q_start, hq, h, lane, out, part_o, part_lse, split,
                    num_splits, num_tokens);
-    if (num_splits > 1 && fused_merge)
-        prefill_merge_if_last<HD, NTHREADS>(merge_count, part_o, part_lse, out, num_splits, num_tokens, hq, h, group,
-                                            q_start, row0, BM, rows);
 }
