@@ -9,7 +9,9 @@ d = sys.argv[1] if len(sys.argv) > 1 else "bench/results/gpu"
 out = sys.argv[2] if len(sys.argv) > 2 else "bench/plots"
 os.makedirs(out, exist_ok=True)
 styles = {"pal": ("C0", "-", "o"), "gather": ("C0", ":", "x"), "torch-sdpa": ("C1", "-", "s"),
-          "torch-gather-sdpa": ("C1", ":", "x"), "flashinfer-cuda": ("C2", "--", "^"), "flashinfer-tc": ("C2", "-", "v")}
+          "torch-gather-sdpa": ("C1", ":", "x"), "flashinfer-cuda": ("C2", "--", "^"), "flashinfer-tc": ("C2", "-", "v"),
+          # newer runs: a pure read of the same bytes (the ceiling at that size)
+          "read-probe": ("0.5", "--", ".")}
 for shape in ["llama", "smollm", "mha"]:
     rows = json.load(open(os.path.join(d, f"pal_{shape}.json"))) + json.load(open(os.path.join(d, f"peers_{shape}.json")))
     r0 = rows[0]

@@ -42,6 +42,17 @@ fn typed<T: Element + cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBi
     let bytes =
         (2 * c.batch * c.context * c.hkv * c.head_dim + 2 * c.batch * c.hq * c.head_dim) as f64 * c.dtype.size() as f64;
     let t = |ms: f64| super::timing::Timing { median_ms: ms, min_ms: ms, iters: n };
-    let rows = kernel_rows("decode", c, [t(pal_ms), t(gather_ms), t(dense_ms)], bytes, None, ("read_gbps", read_gbps));
+    let mut rows =
+        kernel_rows("decode", c, [t(pal_ms), t(gather_ms), t(dense_ms)], bytes, None, ("read_gbps", read_gbps));
+    // What a pure streaming read of the same bytes takes: the ceiling for this size, fixed costs
+    // (ramp-up, tail) included, which the 2 GiB probe behind `read_gbps` amortises away.
+    let probe_ms = dev.read_probe_ms(&dev.zeros::<u8>(bytes as usize)?, n)?;
+    let mut probe = rows[0].clone();
+    probe.kernel = "read-probe";
+    (probe.ms, probe.min_ms) = (probe_ms, probe_ms);
+    probe.gbps = (bytes as usize / 16 * 16) as f64 / probe_ms / 1e6;
+    probe.frac_of_ceiling = probe.gbps / read_gbps;
+    (probe.speedup_vs_gather, probe.speedup_vs_dense) = (None, None);
+    rows.push(probe);
     Ok(rows)
 }

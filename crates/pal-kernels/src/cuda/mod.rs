@@ -174,6 +174,14 @@ impl CudaDevice {
     /// Device read bandwidth in GB/s: a streaming read of `src` (the decode ceiling), timed with
     /// CUDA events over `iters` launches.
     pub fn read_bandwidth(&self, src: &CudaSlice<u8>, iters: usize) -> Result<f64> {
+        let ms = self.read_probe_ms(src, iters)?;
+        Ok((src.len() / 16 * 16) as f64 / ms / 1e6)
+    }
+
+    /// Milliseconds per launch of the streaming-read probe over `src` (whole 16-byte words), mean
+    /// over `iters` back-to-back launches: what reading that many bytes costs with nothing else to
+    /// do, fixed costs (ramp-up, tail) included.
+    pub fn read_probe_ms(&self, src: &CudaSlice<u8>, iters: usize) -> Result<f64> {
         let kernels = self.kernels(&Variant {
             family: Family::Decode,
             q: pal_core::DType::BF16,
@@ -186,13 +194,12 @@ impl CudaDevice {
         let blocks = (self.sm_count * 8) as u32;
         let mut sink = self.zeros::<u32>(blocks as usize)?;
         let cfg = LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (512, 1, 1), shared_mem_bytes: 0 };
-        let ms = self.time_ms(iters, || {
+        self.time_ms(iters, || {
             let mut b = self.stream.launch_builder(probe);
             b.arg(src).arg(&words).arg(&mut sink);
             // SAFETY: `src` holds `words` 16-byte words; `sink` has one slot per block.
             unsafe { b.launch(cfg) }.map(|_| ()).map_err(fail)
-        })?;
-        Ok((words * 16) as f64 / ms / 1e6)
+        })
     }
 
     /// Device copy bandwidth in GB/s (bytes read plus bytes written) of a device-to-device copy of
