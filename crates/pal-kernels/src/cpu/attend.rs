@@ -70,7 +70,6 @@ pub(crate) struct RowBlock {
     pub d: usize,
     heads: usize,
     rows_per_head: usize,
-    tile: usize,
     /// Queries, pre-multiplied by the softmax scale, `[heads * rows_per_head, d]`.
     pub q: Vec<f32>,
     /// Visible key range `[lo, hi)` of each row.
@@ -87,22 +86,20 @@ pub(crate) struct RowBlock {
 impl RowBlock {
     /// Scratch for up to `max_heads` heads of up to `max_rows_per_head` rows.
     pub fn new(max_heads: usize, max_rows_per_head: usize, d: usize) -> Self {
-        let tile = TILE;
         let rows = max_heads * max_rows_per_head;
         RowBlock {
             d,
             heads: 0,
             rows_per_head: 0,
-            tile,
             q: vec![0.0; rows * d],
             lo: vec![0; rows],
             hi: vec![0; rows],
             m: vec![f32::NEG_INFINITY; rows],
             l: vec![0.0; rows],
             acc: vec![0.0; rows * d],
-            offs: vec![0; tile],
-            next_offs: vec![0; tile],
-            s: vec![0.0; rows * tile],
+            offs: vec![0; TILE],
+            next_offs: vec![0; TILE],
+            s: vec![0.0; rows * TILE],
         }
     }
 
@@ -138,7 +135,7 @@ impl RowBlock {
         end: usize,
         cap: Option<f32>,
     ) {
-        let (heads, rph, d, tile) = (self.heads, self.rows_per_head, self.d, self.tile);
+        let (heads, rph, d, tile) = (self.heads, self.rows_per_head, self.d, TILE);
         let rows = heads * rph;
         // Layout trick of the AVX2 bf16 loops: q and acc in swapped-quads order during the scan.
         #[cfg(target_arch = "x86_64")]
