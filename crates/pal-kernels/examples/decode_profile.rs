@@ -21,6 +21,9 @@ fn main() -> Result<(), pal_core::PalError> {
         s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ids.swap(i, (s >> 33) as usize % (i + 1));
     }
+    if let Some(hot) = std::env::var("HOT").ok().and_then(|v| v.parse::<u32>().ok()) {
+        ids.iter_mut().for_each(|x| *x %= hot);
+    }
     let lists: Vec<Vec<u32>> = ids.chunks(pages_per_seq).map(|c| c.to_vec()).collect();
     let table = PageTable::from_lists(&lists, &vec![context; batch], page)?;
     // Huge-page backed like `pal bench`'s pools (TLB misses would otherwise dominate).

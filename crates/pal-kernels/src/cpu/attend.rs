@@ -65,6 +65,9 @@ impl<'a, KV: Element> KvRows<'a, KV> {
 /// the dev VM before the prefetch; with it, 16 ties).
 const TILE: usize = 32;
 
+/// Tokens the token-major loops prefetch ahead of the key they process.
+const LEAD: usize = 8;
+
 /// Running softmax state of an item's rows plus tile scratch; reused across work items.
 pub(crate) struct RowBlock {
     pub d: usize,
@@ -166,7 +169,33 @@ impl RowBlock {
                 next = kv.rows(t1, &mut self.next_offs[..tile.min(end - t1)]);
             }
             let offs = &self.offs[..n];
-            for h in 0..heads {
+            let token_major = rph <= 4 && heads > 1;
+            // Token-major: the rows LEAD tokens on, running on from K into V, and from V into the
+            // next tile's K.
+            let lead =
+                |ahead: &mut [*const u8; TILE], (a, a_offs): (&[KV], &[usize]), (b, b_offs): (&[KV], &[usize])| {
+                    let mut m = 0;
+                    for (t, x) in ahead.iter_mut().enumerate().take(n) {
+                        let j = t + LEAD;
+                        let src = if j < a_offs.len() {
+                            &a[a_offs[j]..]
+                        } else if j - a_offs.len() < b_offs.len() {
+                            &b[b_offs[j - a_offs.len()]..]
+                        } else {
+                            break;
+                        };
+                        *x = src.as_ptr() as *const u8;
+                        m = t + 1;
+                    }
+                    m
+                };
+            let token_bytes = heads * row_bytes;
+            if token_major {
+                let m = lead(&mut ahead, (ks, offs), (vs, offs));
+                let pf = Ahead { rows: &ahead[..m], bytes: token_bytes };
+                isa.scores_heads(&self.q, heads, rph, ks, offs, d, &mut self.s, tile, pf);
+            }
+            for h in (0..heads).filter(|_| !token_major) {
                 let m =
                     if h + 1 < heads { fill(&mut ahead, ks, offs, (h + 1) * d) } else { fill(&mut ahead, vs, offs, 0) };
                 let pf = Ahead { rows: &ahead[..m], bytes: row_bytes };
@@ -208,7 +237,12 @@ impl RowBlock {
                 }
                 self.l[r] += sum;
             }
-            if any {
+            if any && token_major {
+                let nx: &[usize] = if t1 < end { &self.next_offs[..next.2] } else { &[] };
+                let m = lead(&mut ahead, (vs, offs), (next.0, nx));
+                let pf = Ahead { rows: &ahead[..m], bytes: token_bytes };
+                isa.pv_heads(&mut self.acc, heads, rph, &self.s, tile, vs, offs, d, pf);
+            } else if any {
                 for h in 0..heads {
                     let m = if h + 1 < heads {
                         fill(&mut ahead, vs, offs, (h + 1) * d)

@@ -11,7 +11,7 @@ use std::arch::x86_64::*;
 /// Prefetch into L1 the line at byte `line` of row `t` of `ahead` (no-op past the end of its
 /// rows). A prefetch is a hint: it never faults, so the address is formed with `wrapping_add`.
 #[inline(always)]
-unsafe fn prefetch_line(ahead: &Ahead<'_>, t: usize, line: usize) {
+pub(super) unsafe fn prefetch_line(ahead: &Ahead<'_>, t: usize, line: usize) {
     if t < ahead.rows.len() {
         _mm_prefetch::<_MM_HINT_T0>(ahead.rows.get_unchecked(t).wrapping_add(line) as *const i8);
     }
@@ -33,13 +33,13 @@ unsafe fn prefetch_row(ahead: &Ahead<'_>, t: usize) {
 /// The line of the next pass's rows that starts within bytes `from..to` of a row, if any: a
 /// loop that walks rows chunk by chunk prefetches it while it reads that chunk.
 #[inline(always)]
-fn line_in(ahead: &Ahead<'_>, from: usize, to: usize) -> Option<usize> {
+pub(super) fn line_in(ahead: &Ahead<'_>, from: usize, to: usize) -> Option<usize> {
     let line = from.next_multiple_of(64);
     (line < to && line < ahead.bytes).then_some(line)
 }
 
 #[inline(always)]
-unsafe fn hsum(v: __m256) -> f32 {
+pub(super) unsafe fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     let s = _mm_add_ss(s, _mm_shuffle_ps::<1>(s, s));
@@ -60,7 +60,7 @@ unsafe fn load8<KV: Element>(p: *const KV) -> __m256 {
 
 /// Lane `i` of the result is the sum of the lanes of `a[i]`.
 #[inline(always)]
-unsafe fn reduce8(a: &[__m256; 8]) -> __m256 {
+pub(super) unsafe fn reduce8(a: &[__m256; 8]) -> __m256 {
     let t0 = _mm256_hadd_ps(a[0], a[1]);
     let t1 = _mm256_hadd_ps(a[2], a[3]);
     let t2 = _mm256_hadd_ps(a[4], a[5]);
@@ -75,7 +75,7 @@ pub(crate) const MAX_ROWS: usize = 64;
 
 /// Row start pointers, computed once per call so the inner loops do one load per row.
 #[inline(always)]
-unsafe fn row_ptrs<KV>(kv: &[KV], offs: &[usize], hoff: usize) -> [*const KV; MAX_ROWS] {
+pub(super) unsafe fn row_ptrs<KV>(kv: &[KV], offs: &[usize], hoff: usize) -> [*const KV; MAX_ROWS] {
     let mut p = [kv.as_ptr(); MAX_ROWS];
     for (x, &o) in p.iter_mut().zip(offs) {
         *x = kv.as_ptr().add(o + hoff);
@@ -86,7 +86,7 @@ unsafe fn row_ptrs<KV>(kv: &[KV], offs: &[usize], hoff: usize) -> [*const KV; MA
 /// Every `offs[t] + hoff + d` must lie within `kv`: checked once per call so that the loops
 /// below can use unchecked pointer arithmetic.
 #[inline(always)]
-fn check_rows<KV>(kv: &[KV], offs: &[usize], hoff: usize, d: usize) {
+pub(super) fn check_rows<KV>(kv: &[KV], offs: &[usize], hoff: usize, d: usize) {
     assert!(offs.len() <= MAX_ROWS && offs.iter().all(|&o| o + hoff + d <= kv.len()), "tile row outside its buffer");
 }
 
@@ -108,17 +108,17 @@ pub(crate) fn swap_quads(x: &mut [f32]) {
 }
 
 /// How a loop reads `W` consecutive elements of a K/V row as `W / 8` f32 vectors.
-trait Chunk<KV> {
+pub(super) trait Chunk<KV> {
     const W: usize;
     unsafe fn load(p: *const KV) -> [__m256; 2];
 }
 
 /// 8 elements per step, natural order.
-struct By8;
+pub(super) struct By8;
 /// 16 elements per step, natural order.
-struct By16;
+pub(super) struct By16;
 /// 16 bf16 per step in swapped-quads order: one load, two unpacks.
-struct Bf16Swapped;
+pub(super) struct Bf16Swapped;
 
 impl<KV: Element> Chunk<KV> for By8 {
     const W: usize = 8;
@@ -433,8 +433,16 @@ unsafe fn pv_with<KV: Element, C: Chunk<KV>>(
     }
 }
 
+/// Keys per group in [`pv_rows`]: a group's V rows stay in L1 while every chunk of them is read.
+const PV_GROUP: usize = 8;
+
 /// `acc0[i * d ..] += sum_t p0[i * ld + t] * v_t` for `R <= 4` rows: W dims at a time, up to
 /// `2R` accumulators; per key one chunk of V and `R` broadcasts of p.
+///
+/// Keys are taken in groups of [`PV_GROUP`], every chunk of a group before the next group. Walking
+/// all keys per chunk instead re-reads each 64-byte line once per chunk in it, 32 rows later: in
+/// the pool's token-major layout rows sit 2 KiB apart (8 KV heads of 128 bf16), so the tile's 32
+/// rows share two L1 sets per line offset, twice the ways there are, and the second read missed.
 #[inline(always)]
 unsafe fn pv_rows<KV: Element, C: Chunk<KV>, const R: usize>(
     acc0: *mut f32,
@@ -446,36 +454,41 @@ unsafe fn pv_rows<KV: Element, C: Chunk<KV>, const R: usize>(
     ahead: Ahead<'_>,
 ) {
     let halves = C::W / 8;
-    let mut c = 0;
-    while c < d {
-        // The lines of the next pass's rows that start within this chunk's bytes, spread over
-        // the keys of the chunk.
-        let from = c * std::mem::size_of::<KV>();
-        let line = line_in(&ahead, from, from + C::W * std::mem::size_of::<KV>());
-        let mut a = [_mm256_setzero_ps(); 8];
-        for i in 0..R {
-            for h in 0..halves {
-                a[2 * i + h] = _mm256_loadu_ps(acc0.add(i * d + c + 8 * h));
-            }
-        }
-        for t in 0..n {
-            if let Some(line) = line {
-                prefetch_line(&ahead, t, line);
-            }
-            let v = C::load(ptrs.get_unchecked(t).add(c));
+    let mut g = 0;
+    while g < n {
+        let g_end = (g + PV_GROUP).min(n);
+        let mut c = 0;
+        while c < d {
+            // The lines of the next pass's rows that start within this chunk's bytes, spread over
+            // the keys of the group.
+            let from = c * std::mem::size_of::<KV>();
+            let line = line_in(&ahead, from, from + C::W * std::mem::size_of::<KV>());
+            let mut a = [_mm256_setzero_ps(); 8];
             for i in 0..R {
-                let pb = _mm256_broadcast_ss(&*p0.add(i * ld + t));
                 for h in 0..halves {
-                    a[2 * i + h] = _mm256_fmadd_ps(pb, v[h], a[2 * i + h]);
+                    a[2 * i + h] = _mm256_loadu_ps(acc0.add(i * d + c + 8 * h));
                 }
             }
-        }
-        for i in 0..R {
-            for h in 0..halves {
-                _mm256_storeu_ps(acc0.add(i * d + c + 8 * h), a[2 * i + h]);
+            for t in g..g_end {
+                if let Some(line) = line {
+                    prefetch_line(&ahead, t, line);
+                }
+                let v = C::load(ptrs.get_unchecked(t).add(c));
+                for i in 0..R {
+                    let pb = _mm256_broadcast_ss(&*p0.add(i * ld + t));
+                    for h in 0..halves {
+                        a[2 * i + h] = _mm256_fmadd_ps(pb, v[h], a[2 * i + h]);
+                    }
+                }
             }
+            for i in 0..R {
+                for h in 0..halves {
+                    _mm256_storeu_ps(acc0.add(i * d + c + 8 * h), a[2 * i + h]);
+                }
+            }
+            c += C::W;
         }
-        c += C::W;
+        g = g_end;
     }
 }
 

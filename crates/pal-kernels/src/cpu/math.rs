@@ -51,6 +51,46 @@ pub(crate) trait Isa: Copy + Send + Sync + 'static {
         d: usize,
         ahead: Ahead<'_>,
     );
+    /// [`Isa::scores`] for `heads` consecutive KV heads of `rows` rows each, keys in the outer
+    /// loop: `s[(h * rows + r) * ld + t] = q_(h, r) · k_(t, h)`, query row `(h, r)` at
+    /// `q[(h * rows + r) * d..]`, key `t` of head `h` at `kv[offs[t] + h * d..]`. `ahead.rows[t]`
+    /// is a whole token row (all heads). Only for `rows <= 4` (see `avx2_tokens`).
+    #[allow(clippy::too_many_arguments)]
+    fn scores_heads<KV: Element>(
+        self,
+        q: &[f32],
+        heads: usize,
+        rows: usize,
+        kv: &[KV],
+        offs: &[usize],
+        d: usize,
+        s: &mut [f32],
+        ld: usize,
+        _ahead: Ahead<'_>,
+    ) {
+        for h in 0..heads {
+            self.scores(&q[h * rows * d..], rows, kv, offs, h * d, d, &mut s[h * rows * ld..], ld, Ahead::NONE);
+        }
+    }
+    /// [`Isa::pv`] for `heads` consecutive KV heads of `rows` rows each, keys in the outer loop
+    /// (layout as in [`Isa::scores_heads`]).
+    #[allow(clippy::too_many_arguments)]
+    fn pv_heads<KV: Element>(
+        self,
+        acc: &mut [f32],
+        heads: usize,
+        rows: usize,
+        p: &[f32],
+        ld: usize,
+        kv: &[KV],
+        offs: &[usize],
+        d: usize,
+        _ahead: Ahead<'_>,
+    ) {
+        for h in 0..heads {
+            self.pv(&mut acc[h * rows * d..], rows, &p[h * rows * ld..], ld, kv, offs, h * d, d, Ahead::NONE);
+        }
+    }
     /// `x[i] = exp(x[i] - m)` (all `x[i] - m <= 0`); returns the sum.
     fn exp_shift_sum(self, x: &mut [f32], m: f32) -> f32;
     /// `exp(x)` for one `x <= 0`.
@@ -169,6 +209,38 @@ impl Isa for Avx2 {
     ) {
         // SAFETY: as above.
         unsafe { super::avx2::pv(acc, rows, p, ld, kv, offs, hoff, d, ahead) }
+    }
+    #[inline(always)]
+    fn scores_heads<KV: Element>(
+        self,
+        q: &[f32],
+        heads: usize,
+        rows: usize,
+        kv: &[KV],
+        offs: &[usize],
+        d: usize,
+        s: &mut [f32],
+        ld: usize,
+        ahead: Ahead<'_>,
+    ) {
+        // SAFETY: as above (every token row is checked for all heads).
+        unsafe { super::avx2_tokens::scores_heads(q, heads, rows, kv, offs, d, s, ld, ahead) }
+    }
+    #[inline(always)]
+    fn pv_heads<KV: Element>(
+        self,
+        acc: &mut [f32],
+        heads: usize,
+        rows: usize,
+        p: &[f32],
+        ld: usize,
+        kv: &[KV],
+        offs: &[usize],
+        d: usize,
+        ahead: Ahead<'_>,
+    ) {
+        // SAFETY: as above.
+        unsafe { super::avx2_tokens::pv_heads(acc, heads, rows, p, ld, kv, offs, d, ahead) }
     }
     #[inline(always)]
     fn exp_shift_sum(self, x: &mut [f32], m: f32) -> f32 {
@@ -423,12 +495,69 @@ mod avx2_tests {
         }
     }
 
+    /// The token-major loops (all heads of a tile, keys outermost) against the portable per-head
+    /// loops: every row count they take, head dims that leave chunk tails, tiles that leave key
+    /// tails, rows scattered in the pool, and prefetch rows that run past the tile.
+    fn agree_token_major<KV: Element>() {
+        let Some(avx) = Avx2::detect() else { return };
+        let mut rng = crate::testing::Rng::new(crate::testing::fresh_seed());
+        for d in [8, 24, 64, 80, 128] {
+            for heads in [1, 3] {
+                for rows in 1..=4 {
+                    for n in [1, 7, 9, 32] {
+                        // Token rows of `heads + 1` heads; the item's heads start at the second.
+                        let width = (heads + 1) * d;
+                        let kv: Vec<KV> = rng.fill(40 * width, 1.0);
+                        let mut offs: Vec<usize> = (0..40).map(|i| i * width + d).collect();
+                        rng.shuffle(&mut offs);
+                        let offs = &offs[..n];
+                        let rows_ahead: Vec<*const u8> =
+                            offs.iter().skip(n / 2).map(|&o| kv[o..].as_ptr() as *const u8).collect();
+                        let ahead = Ahead { rows: &rows_ahead, bytes: heads * d * std::mem::size_of::<KV>() };
+                        let swap = avx.swaps_quads::<KV>(d);
+                        let permuted = |x: &[f32]| {
+                            let mut y = x.to_vec();
+                            if swap {
+                                for row in y.chunks_exact_mut(d) {
+                                    crate::cpu::avx2::swap_quads(row);
+                                }
+                            }
+                            y
+                        };
+                        let (all, ld) = (heads * rows, 33);
+                        let q: Vec<f32> = (0..all * d).map(|_| rng.uniform()).collect();
+                        let (mut s1, mut s2) = (vec![0f32; all * ld], vec![f32::NAN; all * ld]);
+                        Plain.scores_heads(&q, heads, rows, &kv, offs, d, &mut s1, ld, Ahead::NONE);
+                        avx.scores_heads(&permuted(&q), heads, rows, &kv, offs, d, &mut s2, ld, ahead);
+                        for r in 0..all {
+                            for t in 0..n {
+                                let (a, b) = (s1[r * ld + t], s2[r * ld + t]);
+                                assert!((a - b).abs() < 1e-4, "scores d={d} heads={heads} rows={rows} n={n}: {a} {b}");
+                            }
+                        }
+                        let p: Vec<f32> = (0..all * ld).map(|_| rng.uniform().abs()).collect();
+                        let mut a1: Vec<f32> = (0..all * d).map(|_| rng.uniform()).collect();
+                        let mut a2 = permuted(&a1);
+                        Plain.pv_heads(&mut a1, heads, rows, &p, ld, &kv, offs, d, Ahead::NONE);
+                        avx.pv_heads(&mut a2, heads, rows, &p, ld, &kv, offs, d, ahead);
+                        for (a, b) in a1.iter().zip(&permuted(&a2)) {
+                            assert!((a - b).abs() < 1e-4, "pv d={d} heads={heads} rows={rows} n={n}: {a} {b}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// The AVX2 loops agree with the portable ones for every storage type.
     #[test]
     fn avx2_and_portable_paths_agree() {
         agree::<f32>();
         agree::<f16>();
         agree::<bf16>();
+        agree_token_major::<f32>();
+        agree_token_major::<f16>();
+        agree_token_major::<bf16>();
         let Some(avx) = Avx2::detect() else { return };
         let mut x1: Vec<f32> = (0..37).map(|i| -(i as f32) * 2.5).collect();
         x1[5] = f32::NEG_INFINITY;

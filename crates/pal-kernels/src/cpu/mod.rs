@@ -5,6 +5,8 @@ mod append;
 mod attend;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2_tokens;
 mod decode;
 pub(crate) mod math;
 mod prefill;
