@@ -9,7 +9,8 @@ fn main() -> Result<(), pal_core::PalError> {
     let arg = |i: usize, d: f64| std::env::args().nth(i).and_then(|s| s.parse().ok()).unwrap_or(d);
     let (batch, context, secs) = (arg(1, 8.0) as usize, arg(2, 256.0) as usize, arg(3, 3.0));
     let hkv: usize = std::env::var("HKV").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
-    let (hq, d, page) = (4 * hkv, 128, 16);
+    let group: usize = std::env::var("GQA").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
+    let (hq, d, page) = (group * hkv, 128, 16);
     let pages_per_seq = context.div_ceil(page);
     let blocks = batch * pages_per_seq;
     let layout = KvLayout::new(blocks, page, hkv, d)?;

@@ -24,7 +24,7 @@ const PV_GROUP: usize = 8;
 
 /// `s[(h * rows + r) * ld + t] = q_(h, r) · k_(t, h)` for `heads` heads of `rows <= 4` query rows;
 /// query row `(h, r)` is `q[(h * rows + r) * d..][..d]` and key `t` of head `h` is
-/// `kv[offs[t] + h * d..][..d]`. `ahead.rows[t]`: a token row (all heads) to pull into L1 while
+/// `kv[offs[t] + hoff + h * d..][..d]`. `ahead.rows[t]`: a token row (all heads) to pull into L1 while
 /// key `t` is processed. When [`super::avx2::swaps_quads`] holds, `q` is in swapped-quads order.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -34,21 +34,22 @@ pub(crate) unsafe fn scores_heads<KV: Element>(
     rows: usize,
     kv: &[KV],
     offs: &[usize],
+    hoff: usize,
     d: usize,
     s: &mut [f32],
     ld: usize,
     ahead: Ahead<'_>,
 ) {
-    check_rows(kv, offs, 0, heads * d);
+    check_rows(kv, offs, hoff, heads * d);
     assert!((1..=4).contains(&rows) && d.is_multiple_of(8) && offs.len() <= ld && q.len() >= heads * rows * d);
     assert!(heads == 0 || offs.is_empty() || s.len() >= (heads * rows - 1) * ld + offs.len());
     macro_rules! go {
         ($c:ty) => {
             match rows {
-                4 => scores_with::<KV, $c, 4, 2>(q, heads, kv, offs, d, s, ld, ahead),
-                3 => scores_with::<KV, $c, 3, 2>(q, heads, kv, offs, d, s, ld, ahead),
-                2 => scores_with::<KV, $c, 2, 4>(q, heads, kv, offs, d, s, ld, ahead),
-                _ => scores_with::<KV, $c, 1, 8>(q, heads, kv, offs, d, s, ld, ahead),
+                4 => scores_with::<KV, $c, 4, 2>(q, heads, kv, offs, hoff, d, s, ld, ahead),
+                3 => scores_with::<KV, $c, 3, 2>(q, heads, kv, offs, hoff, d, s, ld, ahead),
+                2 => scores_with::<KV, $c, 2, 4>(q, heads, kv, offs, hoff, d, s, ld, ahead),
+                _ => scores_with::<KV, $c, 1, 8>(q, heads, kv, offs, hoff, d, s, ld, ahead),
             }
         };
     }
@@ -70,13 +71,14 @@ unsafe fn scores_with<KV: Element, C: Chunk<KV>, const R: usize, const KB: usize
     heads: usize,
     kv: &[KV],
     offs: &[usize],
+    hoff: usize,
     d: usize,
     s: &mut [f32],
     ld: usize,
     ahead: Ahead<'_>,
 ) {
     let n = offs.len();
-    let ptrs = row_ptrs(kv, offs, 0);
+    let ptrs = row_ptrs(kv, offs, hoff);
     let (qp, sp) = (q.as_ptr(), s.as_mut_ptr());
     let head_bytes = d * std::mem::size_of::<KV>();
     let mut t = 0;
@@ -184,7 +186,7 @@ unsafe fn store_block<const R: usize, const KB: usize>(v: __m256, s0: *mut f32, 
 }
 
 /// `acc[(h * rows + r) * d..] += sum_t p[(h * rows + r) * ld + t] * v_(t, h)` for `heads` heads of
-/// `rows <= 4` rows; value `t` of head `h` is `kv[offs[t] + h * d..][..d]`. `ahead` as in
+/// `rows <= 4` rows; value `t` of head `h` is `kv[offs[t] + hoff + h * d..][..d]`. `ahead` as in
 /// [`scores_heads`]. When [`super::avx2::swaps_quads`] holds, `acc` is in swapped-quads order.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
@@ -196,19 +198,20 @@ pub(crate) unsafe fn pv_heads<KV: Element>(
     ld: usize,
     kv: &[KV],
     offs: &[usize],
+    hoff: usize,
     d: usize,
     ahead: Ahead<'_>,
 ) {
-    check_rows(kv, offs, 0, heads * d);
+    check_rows(kv, offs, hoff, heads * d);
     assert!((1..=4).contains(&rows) && d.is_multiple_of(8) && offs.len() <= ld && acc.len() >= heads * rows * d);
     assert!(heads == 0 || offs.is_empty() || p.len() >= (heads * rows - 1) * ld + offs.len());
     macro_rules! go {
         ($c:ty) => {
             match rows {
-                4 => pv_with::<KV, $c, 4, 1>(acc, heads, p, ld, kv, offs, d, ahead),
-                3 => pv_with::<KV, $c, 3, 1>(acc, heads, p, ld, kv, offs, d, ahead),
-                2 => pv_with::<KV, $c, 2, 2>(acc, heads, p, ld, kv, offs, d, ahead),
-                _ => pv_with::<KV, $c, 1, 4>(acc, heads, p, ld, kv, offs, d, ahead),
+                4 => pv_with::<KV, $c, 4, 1>(acc, heads, p, ld, kv, offs, hoff, d, ahead),
+                3 => pv_with::<KV, $c, 3, 1>(acc, heads, p, ld, kv, offs, hoff, d, ahead),
+                2 => pv_with::<KV, $c, 2, 2>(acc, heads, p, ld, kv, offs, hoff, d, ahead),
+                _ => pv_with::<KV, $c, 1, 4>(acc, heads, p, ld, kv, offs, hoff, d, ahead),
             }
         };
     }
@@ -232,11 +235,12 @@ unsafe fn pv_with<KV: Element, C: Chunk<KV>, const R: usize, const CH: usize>(
     ld: usize,
     kv: &[KV],
     offs: &[usize],
+    hoff: usize,
     d: usize,
     ahead: Ahead<'_>,
 ) {
     let n = offs.len();
-    let ptrs = row_ptrs(kv, offs, 0);
+    let ptrs = row_ptrs(kv, offs, hoff);
     let (ap, pp) = (acc.as_mut_ptr(), p.as_ptr());
     let size = std::mem::size_of::<KV>();
     let mut g = 0;

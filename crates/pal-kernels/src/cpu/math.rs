@@ -53,7 +53,7 @@ pub(crate) trait Isa: Copy + Send + Sync + 'static {
     );
     /// [`Isa::scores`] for `heads` consecutive KV heads of `rows` rows each, keys in the outer
     /// loop: `s[(h * rows + r) * ld + t] = q_(h, r) · k_(t, h)`, query row `(h, r)` at
-    /// `q[(h * rows + r) * d..]`, key `t` of head `h` at `kv[offs[t] + h * d..]`. `ahead.rows[t]`
+    /// `q[(h * rows + r) * d..]`, key `t` of head `h` at `kv[offs[t] + hoff + h * d..]`. `ahead.rows[t]`
     /// is a whole token row (all heads). Only for `rows <= 4` (see `avx2_tokens`).
     #[allow(clippy::too_many_arguments)]
     fn scores_heads<KV: Element>(
@@ -63,13 +63,14 @@ pub(crate) trait Isa: Copy + Send + Sync + 'static {
         rows: usize,
         kv: &[KV],
         offs: &[usize],
+        hoff: usize,
         d: usize,
         s: &mut [f32],
         ld: usize,
         _ahead: Ahead<'_>,
     ) {
         for h in 0..heads {
-            self.scores(&q[h * rows * d..], rows, kv, offs, h * d, d, &mut s[h * rows * ld..], ld, Ahead::NONE);
+            self.scores(&q[h * rows * d..], rows, kv, offs, hoff + h * d, d, &mut s[h * rows * ld..], ld, Ahead::NONE);
         }
     }
     /// [`Isa::pv`] for `heads` consecutive KV heads of `rows` rows each, keys in the outer loop
@@ -84,11 +85,12 @@ pub(crate) trait Isa: Copy + Send + Sync + 'static {
         ld: usize,
         kv: &[KV],
         offs: &[usize],
+        hoff: usize,
         d: usize,
         _ahead: Ahead<'_>,
     ) {
         for h in 0..heads {
-            self.pv(&mut acc[h * rows * d..], rows, &p[h * rows * ld..], ld, kv, offs, h * d, d, Ahead::NONE);
+            self.pv(&mut acc[h * rows * d..], rows, &p[h * rows * ld..], ld, kv, offs, hoff + h * d, d, Ahead::NONE);
         }
     }
     /// `x[i] = exp(x[i] - m)` (all `x[i] - m <= 0`); returns the sum.
@@ -218,13 +220,14 @@ impl Isa for Avx2 {
         rows: usize,
         kv: &[KV],
         offs: &[usize],
+        hoff: usize,
         d: usize,
         s: &mut [f32],
         ld: usize,
         ahead: Ahead<'_>,
     ) {
         // SAFETY: as above (every token row is checked for all heads).
-        unsafe { super::avx2_tokens::scores_heads(q, heads, rows, kv, offs, d, s, ld, ahead) }
+        unsafe { super::avx2_tokens::scores_heads(q, heads, rows, kv, offs, hoff, d, s, ld, ahead) }
     }
     #[inline(always)]
     fn pv_heads<KV: Element>(
@@ -236,11 +239,12 @@ impl Isa for Avx2 {
         ld: usize,
         kv: &[KV],
         offs: &[usize],
+        hoff: usize,
         d: usize,
         ahead: Ahead<'_>,
     ) {
         // SAFETY: as above.
-        unsafe { super::avx2_tokens::pv_heads(acc, heads, rows, p, ld, kv, offs, d, ahead) }
+        unsafe { super::avx2_tokens::pv_heads(acc, heads, rows, p, ld, kv, offs, hoff, d, ahead) }
     }
     #[inline(always)]
     fn exp_shift_sum(self, x: &mut [f32], m: f32) -> f32 {
@@ -508,11 +512,11 @@ mod avx2_tests {
                         // Token rows of `heads + 1` heads; the item's heads start at the second.
                         let width = (heads + 1) * d;
                         let kv: Vec<KV> = rng.fill(40 * width, 1.0);
-                        let mut offs: Vec<usize> = (0..40).map(|i| i * width + d).collect();
+                        let mut offs: Vec<usize> = (0..40).map(|i| i * width).collect();
                         rng.shuffle(&mut offs);
                         let offs = &offs[..n];
                         let rows_ahead: Vec<*const u8> =
-                            offs.iter().skip(n / 2).map(|&o| kv[o..].as_ptr() as *const u8).collect();
+                            offs.iter().skip(n / 2).map(|&o| kv[o + d..].as_ptr() as *const u8).collect();
                         let ahead = Ahead { rows: &rows_ahead, bytes: heads * d * std::mem::size_of::<KV>() };
                         let swap = avx.swaps_quads::<KV>(d);
                         let permuted = |x: &[f32]| {
@@ -527,8 +531,8 @@ mod avx2_tests {
                         let (all, ld) = (heads * rows, 33);
                         let q: Vec<f32> = (0..all * d).map(|_| rng.uniform()).collect();
                         let (mut s1, mut s2) = (vec![0f32; all * ld], vec![f32::NAN; all * ld]);
-                        Plain.scores_heads(&q, heads, rows, &kv, offs, d, &mut s1, ld, Ahead::NONE);
-                        avx.scores_heads(&permuted(&q), heads, rows, &kv, offs, d, &mut s2, ld, ahead);
+                        Plain.scores_heads(&q, heads, rows, &kv, offs, d, d, &mut s1, ld, Ahead::NONE);
+                        avx.scores_heads(&permuted(&q), heads, rows, &kv, offs, d, d, &mut s2, ld, ahead);
                         for r in 0..all {
                             for t in 0..n {
                                 let (a, b) = (s1[r * ld + t], s2[r * ld + t]);
@@ -538,8 +542,8 @@ mod avx2_tests {
                         let p: Vec<f32> = (0..all * ld).map(|_| rng.uniform().abs()).collect();
                         let mut a1: Vec<f32> = (0..all * d).map(|_| rng.uniform()).collect();
                         let mut a2 = permuted(&a1);
-                        Plain.pv_heads(&mut a1, heads, rows, &p, ld, &kv, offs, d, Ahead::NONE);
-                        avx.pv_heads(&mut a2, heads, rows, &p, ld, &kv, offs, d, ahead);
+                        Plain.pv_heads(&mut a1, heads, rows, &p, ld, &kv, offs, d, d, Ahead::NONE);
+                        avx.pv_heads(&mut a2, heads, rows, &p, ld, &kv, offs, d, d, ahead);
                         for (a, b) in a1.iter().zip(&permuted(&a2)) {
                             assert!((a - b).abs() < 1e-4, "pv d={d} heads={heads} rows={rows} n={n}: {a} {b}");
                         }
