@@ -61,9 +61,10 @@ impl<'a, KV: Element> KvRows<'a, KV> {
     }
 }
 
-/// Keys per tile: the bookkeeping of a tile is amortised over 32 keys (16 and 64 were slower on
-/// the dev VM before the prefetch; with it, 16 ties).
-const TILE: usize = 32;
+/// Keys per tile: the bookkeeping of a tile (its softmax rows, page lookups) is amortised over
+/// 64 keys. With the token-major loops 64 beat 32 by 1-4% in decode and 4-5% in prefill on the
+/// dev VM (before those loops 32 was best).
+const TILE: usize = 64;
 
 /// Tokens the token-major loops prefetch ahead of the key they process.
 const LEAD: usize = 8;
