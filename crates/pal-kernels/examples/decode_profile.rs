@@ -1,6 +1,9 @@
 //! Runs the CPU paged decode in a loop on one shape, for profilers (`perf record`) and quick
 //! A/B timing of the inner loops: `cargo run --release -p pal-kernels --example decode_profile --
 //! BATCH CONTEXT SECONDS` (defaults 8 256 3). Prints GB/s of K/V read. Pages are shuffled.
+//! Environment: `HKV` KV heads (default 8), `GQA` query heads per KV head (default 4), `HOT=n`
+//! maps every page onto the first `n` blocks so K/V stay in cache (the kernel's compute speed
+//! without DRAM; `HKV=2 HOT=1` fits L1).
 use pal_core::{bf16, AttentionOptions, KvLayout, PageTable, PagedKv};
 use pal_kernels::{cpu, DecodeArgs, DecodePlan};
 use std::time::Instant;

@@ -1,16 +1,18 @@
 //! The shared CPU attention engine. A work item holds query rows for `heads` consecutive KV heads
 //! (`rows_per_head` rows each: the GQA group of one or more query tokens) and scans a range of KV
-//! tokens tile by tile with online softmax. Each tile is read for all the item's heads in memory
-//! order (whole token rows), so the pool is streamed sequentially, and read straight from its
-//! storage type (no f32 copy). Decode and prefill differ only in how rows are laid out and where
-//! each row may look.
+//! tokens tile by tile with online softmax, reading K/V straight from the pool's storage type (no
+//! f32 copy). Decode and prefill differ only in how rows are laid out and where each row may look.
 //!
-//! Software prefetch, one pass ahead: a tile is walked in passes (K of head 0, 1, ..., then V of
-//! head 0, 1, ...), and each pass pulls the rows of the next one into L1 while it computes, spread
-//! over its keys. A pass reads 32 rows a token apart, which the hardware prefetchers do not follow
-//! far enough: without it one core left ~35% of its time waiting on DRAM (decode B=8 L=4k on the
-//! 2-vCPU Zen 3 VM: 14 -> 17-18 GB/s with 2 threads). A whole tile ahead (128 KiB) was tried
-//! first and was slower: it overflows L1 before its rows are used.
+//! Two orders within a tile:
+//! - **Token-major** (items of at most 4 rows per head, i.e. decode): keys outermost and every
+//!   KV head of the item inside (`Isa::scores_heads` / `Isa::pv_heads`), so K and V are read in
+//!   the pool's own order (a token's heads, then the next token, a page at a time), with software
+//!   prefetch [`LEAD`] tokens ahead that runs on from K into V and from V into the next tile. One
+//!   core of the 2-vCPU Zen 3 dev VM reads 24 GB/s sequentially but 14 GB/s in the head-by-head
+//!   pattern below; decode B=8 L=4k went 18.8 -> 22 GB/s (2 threads).
+//! - **Head-major** (prefill tiles, whose many rows per head reuse each K/V row): a pass per head
+//!   (K of head 0, 1, ..., then V of head 0, 1, ...), each prefetching the next pass's rows into
+//!   L1, spread over its keys (a whole tile ahead overflows L1 before its rows are used).
 
 use super::math::{Ahead, Isa};
 use pal_core::Element;
@@ -158,8 +160,8 @@ impl RowBlock {
                 super::avx2::swap_quads(row);
             }
         }
-        // Each pass over the tile (K of head 0, 1, ..., then V of head 0, 1, ...) prefetches the
-        // rows of the pass after it; V's last pass prefetches the next tile's first K rows.
+        // Head-major: each pass over the tile (K of head 0, 1, ..., then V of head 0, 1, ...)
+        // prefetches the rows of the pass after it; V's last pass the next tile's first K rows.
         let row_bytes = d * std::mem::size_of::<KV>();
         let mut ahead = [std::ptr::null::<u8>(); TILE];
         let fill = |ahead: &mut [*const u8; TILE], buf: &[KV], offs: &[usize], hoff: usize| {
