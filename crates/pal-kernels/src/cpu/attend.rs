@@ -170,6 +170,10 @@ impl RowBlock {
             }
             offs.len()
         };
+        // Decode-like items scan token-major, in `groups` sweeps of `per` heads.
+        let token_major = rph <= 4 && heads > 1;
+        let groups = heads.div_ceil((SWEEP_BYTES / (rph * d * 4)).max(1));
+        let per = heads.div_ceil(groups.max(1));
         let mut t0 = start;
         let mut next = kv.rows(t0, &mut self.next_offs[..tile.min(end - t0)]);
         while t0 < end {
@@ -180,13 +184,9 @@ impl RowBlock {
                 next = kv.rows(t1, &mut self.next_offs[..tile.min(end - t1)]);
             }
             let offs = &self.offs[..n];
-            let token_major = rph <= 4 && heads > 1;
-            // Token-major sweeps over `sweep_heads` heads at a time (K of each head group, then V
-            // of each): each prefetches the rows LEAD tokens on, running on into the next sweep
-            // (the last V sweep into the next tile's first K sweep).
-            let sweep_heads = (SWEEP_BYTES / (rph * d * 4)).max(1);
-            let groups = heads.div_ceil(sweep_heads);
-            let per = heads.div_ceil(groups.max(1));
+            // Token-major sweeps over `per` heads at a time (K of each head group, then V of each):
+            // each prefetches the rows LEAD tokens on, running on into the next sweep (the last V
+            // sweep into the next tile's first K sweep).
             let lead = |ahead: &mut [*const u8; TILE],
                         (a, a_offs, a_off): (&[KV], &[usize], usize),
                         (b, b_offs, b_off): (&[KV], &[usize], usize)| {

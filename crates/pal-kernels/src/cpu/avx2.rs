@@ -38,6 +38,16 @@ pub(super) fn line_in(ahead: &Ahead<'_>, from: usize, to: usize) -> Option<usize
     (line < to && line < ahead.bytes).then_some(line)
 }
 
+/// Prefetch the lines of row `t` of `ahead` that start within bytes `from..to` of the row.
+#[inline(always)]
+pub(super) unsafe fn prefetch_lines(ahead: &Ahead<'_>, t: usize, from: usize, to: usize) {
+    let mut line = from.next_multiple_of(64);
+    while line < to && line < ahead.bytes {
+        prefetch_line(ahead, t, line);
+        line += 64;
+    }
+}
+
 #[inline(always)]
 pub(super) unsafe fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
@@ -144,6 +154,24 @@ impl<KV: Element> Chunk<KV> for Bf16Swapped {
     }
 }
 
+/// Evaluates `$body` with the type `$c` bound to the [`Chunk`] reader for `$kv` rows of width
+/// `$d`: swapped-quads bf16 where [`swaps_quads`] holds, else 16 or 8 elements per step.
+macro_rules! by_chunk {
+    ($kv:ty, $d:expr, $c:ident => $body:expr) => {
+        if $crate::cpu::avx2::swaps_quads::<$kv>($d) {
+            type $c = $crate::cpu::avx2::Bf16Swapped;
+            $body
+        } else if ($d).is_multiple_of(16) {
+            type $c = $crate::cpu::avx2::By16;
+            $body
+        } else {
+            type $c = $crate::cpu::avx2::By8;
+            $body
+        }
+    };
+}
+pub(super) use by_chunk;
+
 /// `s[r * ld + t] = q_r · k_t`, where key row `t` is `kv[offs[t] + hoff ..][..d]` in storage
 /// type; `d` a multiple of 8. When [`swaps_quads`] holds, `q` must be in swapped-quads order.
 #[allow(clippy::too_many_arguments)]
@@ -162,13 +190,7 @@ pub(crate) unsafe fn scores<KV: Element>(
     check_rows(kv, offs, hoff, d);
     assert!(q.len() >= rows * d && d.is_multiple_of(8) && offs.len() <= ld);
     assert!(rows == 0 || offs.is_empty() || s.len() >= (rows - 1) * ld + offs.len());
-    if swaps_quads::<KV>(d) {
-        scores_with::<KV, Bf16Swapped>(q, rows, kv, offs, hoff, d, s, ld, ahead)
-    } else if d.is_multiple_of(16) {
-        scores_with::<KV, By16>(q, rows, kv, offs, hoff, d, s, ld, ahead)
-    } else {
-        scores_with::<KV, By8>(q, rows, kv, offs, hoff, d, s, ld, ahead)
-    }
+    by_chunk!(KV, d, C => scores_with::<KV, C>(q, rows, kv, offs, hoff, d, s, ld, ahead))
 }
 
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
@@ -339,13 +361,7 @@ pub(crate) unsafe fn pv<KV: Element>(
     check_rows(kv, offs, hoff, d);
     assert!(acc.len() >= rows * d && d.is_multiple_of(8) && offs.len() <= ld);
     assert!(rows == 0 || offs.is_empty() || p.len() >= (rows - 1) * ld + offs.len());
-    if swaps_quads::<KV>(d) {
-        pv_with::<KV, Bf16Swapped>(acc, rows, p, ld, kv, offs, hoff, d, ahead)
-    } else if d.is_multiple_of(16) {
-        pv_with::<KV, By16>(acc, rows, p, ld, kv, offs, hoff, d, ahead)
-    } else {
-        pv_with::<KV, By8>(acc, rows, p, ld, kv, offs, hoff, d, ahead)
-    }
+    by_chunk!(KV, d, C => pv_with::<KV, C>(acc, rows, p, ld, kv, offs, hoff, d, ahead))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -433,8 +449,10 @@ unsafe fn pv_with<KV: Element, C: Chunk<KV>>(
     }
 }
 
-/// Keys per group in [`pv_rows`]: a group's V rows stay in L1 while every chunk of them is read.
-const PV_GROUP: usize = 8;
+/// Keys per group of the P·V loops (here and in `avx2_tokens`): a group's V rows stay in L1 while
+/// every chunk of them is read, next to the accumulators (8 tokens of 2 KiB for a Llama item;
+/// 4 and 16 were slower on the dev VM).
+pub(super) const PV_GROUP: usize = 8;
 
 /// `acc0[i * d ..] += sum_t p0[i * ld + t] * v_t` for `R <= 4` rows: W dims at a time, up to
 /// `2R` accumulators; per key one chunk of V and `R` broadcasts of p.

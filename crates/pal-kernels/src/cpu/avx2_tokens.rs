@@ -13,14 +13,10 @@
 //! Same preconditions as `avx2.rs`: callers checked AVX2/FMA/F16C and run inside a
 //! `#[target_feature]` function; slices are checked once per call, then read through pointers.
 
-use super::avx2::{check_rows, prefetch_line, reduce8, row_ptrs, Bf16Swapped, By16, By8, Chunk};
+use super::avx2::{by_chunk, check_rows, prefetch_lines, reduce8, row_ptrs, Chunk, PV_GROUP};
 use super::math::Ahead;
 use pal_core::Element;
 use std::arch::x86_64::*;
-
-/// Keys per group of the P·V loop: the group's rows (all heads) are read once per head while its
-/// accumulators stay in registers; 8 tokens of 2 KiB fit in L1 next to the accumulators.
-const PV_GROUP: usize = 8;
 
 /// `s[(h * rows + r) * ld + t] = q_(h, r) · k_(t, h)` for `heads` heads of `rows <= 4` query rows;
 /// query row `(h, r)` is `q[(h * rows + r) * d..][..d]` and key `t` of head `h` is
@@ -43,23 +39,12 @@ pub(crate) unsafe fn scores_heads<KV: Element>(
     check_rows(kv, offs, hoff, heads * d);
     assert!((1..=4).contains(&rows) && d.is_multiple_of(8) && offs.len() <= ld && q.len() >= heads * rows * d);
     assert!(heads == 0 || offs.is_empty() || s.len() >= (heads * rows - 1) * ld + offs.len());
-    macro_rules! go {
-        ($c:ty) => {
-            match rows {
-                4 => scores_with::<KV, $c, 4, 2>(q, heads, kv, offs, hoff, d, s, ld, ahead),
-                3 => scores_with::<KV, $c, 3, 2>(q, heads, kv, offs, hoff, d, s, ld, ahead),
-                2 => scores_with::<KV, $c, 2, 4>(q, heads, kv, offs, hoff, d, s, ld, ahead),
-                _ => scores_with::<KV, $c, 1, 8>(q, heads, kv, offs, hoff, d, s, ld, ahead),
-            }
-        };
-    }
-    if super::avx2::swaps_quads::<KV>(d) {
-        go!(Bf16Swapped)
-    } else if d.is_multiple_of(16) {
-        go!(By16)
-    } else {
-        go!(By8)
-    }
+    by_chunk!(KV, d, C => match rows {
+        4 => scores_with::<KV, C, 4, 2>(q, heads, kv, offs, hoff, d, s, ld, ahead),
+        3 => scores_with::<KV, C, 3, 2>(q, heads, kv, offs, hoff, d, s, ld, ahead),
+        2 => scores_with::<KV, C, 2, 4>(q, heads, kv, offs, hoff, d, s, ld, ahead),
+        _ => scores_with::<KV, C, 1, 8>(q, heads, kv, offs, hoff, d, s, ld, ahead),
+    })
 }
 
 /// Blocks of `KB` keys: for each, every head's `R x KB` dot products (`R * KB <= 8`
@@ -86,13 +71,8 @@ unsafe fn scores_with<KV: Element, C: Chunk<KV>, const R: usize, const KB: usize
         let kb = if t + KB <= n { KB } else { 1 };
         for h in 0..heads {
             // The lines of this head's slice of the rows ahead.
-            let (from, to) = (h * head_bytes, (h + 1) * head_bytes);
-            let mut line = from.next_multiple_of(64);
-            while line < to && line < ahead.bytes {
-                for k in 0..kb {
-                    prefetch_line(&ahead, t + k, line);
-                }
-                line += 64;
+            for k in 0..kb {
+                prefetch_lines(&ahead, t + k, h * head_bytes, (h + 1) * head_bytes);
             }
             let q0 = qp.add(h * R * d);
             let s0 = sp.add(h * R * ld + t);
@@ -205,23 +185,12 @@ pub(crate) unsafe fn pv_heads<KV: Element>(
     check_rows(kv, offs, hoff, heads * d);
     assert!((1..=4).contains(&rows) && d.is_multiple_of(8) && offs.len() <= ld && acc.len() >= heads * rows * d);
     assert!(heads == 0 || offs.is_empty() || p.len() >= (heads * rows - 1) * ld + offs.len());
-    macro_rules! go {
-        ($c:ty) => {
-            match rows {
-                4 => pv_with::<KV, $c, 4, 1>(acc, heads, p, ld, kv, offs, hoff, d, ahead),
-                3 => pv_with::<KV, $c, 3, 1>(acc, heads, p, ld, kv, offs, hoff, d, ahead),
-                2 => pv_with::<KV, $c, 2, 2>(acc, heads, p, ld, kv, offs, hoff, d, ahead),
-                _ => pv_with::<KV, $c, 1, 4>(acc, heads, p, ld, kv, offs, hoff, d, ahead),
-            }
-        };
-    }
-    if super::avx2::swaps_quads::<KV>(d) {
-        go!(Bf16Swapped)
-    } else if d.is_multiple_of(16) {
-        go!(By16)
-    } else {
-        go!(By8)
-    }
+    by_chunk!(KV, d, C => match rows {
+        4 => pv_with::<KV, C, 4, 1>(acc, heads, p, ld, kv, offs, hoff, d, ahead),
+        3 => pv_with::<KV, C, 3, 1>(acc, heads, p, ld, kv, offs, hoff, d, ahead),
+        2 => pv_with::<KV, C, 2, 2>(acc, heads, p, ld, kv, offs, hoff, d, ahead),
+        _ => pv_with::<KV, C, 1, 4>(acc, heads, p, ld, kv, offs, hoff, d, ahead),
+    })
 }
 
 /// Groups of [`PV_GROUP`] keys; per group and head, `CH` chunks of `W` dims at a time (`CH` as
@@ -282,7 +251,6 @@ unsafe fn pv_span<KV: Element, C: Chunk<KV>, const R: usize, const N: usize>(
 ) {
     let halves = C::W / 8;
     let to = from + N * C::W * std::mem::size_of::<KV>();
-    let first = from.next_multiple_of(64);
     let mut a = [_mm256_setzero_ps(); 8];
     for i in 0..R {
         for j in 0..N {
@@ -292,11 +260,7 @@ unsafe fn pv_span<KV: Element, C: Chunk<KV>, const R: usize, const N: usize>(
         }
     }
     for t in g.0..g.1 {
-        let mut line = first;
-        while line < to && line < ahead.bytes {
-            prefetch_line(ahead, t, line);
-            line += 64;
-        }
+        prefetch_lines(ahead, t, from, to);
         let row = ptrs.get_unchecked(t).add(hoff + c);
         let mut pb = [_mm256_setzero_ps(); 4];
         for (i, b) in pb.iter_mut().enumerate().take(R) {
