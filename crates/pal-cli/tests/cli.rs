@@ -70,9 +70,16 @@ fn bench_json_rows_have_every_field() {
             assert!(r["ms"].as_f64().unwrap() > 0.0);
             assert!(r["device"].as_str().unwrap().starts_with("cpu"));
         }
-        if op != "append" {
-            let kernels: Vec<&str> = rows.iter().map(|r| r["kernel"].as_str().unwrap()).collect();
-            assert_eq!(kernels, ["pal", "gather", "dense"]);
+        let kernels: Vec<&str> = rows.iter().map(|r| r["kernel"].as_str().unwrap()).collect();
+        match op {
+            // The decode cell's ceiling is the read probe timed in the same rounds.
+            "decode" => {
+                assert_eq!(kernels, ["pal", "gather", "dense", "read-probe"]);
+                let probe = rows[3]["gbps"].as_f64().unwrap();
+                assert!(probe > 0.0 && rows[0]["ceiling_value"].as_f64().unwrap() == probe, "{}", rows[0]);
+            }
+            "prefill" => assert_eq!(kernels, ["pal", "gather", "dense"]),
+            _ => {}
         }
     }
 }

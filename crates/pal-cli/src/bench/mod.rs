@@ -159,6 +159,8 @@ pub fn run(a: &Args, device: Device) -> Result<ExitCode, PalError> {
             fma_gflops: ceiling::fma_peak(),
         },
     };
+    // CPU decode times a read probe in the same interleaved rounds as its kernels (see decode.rs).
+    let read_probe = (a.op == Op::Decode && gpu.is_none()).then(|| ceiling::ReadProbe::new(512));
     let cells: Vec<Cell> = batches
         .iter()
         .flat_map(|&batch| {
@@ -185,7 +187,7 @@ pub fn run(a: &Args, device: Device) -> Result<ExitCode, PalError> {
         bar.set_message(format!("B={} L={}", c.batch, c.context));
         let mut r = match (a.op, &gpu) {
             (Op::Decode, Some(g)) => decode_cuda::run(g, c, ceil.read_gbps)?,
-            (Op::Decode, None) => decode::run(c, &ceil)?,
+            (Op::Decode, None) => decode::run(c, &ceil, read_probe.as_ref())?,
             (Op::Prefill, Some(g)) => prefill_cuda::run(g, c, ceil.fma_gflops)?,
             (Op::Prefill, None) => prefill::run(c, &ceil)?,
             (Op::Append, Some(g)) => append_cuda::run(g, c, ceil.copy_gbps)?,
