@@ -3,7 +3,8 @@
 //! BATCH CONTEXT SECONDS` (defaults 8 256 3). Prints GB/s of K/V read. Pages are shuffled.
 //! Environment: `HKV` KV heads (default 8), `GQA` query heads per KV head (default 4), `HOT=n`
 //! maps every page onto the first `n` blocks so K/V stay in cache (the kernel's compute speed
-//! without DRAM; `HKV=2 HOT=1` fits L1).
+//! without DRAM; `HKV=2 HOT=1` fits L1); `CONTIG=1` keeps every sequence's pages in order and
+//! adjacent (what paging costs against a contiguous cache).
 use pal_core::{bf16, AttentionOptions, KvLayout, PageTable, PagedKv};
 use pal_kernels::{cpu, DecodeArgs, DecodePlan};
 use std::time::Instant;
@@ -13,7 +14,8 @@ fn main() -> Result<(), pal_core::PalError> {
     let (batch, context, secs) = (arg(1, 8.0) as usize, arg(2, 256.0) as usize, arg(3, 3.0));
     let hkv: usize = std::env::var("HKV").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
     let group: usize = std::env::var("GQA").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
-    let (hq, d, page) = (group * hkv, 128, 16);
+    let page: usize = std::env::var("PAGE").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
+    let (hq, d) = (group * hkv, 128);
     let pages_per_seq = context.div_ceil(page);
     let blocks = batch * pages_per_seq;
     let layout = KvLayout::new(blocks, page, hkv, d)?;
@@ -21,7 +23,8 @@ fn main() -> Result<(), pal_core::PalError> {
     // for powers of two, so use a simple LCG shuffle instead).
     let mut ids: Vec<u32> = (0..blocks as u32).collect();
     let mut s = 0x9E37_79B9_7F4A_7C15u64;
-    for i in (1..ids.len()).rev() {
+    let contiguous = std::env::var_os("CONTIG").is_some();
+    for i in (1..ids.len()).rev().filter(|_| !contiguous) {
         s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ids.swap(i, (s >> 33) as usize % (i + 1));
     }
