@@ -281,12 +281,27 @@ fn tensor<'a>(file: &'a GgufFile, name: &str) -> Result<&'a TensorInfo> {
 pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     let n = w.len();
     for (xr, or) in x.chunks_exact(n).zip(out.chunks_exact_mut(n)) {
-        let ss: f32 = xr.iter().map(|v| v * v).sum::<f32>() / n as f32;
+        let ss = sum_of_squares(xr) / n as f32;
         let inv = 1.0 / (ss + eps).sqrt();
         for ((o, &v), &g) in or.iter_mut().zip(xr).zip(w) {
             *o = v * inv * g;
         }
     }
+}
+
+/// `sum(x^2)` in 8 interleaved partial sums: one running sum is a chain of dependent adds (4
+/// cycles each) that the compiler may not reorder, and the norms run between the parallel
+/// products on one thread (3.5% of a batch-16 SmolLM2 step that way, on the dev VM).
+fn sum_of_squares(x: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let chunks = x.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().map(|v| v * v).sum();
+    for c in chunks {
+        for (a, v) in acc.iter_mut().zip(c) {
+            *a += v * v;
+        }
+    }
+    acc.iter().sum::<f32>() + tail
 }
 
 fn add_bias(x: &mut [f32], b: Option<&[f32]>) {

@@ -102,7 +102,7 @@ pub unsafe fn quantize_acts_avx2(x: &[f32], out: &mut [ActBlock]) {
 }
 
 /// One packed group (see [`crate::packed`]) times `m` activation rows: `out[t * ldc + r]` for
-/// `r < valid`. Token tiles of up to 4 share each unpacked weight chunk.
+/// `r < valid`. Token tiles of up to [`MAX_TILE`] share each unpacked weight chunk.
 ///
 /// # Safety
 /// AVX2, FMA and F16C must be present; `group` is one group of a packed `dtype` matrix with `nb`
@@ -124,20 +124,27 @@ pub unsafe fn packed_group_avx2(
     use std::arch::x86_64::*;
     debug_assert!(acts.len() >= m * nb && group.len() >= nb * (quant_bytes(dtype) + scale_bytes(dtype)));
     let (g, a) = (group.as_ptr(), acts.as_ptr());
+    // Q8_0 tiles stop at 8 rows: at 16 its extra sign operations spill and it runs 6% slower.
+    let max_tile = if dtype == GgmlType::Q8_0 { 8 } else { 16 };
     let mut t0 = 0;
     while t0 < m {
-        let tm = 4.min(m - t0);
+        let tm = [16, 8, 4, 3, 2, 1].into_iter().find(|&n| n <= max_tile && n <= m - t0).unwrap_or(1);
         let at = a.add(t0 * nb);
-        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut acc = [_mm256_setzero_ps(); MAX_TILE];
         match (dtype, tm) {
+            (GgmlType::Q8_0, 8) => q8_tile::<8>(g, nb, at, &mut acc),
             (GgmlType::Q8_0, 4) => q8_tile::<4>(g, nb, at, &mut acc),
             (GgmlType::Q8_0, 3) => q8_tile::<3>(g, nb, at, &mut acc),
             (GgmlType::Q8_0, 2) => q8_tile::<2>(g, nb, at, &mut acc),
             (GgmlType::Q8_0, _) => q8_tile::<1>(g, nb, at, &mut acc),
+            (GgmlType::Q4_1, 16) => q4_tile::<true, 16>(g, nb, at, &mut acc),
+            (GgmlType::Q4_1, 8) => q4_tile::<true, 8>(g, nb, at, &mut acc),
             (GgmlType::Q4_1, 4) => q4_tile::<true, 4>(g, nb, at, &mut acc),
             (GgmlType::Q4_1, 3) => q4_tile::<true, 3>(g, nb, at, &mut acc),
             (GgmlType::Q4_1, 2) => q4_tile::<true, 2>(g, nb, at, &mut acc),
             (GgmlType::Q4_1, _) => q4_tile::<true, 1>(g, nb, at, &mut acc),
+            (_, 16) => q4_tile::<false, 16>(g, nb, at, &mut acc),
+            (_, 8) => q4_tile::<false, 8>(g, nb, at, &mut acc),
             (_, 4) => q4_tile::<false, 4>(g, nb, at, &mut acc),
             (_, 3) => q4_tile::<false, 3>(g, nb, at, &mut acc),
             (_, 2) => q4_tile::<false, 2>(g, nb, at, &mut acc),
@@ -162,6 +169,14 @@ pub unsafe fn packed_group_avx2(
 /// VM (Zen 3). 3-8 KiB measured alike.
 const PF: usize = 4096;
 
+/// Most activation rows that share one unpacking of a weight chunk. The nibble unpacking (3 ops
+/// per 32 bytes) and the loads are paid once per tile, so larger tiles leave more of the issue
+/// slots to `maddubs`; past 4 rows the integer sums no longer fit in registers and spill, which
+/// costs less than the unpacking it saves. One core, SmolLM2's layer 3 in cache, 16 rows
+/// (`qmatmul_bench FILE 3`): tiles of 4 / 8 / 16 rows 77-78 / 83 / 85 GMAC/s; Q8_0 head 51 /
+/// 57 / 54 (so Q8_0 stops at 8).
+const MAX_TILE: usize = 16;
+
 /// Q4_0 (`Q41 = false`, minimum `-8 d`) or Q4_1 group times `TM` activation rows.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -170,7 +185,7 @@ unsafe fn q4_tile<const Q41: bool, const TM: usize>(
     g: *const u8,
     nb: usize,
     acts: *const ActBlock,
-    acc: &mut [std::arch::x86_64::__m256; 4],
+    acc: &mut [std::arch::x86_64::__m256; MAX_TILE],
 ) {
     use std::arch::x86_64::*;
     let mask = _mm256_set1_epi8(0x0F);
@@ -220,7 +235,7 @@ unsafe fn q8_tile<const TM: usize>(
     g: *const u8,
     nb: usize,
     acts: *const ActBlock,
-    acc: &mut [std::arch::x86_64::__m256; 4],
+    acc: &mut [std::arch::x86_64::__m256; MAX_TILE],
 ) {
     use std::arch::x86_64::*;
     let ones = _mm256_set1_epi16(1);

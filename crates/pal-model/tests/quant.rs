@@ -62,7 +62,8 @@ fn quantize_round_trip_error_is_bounded_by_the_step() {
 /// The packed integer kernel (AVX2 where present) against its portable twin (same integer sums,
 /// same f32 operations: equal to the bit) and against an f64 product of the dequantized weights
 /// with the 8-bit activations it was given (f32 rounding only), over awkward row counts (partial
-/// groups of 8) and lengths, with 1 to 6 activation rows (the 4-row tiles and their edges).
+/// groups of 8) and lengths, with activation row counts that exercise every token tile (16, 8,
+/// 4, 3, 2, 1) and their edges.
 #[test]
 fn packed_kernel_matches_its_portable_twin_and_the_exact_product() {
     use pal_model::gguf::{GgufFile, GgufWriter};
@@ -81,7 +82,7 @@ fn packed_kernel_matches_its_portable_twin_and_the_exact_product() {
             wr.tensor("w", &[k, rows], t, wb).unwrap();
             let f = Arc::new(GgufFile::from_bytes(wr.to_bytes()).unwrap());
             let qm = QMatrix::new(f.clone(), f.tensor("w").unwrap().clone()).unwrap();
-            for m in 1..=6 {
+            for m in (1..=9).chain([12, 16, 17, 23, 33]) {
                 // Outliers in some blocks, as in real activations.
                 let x: Vec<f32> =
                     (0..m * k).map(|i| rng.gen_range(-2.0..2.0) * if i % 97 == 5 { 30.0 } else { 1.0 }).collect();
