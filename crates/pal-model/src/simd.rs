@@ -124,8 +124,8 @@ pub unsafe fn packed_group_avx2(
     use std::arch::x86_64::*;
     debug_assert!(acts.len() >= m * nb && group.len() >= nb * (quant_bytes(dtype) + scale_bytes(dtype)));
     let (g, a) = (group.as_ptr(), acts.as_ptr());
-    // Q8_0 tiles stop at 8 rows: at 16 its extra sign operations spill and it runs 6% slower.
-    let max_tile = if dtype == GgmlType::Q8_0 { 8 } else { 16 };
+    // Q8_0 tiles stop at 8 rows (see MAX_TILE).
+    let max_tile = if dtype == GgmlType::Q8_0 { 8 } else { MAX_TILE };
     let mut t0 = 0;
     while t0 < m {
         let tm = [16, 8, 4, 3, 2, 1].into_iter().find(|&n| n <= max_tile && n <= m - t0).unwrap_or(1);
@@ -169,12 +169,14 @@ pub unsafe fn packed_group_avx2(
 /// VM (Zen 3). 3-8 KiB measured alike.
 const PF: usize = 4096;
 
-/// Most activation rows that share one unpacking of a weight chunk. The nibble unpacking (3 ops
-/// per 32 bytes) and the loads are paid once per tile, so larger tiles leave more of the issue
-/// slots to `maddubs`; past 4 rows the integer sums no longer fit in registers and spill, which
-/// costs less than the unpacking it saves. One core, SmolLM2's layer 3 in cache, 16 rows
-/// (`qmatmul_bench FILE 3`): tiles of 4 / 8 / 16 rows 77-78 / 83 / 85 GMAC/s; Q8_0 head 51 /
-/// 57 / 54 (so Q8_0 stops at 8).
+/// Most activation rows that share one unpacking of a weight chunk. The weight loads and the
+/// nibble unpacking (3 ops per 32 bytes) are paid once per tile, so larger tiles leave more of
+/// the issue slots to `maddubs`, although beyond 4 rows the per-row integer sums outnumber the
+/// registers. Measured on one core of the dev VM, 16 rows (`qmatmul_bench FILE 3` / `... head`):
+/// tiles of 4 / 8 / 16 rows run SmolLM2's Q4_1 layer at 77-78 / 83 / 85 GMAC/s and its Q8_0 head
+/// at 51 / 57 / 54, so Q8_0 tiles stop at 8. Keeping the unpacked weights in registers and the
+/// rows' sums in memory instead measured 80 GMAC/s, broadcasting activations by in-lane shuffles
+/// of one 16-byte load 80-81.
 const MAX_TILE: usize = 16;
 
 /// Q4_0 (`Q41 = false`, minimum `-8 d`) or Q4_1 group times `TM` activation rows.
