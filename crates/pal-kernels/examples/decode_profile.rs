@@ -4,7 +4,8 @@
 //! Environment: `HKV` KV heads (default 8), `GQA` query heads per KV head (default 4), `HOT=n`
 //! maps every page onto the first `n` blocks so K/V stay in cache (the kernel's compute speed
 //! without DRAM; `HKV=2 HOT=1` fits L1); `CONTIG=1` keeps every sequence's pages in order and
-//! adjacent (what paging costs against a contiguous cache).
+//! adjacent, `PAGE=n` sets the page size (default 16; what paging costs against a contiguous
+//! cache).
 use pal_core::{bf16, AttentionOptions, KvLayout, PageTable, PagedKv};
 use pal_kernels::{cpu, DecodeArgs, DecodePlan};
 use std::time::Instant;
@@ -12,9 +13,7 @@ use std::time::Instant;
 fn main() -> Result<(), pal_core::PalError> {
     let arg = |i: usize, d: f64| std::env::args().nth(i).and_then(|s| s.parse().ok()).unwrap_or(d);
     let (batch, context, secs) = (arg(1, 8.0) as usize, arg(2, 256.0) as usize, arg(3, 3.0));
-    let hkv: usize = std::env::var("HKV").ok().and_then(|v| v.parse().ok()).unwrap_or(8);
-    let group: usize = std::env::var("GQA").ok().and_then(|v| v.parse().ok()).unwrap_or(4);
-    let page: usize = std::env::var("PAGE").ok().and_then(|v| v.parse().ok()).unwrap_or(16);
+    let (hkv, group, page) = (env_num("HKV").unwrap_or(8), env_num("GQA").unwrap_or(4), env_num("PAGE").unwrap_or(16));
     let (hq, d) = (group * hkv, 128);
     let pages_per_seq = context.div_ceil(page);
     let blocks = batch * pages_per_seq;
@@ -28,7 +27,7 @@ fn main() -> Result<(), pal_core::PalError> {
         s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         ids.swap(i, (s >> 33) as usize % (i + 1));
     }
-    if let Some(hot) = std::env::var("HOT").ok().and_then(|v| v.parse::<u32>().ok()) {
+    if let Some(hot) = env_num::<u32>("HOT") {
         ids.iter_mut().for_each(|x| *x %= hot);
     }
     let lists: Vec<Vec<u32>> = ids.chunks(pages_per_seq).map(|c| c.to_vec()).collect();
@@ -64,4 +63,9 @@ fn main() -> Result<(), pal_core::PalError> {
         per * 1e9 / (batch * context * hkv) as f64
     );
     Ok(())
+}
+
+/// The environment variable `name` parsed as a number, if set and valid.
+fn env_num<T: std::str::FromStr>(name: &str) -> Option<T> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
 }

@@ -38,15 +38,15 @@ fn typed<T: Element>(c: &Cell, ceil: &Ceilings, probe: Option<&ReadProbe>) -> Re
         dense_decode(&a, &gather_cont, &mut gather_out)
     };
     let mut dense = || dense_decode(&a, &cont, &mut dense_out);
-    let mut read = || {
-        if let Some(p) = probe {
+    let mut read = probe.map(|p| {
+        move || {
             p.run();
+            Ok(())
         }
-        Ok(())
-    };
+    });
     let mut calls: Vec<Call<'_>> = vec![&mut pal, &mut gather, &mut dense];
-    if probe.is_some() {
-        calls.push(&mut read);
+    if let Some(r) = read.as_mut() {
+        calls.push(r);
     }
     let times = time_interleaved(c.budget, &mut calls)?;
     drop(calls);
