@@ -121,6 +121,11 @@ pub(crate) fn swap_quads(x: &mut [f32]) {
 pub(super) trait Chunk<KV> {
     const W: usize;
     unsafe fn load(p: *const KV) -> [__m256; 2];
+    /// Vector `h` of [`Chunk::load`] alone, read from memory by the instruction that widens it.
+    #[inline(always)]
+    unsafe fn load_half(p: *const KV, h: usize) -> __m256 {
+        Self::load(p)[h]
+    }
 }
 
 /// 8 elements per step, natural order.
@@ -152,6 +157,29 @@ impl<KV: Element> Chunk<KV> for Bf16Swapped {
         let z = _mm256_setzero_si256();
         [_mm256_castsi256_ps(_mm256_unpacklo_epi16(z, x)), _mm256_castsi256_ps(_mm256_unpackhi_epi16(z, x))]
     }
+    #[inline(always)]
+    unsafe fn load_half(p: *const KV, h: usize) -> __m256 {
+        unpack_from(p as *const u8, h)
+    }
+}
+
+/// Half `h` of a 32-byte bf16 chunk at `p` widened to f32 (`vpunpck{l,h}wd` with a memory
+/// operand). In assembly because LLVM merges the two halves' identical loads into one register
+/// and, where a loop keeps several chunks alive, spills it to the stack and reloads it (see
+/// `avx2_tokens::score_block`).
+#[inline]
+#[target_feature(enable = "avx2")]
+unsafe fn unpack_from(p: *const u8, h: usize) -> __m256 {
+    let z = _mm256_setzero_si256();
+    let x: __m256i;
+    if h == 0 {
+        std::arch::asm!("vpunpcklwd {x}, {z}, ymmword ptr [{p}]", x = lateout(ymm_reg) x, z = in(ymm_reg) z,
+            p = in(reg) p, options(pure, readonly, nostack, preserves_flags));
+    } else {
+        std::arch::asm!("vpunpckhwd {x}, {z}, ymmword ptr [{p}]", x = lateout(ymm_reg) x, z = in(ymm_reg) z,
+            p = in(reg) p, options(pure, readonly, nostack, preserves_flags));
+    }
+    _mm256_castsi256_ps(x)
 }
 
 /// Evaluates `$body` with the type `$c` bound to the [`Chunk`] reader for `$kv` rows of width

@@ -128,7 +128,7 @@ unsafe fn score_block<KV: Element, C: Chunk<KV>, const R: usize, const KB: usize
             for h in 0..halves {
                 let mut x = [_mm256_setzero_ps(); KB];
                 for k in 0..KB {
-                    x[k] = C::load(keys[k].add(c))[h];
+                    x[k] = C::load_half(keys[k].add(c), h);
                 }
                 for i in 0..R {
                     let qv = _mm256_loadu_ps(q0.add(i * d + c + 8 * h));
