@@ -1,5 +1,6 @@
 //! AVX2 + FMA versions of the inner loops, written with intrinsics because LLVM's auto-vectoriser
-//! does not reliably keep several accumulators in registers. Every function is
+//! does not reliably keep several accumulators in registers (and one widening load in assembly,
+//! [`unpack_from`], where LLVM's own choice spilled). Every function is
 //! `#[inline(always)]` and `unsafe`: callers must have checked that the CPU has AVX2 and FMA and
 //! must call from a function compiled with those target features (see `cpu::decode`).
 //! Slices are indexed through raw pointers after the length checks at the top of each function.
@@ -165,8 +166,12 @@ impl<KV: Element> Chunk<KV> for Bf16Swapped {
 
 /// Half `h` of a 32-byte bf16 chunk at `p` widened to f32 (`vpunpck{l,h}wd` with a memory
 /// operand). In assembly because LLVM merges the two halves' identical loads into one register
-/// and, where a loop keeps several chunks alive, spills it to the stack and reloads it (see
-/// `avx2_tokens::score_block`).
+/// and, where a loop keeps several chunks alive, spills it to the stack and reloads it: in the
+/// 4 x 3 scores block (`avx2_tokens::score_block`) that reload cost up to 1.75x the whole decode,
+/// depending on where the frame put the slot (BENCHMARKS.md, eighth session).
+///
+/// # Safety
+/// AVX2 must be present; `p` must be valid for reads of 32 bytes.
 #[inline]
 #[target_feature(enable = "avx2")]
 unsafe fn unpack_from(p: *const u8, h: usize) -> __m256 {
