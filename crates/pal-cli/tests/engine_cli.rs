@@ -75,7 +75,8 @@ fn bad_inputs_are_clear_errors() {
     let ms = m.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["generate", "--model", "/nonexistent/model.gguf", "--prompt", "x"], "no such file"),
-        (vec!["generate", "--model", ms, "--prompt", "x", "--temperature=-1"], "temperature"),
+        // A negative number is the option's value (the typed error names it), not an unknown flag.
+        (vec!["generate", "--model", ms, "--prompt", "x", "--temperature", "-1"], "temperature"),
         (vec!["generate", "--model", ms, "--prompt", "x", "--top-p", "0"], "top_p"),
     ];
     for (args, want) in cases {
@@ -83,6 +84,23 @@ fn bad_inputs_are_clear_errors() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(stderr(&out).contains(want), "{args:?}: {}", stderr(&out));
     }
+    // Negative frequency and presence penalties are valid (they favour repeats).
+    let out = pal(&[
+        "generate",
+        "--model",
+        ms,
+        "--prompt",
+        "x",
+        "--max-tokens",
+        "2",
+        "--temperature",
+        "0.7",
+        "--frequency-penalty",
+        "-0.5",
+        "--presence-penalty",
+        "-0.25",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
     let long = "a ".repeat(300);
     let out = pal(&["generate", "--model", ms, "--prompt", &long]);
     assert_eq!(out.status.code(), Some(2));
