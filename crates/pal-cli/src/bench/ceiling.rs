@@ -34,13 +34,12 @@ impl ReadProbe {
         let s: u64 = self.buf.par_chunks(1 << 16).map(|c| c.iter().fold(0u64, |a, &x| a.wrapping_add(x))).sum();
         black_box(s);
     }
-}
 
-/// GB/s of a [`ReadProbe`] over `mib` MiB.
-pub fn read_bandwidth(mib: usize) -> f64 {
-    let probe = ReadProbe::new(mib);
-    let t = time_it(BUDGET, || probe.run());
-    probe.bytes() / t.median_ms / 1e6
+    /// GB/s of repeated passes (median).
+    pub fn gbps(&self) -> f64 {
+        let t = time_it(BUDGET, || self.run());
+        self.bytes() / t.median_ms / 1e6
+    }
 }
 
 /// GB/s of a parallel copy, counting bytes read plus bytes written.

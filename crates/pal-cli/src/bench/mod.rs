@@ -142,6 +142,9 @@ pub fn run(a: &Args, device: Device) -> Result<ExitCode, PalError> {
         eprintln!("pal bench {:?} on {dev_name}", a.op);
         eprintln!("measuring ceilings...");
     }
+    // On the CPU one 512 MiB read probe gives the opening read ceiling, and CPU decode times it
+    // again in the same interleaved rounds as its kernels (see decode.rs).
+    let cpu_probe = gpu.is_none().then(|| ceiling::ReadProbe::new(512));
     let ceil = match &gpu {
         Some(g) => {
             let buf = g.zeros::<u8>(2 << 30)?;
@@ -154,13 +157,11 @@ pub fn run(a: &Args, device: Device) -> Result<ExitCode, PalError> {
             }
         }
         None => Ceilings {
-            read_gbps: ceiling::read_bandwidth(512),
+            read_gbps: cpu_probe.as_ref().map_or(0.0, |p| p.gbps()),
             copy_gbps: ceiling::copy_bandwidth(256),
             fma_gflops: ceiling::fma_peak(),
         },
     };
-    // CPU decode times a read probe in the same interleaved rounds as its kernels (see decode.rs).
-    let read_probe = (a.op == Op::Decode && gpu.is_none()).then(|| ceiling::ReadProbe::new(512));
     let cells: Vec<Cell> = batches
         .iter()
         .flat_map(|&batch| {
@@ -187,7 +188,7 @@ pub fn run(a: &Args, device: Device) -> Result<ExitCode, PalError> {
         bar.set_message(format!("B={} L={}", c.batch, c.context));
         let mut r = match (a.op, &gpu) {
             (Op::Decode, Some(g)) => decode_cuda::run(g, c, ceil.read_gbps)?,
-            (Op::Decode, None) => decode::run(c, &ceil, read_probe.as_ref())?,
+            (Op::Decode, None) => decode::run(c, cpu_probe.as_ref().expect("CPU runs have a probe"))?,
             (Op::Prefill, Some(g)) => prefill_cuda::run(g, c, ceil.fma_gflops)?,
             (Op::Prefill, None) => prefill::run(c, &ceil)?,
             (Op::Append, Some(g)) => append_cuda::run(g, c, ceil.copy_gbps)?,
