@@ -27,7 +27,12 @@ fn main() {
         .collect();
     let pool = rayon::ThreadPoolBuilder::new().build().expect("pool");
     pool.install(|| {
-        for m in [1usize, 2, 4, 16, 64] {
+        // QB_M=16,64 picks the activation row counts (default: all five).
+        let ms: Vec<usize> = match std::env::var("QB_M") {
+            Ok(v) => v.split(',').map(|s| s.trim().parse().expect("QB_M: comma-separated row counts")).collect(),
+            Err(_) => vec![1, 2, 4, 16, 64],
+        };
+        for m in ms {
             let xs: Vec<Vec<f32>> = mats
                 .iter()
                 .map(|w| (0..m * w.cols()).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect())
