@@ -217,11 +217,28 @@ impl Engine {
         let vocab = self.model.config.vocab_size;
         let mut events = Vec::new();
         let now = Instant::now();
+        // Draw every row's token first, in parallel when there are several: with top-p over a 49k
+        // vocabulary a draw is 0.1-0.3 ms, and a batch's draws ran one after another between two
+        // forward passes. Each sequence has its own RNG (and at most one row), so the tokens do
+        // not depend on the threads.
+        let mut row_of = vec![None; self.seqs.len()];
         for (r, &item) in batch.logit_items.iter().enumerate() {
+            row_of[plan.scheduled[item].seq] = Some(r);
+        }
+        let draw = |(idx, s): (usize, &mut Sequence)| {
+            row_of[idx].map(|r| (r, sample(&logits[r * vocab..(r + 1) * vocab], &s.params, &s.tokens, &mut s.rng)))
+        };
+        let mut drawn: Vec<(usize, u32)> = if batch.logit_items.len() > 1 {
+            use rayon::prelude::*;
+            self.seqs.par_iter_mut().enumerate().filter_map(draw).collect()
+        } else {
+            self.seqs.iter_mut().enumerate().filter_map(draw).collect()
+        };
+        drawn.sort_unstable();
+        debug_assert_eq!(drawn.len(), batch.logit_items.len(), "one logits row per sequence");
+        for (&item, &(_, tok)) in batch.logit_items.iter().zip(&drawn) {
             let idx = plan.scheduled[item].seq;
-            let row = &logits[r * vocab..(r + 1) * vocab];
             let s = &mut self.seqs[idx];
-            let tok = sample(row, &s.params, &s.tokens, &mut s.rng);
             s.tokens.push(tok);
             s.first_token.get_or_insert(now);
             s.last_token = Some(now);

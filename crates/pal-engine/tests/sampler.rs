@@ -107,3 +107,144 @@ fn invalid_values_name_the_argument() {
     }
     assert!(SamplingParams::default().validate().is_ok());
 }
+
+/// An RNG whose `gen::<f64>()` is a chosen `u` in [0, 1) (rand 0.8 takes the top 53 bits).
+struct FixedU(u64);
+impl rand::RngCore for FixedU {
+    fn next_u32(&mut self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+    fn next_u64(&mut self) -> u64 {
+        self.0
+    }
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        dest.fill(0);
+    }
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand::Error> {
+        dest.fill(0);
+        Ok(())
+    }
+}
+fn fixed_u(u: f64) -> FixedU {
+    FixedU(((u * (1u64 << 53) as f64) as u64) << 11)
+}
+
+/// The sampler's distribution as it was specified and first written: every non-NaN candidate
+/// sorted (logit descending, lower id first), top-k, top-p (probabilities at T=1 over the
+/// kept set), min-p (against the best), then softmax at the temperature, all in f64.
+fn reference_distribution(l: &[f32], p: &SamplingParams) -> Vec<(u32, f64)> {
+    let mut cand: Vec<(u32, f32)> =
+        l.iter().enumerate().filter(|(_, v)| !v.is_nan()).map(|(i, &v)| (i as u32, v)).collect();
+    cand.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    if p.top_k > 0 {
+        cand.truncate(p.top_k);
+    }
+    let probs = |c: &[(u32, f32)], t: f64| -> Vec<f64> {
+        let m = c[0].1 as f64;
+        let e: Vec<f64> = c.iter().map(|&(_, v)| ((v as f64 - m) / t).exp()).collect();
+        let z: f64 = e.iter().sum();
+        e.into_iter().map(|x| x / z).collect()
+    };
+    if p.top_p < 1.0 {
+        let pr = probs(&cand, 1.0);
+        let mut acc = 0.0;
+        let keep = pr.iter().position(|&x| {
+            acc += x;
+            acc >= p.top_p as f64
+        });
+        cand.truncate(keep.map_or(cand.len(), |i| i + 1));
+    }
+    if p.min_p > 0.0 {
+        let pr = probs(&cand, 1.0);
+        let floor = pr[0] * p.min_p as f64;
+        let n = pr.iter().take_while(|&&x| x >= floor).count().max(1);
+        cand.truncate(n);
+    }
+    let pr = probs(&cand, p.temperature as f64);
+    cand.iter().map(|c| c.0).zip(pr).collect()
+}
+
+/// The fast sampler (ordered only where top-k / top-p need it, vectorised weights, a draw in
+/// index order when nothing is truncated) against the reference distribution: for a fine grid
+/// of uniform draws `u`, the share of the grid that lands on each token is its probability
+/// (within the grid's resolution and the f32 weights' rounding). Deterministic: no sampling
+/// noise. Random logits with ties, NaNs and -inf, over two blocks of 256, and every truncation.
+#[test]
+fn fast_sampler_has_the_reference_distribution() {
+    let seed = rand::random();
+    let mut rng = StdRng::seed_from_u64(seed);
+    const N: usize = 4000;
+    for case in 0..60 {
+        let n = rng.gen_range(2..600);
+        let mut l: Vec<f32> =
+            (0..n).map(|_| rng.gen_range(-6.0f32..6.0).round() * rng.gen_range(0.5f32..1.0)).collect();
+        // Ties (the rounding above makes some), a NaN and a -inf now and then, one peak.
+        if n > 3 && case % 3 == 0 {
+            l[1] = f32::NAN;
+            l[2] = f32::NEG_INFINITY;
+        }
+        let peak = rng.gen_range(0..n);
+        l[peak] += rng.gen_range(0.0..8.0);
+        let p = SamplingParams {
+            temperature: [0.3, 0.8, 1.0, 1.7][case % 4],
+            top_k: [0, 0, 1, 5, 40][case % 5],
+            top_p: [1.0, 0.9, 0.5][case % 3],
+            min_p: [0.0, 0.0, 0.05, 0.3][(case / 3) % 4],
+            ..SamplingParams::default()
+        };
+        let want = reference_distribution(&l, &p);
+        let mut got = vec![0usize; n];
+        for j in 0..N {
+            let t = sample(&l, &p, &[], &mut fixed_u((j as f64 + 0.5) / N as f64)) as usize;
+            got[t] += 1;
+        }
+        let mut wanted = vec![0f64; n];
+        for &(id, pr) in &want {
+            wanted[id as usize] = pr;
+        }
+        for i in 0..n {
+            let share = got[i] as f64 / N as f64;
+            assert!(
+                (share - wanted[i]).abs() <= 2.0 / N as f64 + 1e-4,
+                "seed {seed} case {case} ({p:?}, n={n}): token {i} drawn {share}, probability {}",
+                wanted[i]
+            );
+        }
+    }
+}
+
+/// The vectorised arg-max equals the first index of the largest logit (`top2`'s answer) on
+/// awkward lengths, ties, NaNs and infinities.
+#[test]
+fn argmax_is_the_first_largest() {
+    use pal_engine::sampler::top2;
+    let mut rng = StdRng::seed_from_u64(rand::random());
+    for n in (1..70).chain([255, 256, 257, 49152]) {
+        for _ in 0..5 {
+            let mut l: Vec<f32> = (0..n).map(|_| rng.gen_range(-4i32..4) as f32).collect();
+            if rng.gen_bool(0.3) {
+                let i = rng.gen_range(0..n);
+                l[i] = f32::NAN;
+            }
+            assert_eq!(argmax(&l), top2(&l).0, "{l:?}");
+        }
+    }
+    assert_eq!(argmax(&[f32::NAN; 20]), 0);
+    assert_eq!(argmax(&[f32::NEG_INFINITY; 20]), 0);
+    let mut l = vec![0.0f32; 37];
+    l[36] = f32::INFINITY;
+    assert_eq!(argmax(&l), 36);
+}
+
+/// The sampler's vectorisable weight is `exp` to a few ulp, and 0 for NaN.
+#[test]
+fn weight_is_exp() {
+    use pal_engine::sampler::weight;
+    for i in 0..=87_000 {
+        let x = -(i as f32) * 1e-3;
+        let (got, want) = (weight(x, 1.0) as f64, (x as f64).exp());
+        assert!((got - want).abs() <= 4e-7 * want, "exp({x}): {got} vs {want}");
+    }
+    assert_eq!(weight(f32::NAN, 1.0), 0.0);
+    assert!((weight(-2.0, 0.5) as f64 - (-1f64).exp()).abs() < 1e-7, "x * inv_t");
+}
