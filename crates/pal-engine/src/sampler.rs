@@ -137,7 +137,7 @@ pub fn sample(logits: &[f32], params: &SamplingParams, history: &[u32], rng: &mu
         f32::NEG_INFINITY
     } else {
         let (mut lo, mut hi) = (if delta > 1.0 { delta / 2.0 } else { 0.0 }, delta);
-        for _ in 0..5 {
+        for _ in 0..BISECT {
             let mid = 0.5 * (lo + hi);
             if enough(top - mid) {
                 hi = mid;
@@ -191,6 +191,10 @@ pub fn sample(logits: &[f32], params: &SamplingParams, history: &[u32], rng: &mu
     }
     best.get(k - 1).0
 }
+
+/// Halvings of the candidate distance after the doubling overshoots (each a pass over the
+/// vocabulary; the last ones shrink the candidates to order by less than they cost).
+const BISECT: usize = 2;
 
 /// `exp(x * inv_t)` for `x <= 0` (a logit minus the best one), 0 for NaN: Cephes' degree-5
 /// polynomial after a range reduction by ln 2, branch-free so that loops over logits
