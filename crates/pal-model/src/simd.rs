@@ -172,6 +172,19 @@ pub unsafe fn packed_group_avx2(
 /// 22-23 -> 25-28, batch-1 decode +13-25%). 8 KiB beat 4 KiB by 1-3%, 2 KiB lost 10%.
 const PF: usize = 8192;
 
+/// Prefetch the lines [`PF`] bytes ahead of block `b` in a packed group's stream (quants, then
+/// scales: `block_bytes` of it per block, so the prefetch keeps pace with both). Past the end of
+/// the matrix it is harmless: a hint, never a fault.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn prefetch_stream(group: *const u8, b: usize, block_bytes: usize) {
+    use std::arch::x86_64::*;
+    let ahead = group.wrapping_add(PF + b * block_bytes);
+    for line in 0..block_bytes.div_ceil(64) {
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line) as *const i8);
+    }
+}
+
 /// Most activation rows that share one unpacking of a weight chunk. The weight loads and the
 /// nibble unpacking (3 ops per 32 bytes) are paid once per tile, so larger tiles leave more of
 /// the issue slots to `maddubs`, although beyond 4 rows the per-row integer sums outnumber the
@@ -199,13 +212,7 @@ unsafe fn q4_tile<const Q41: bool, const TM: usize>(
     let sb = if Q41 { 32 } else { 16 };
     for b in 0..nb {
         let q = g.add(b * 128);
-        // The group is one stream, quants then scales, `128 + sb` bytes per block: keep PF bytes
-        // ahead of the point this block has reached in it (three lines cover 144 or 160 bytes).
-        // Prefetching past the end of the matrix is harmless (a hint, never a fault).
-        let ahead = g.wrapping_add(PF + b * (128 + sb));
-        for line in 0..3 {
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line) as *const i8);
-        }
+        prefetch_stream(g, b, 128 + sb);
         let mut isum = [_mm256_setzero_si256(); TM];
         for c in 0..4 {
             let raw = _mm256_loadu_si256(q.add(32 * c) as *const __m256i);
@@ -251,11 +258,7 @@ unsafe fn q8_tile<const TM: usize>(
     let scales = g.add(nb * 256);
     for b in 0..nb {
         let q = g.add(b * 256);
-        // As in `q4_tile`: 272 bytes of the group's stream per block, five lines.
-        let ahead = g.wrapping_add(PF + b * 272);
-        for line in 0..5 {
-            _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64 * line) as *const i8);
-        }
+        prefetch_stream(g, b, quant_bytes(GgmlType::Q8_0) + scale_bytes(GgmlType::Q8_0));
         let mut isum = [_mm256_setzero_si256(); TM];
         for c in 0..8 {
             let w = _mm256_loadu_si256(q.add(32 * c) as *const __m256i);
