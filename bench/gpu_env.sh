@@ -5,7 +5,8 @@ PAL=${1:-./target/release/pal}
 OUT=${OUT:-bench/results/gpu}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}
-if ls .whl/*.whl >/dev/null 2>&1; then
+# (Once per session: the check script, sourced again from a run script, inherits PYTHONPATH.)
+if [ "${PYTHONPATH:-}" != /tmp/site ] && ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
 fi
 export TORCH_CUDA_ARCH_LIST=9.0a FLASHINFER_CUDA_ARCH_LIST=9.0a

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One GPU session for the prefill: correctness (selftest on the GPU, compute-sanitizer memcheck and
-# racecheck over the prefill cases), then PAL's prefill benchmark and the Python peers
+# One GPU session for the prefill: correctness (bench/gpu_check.sh: selftest on the GPU,
+# compute-sanitizer memcheck and racecheck over every op), then PAL's prefill benchmark and the Python peers
 # (FlashInfer fa2/fa3, PyTorch SDPA cuDNN/flash) on the same shapes, results under $OUT.
 # Usage on the GPU machine: bench/gpu_prefill_run.sh PATH_TO_PAL_BINARY
 # CHECKS=0 skips the correctness part (a device call is limited to 10 minutes). The JSON rows end
@@ -12,16 +12,7 @@ log="$OUT/prefill_log.txt"
 t0=$(date +%s)
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$log"
 if [ "$CHECKS" = 1 ]; then
-echo "== selftest --device cuda" | tee -a "$log"
-"$PAL" selftest --device cuda > "$OUT/prefill_selftest_cuda.txt" 2>&1; echo "selftest exit $?" | tee -a "$log"
-grep -E "FAIL|NONDET" "$OUT/prefill_selftest_cuda.txt" | head -n 10 | tee -a "$log"
-tail -n 1 "$OUT/prefill_selftest_cuda.txt" | tee -a "$log"
-for tool in memcheck racecheck; do
-  echo "== compute-sanitizer $tool (selftest --quick --op prefill)" | tee -a "$log"
-  timeout 300 compute-sanitizer --tool $tool --error-exitcode 9 "$PAL" selftest --device cuda --quick --op prefill > /tmp/san.txt 2>&1
-  echo "$tool exit $?" | tee -a "$log"
-  grep -E "ERROR SUMMARY|RACECHECK SUMMARY|selftest:" /tmp/san.txt | tail -n 3 | tee -a "$log"
-done
+  bash "$(dirname "$0")/gpu_check.sh" "$PAL"
 fi
 echo "t=$(( $(date +%s) - t0 ))s" | tee -a "$log"
 run() {  # name, then arguments shared by PAL and the peers
