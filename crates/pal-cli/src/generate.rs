@@ -2,7 +2,7 @@
 
 use crate::model_args::{engine, tokenizer, ModelArgs};
 use pal_engine::{Engine, Event, Output, SamplingParams};
-use pal_model::ChatMessage;
+use pal_model::{ChatMessage, TextStream};
 use std::io::Write;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -129,22 +129,25 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut printed = 0usize;
     // Hold back as many bytes as the longest stop string, so that a stop string is never shown.
     let hold = a.stop.iter().map(String::len).max().unwrap_or(0);
+    // The text decoded a few tokens at a time (an incomplete UTF-8 tail is held back).
+    let mut shown = TextStream::new();
     let outs = e.run(|eng, ev| {
         if !stream {
             return;
         }
         if let Event::Token { id, .. } = ev {
-            // Print the new suffix of the decoded text, holding back an incomplete UTF-8 tail.
             if let (Some(gen), Some(tok)) = (eng.generated(*id), eng.tokenizer()) {
-                let text = tok.decode(gen, true).unwrap_or_default();
-                let mut upto = text.len().saturating_sub(hold);
-                while !text.is_char_boundary(upto) {
-                    upto -= 1;
-                }
-                if !text[..upto].ends_with('\u{FFFD}') && upto > printed {
-                    print!("{}", &text[printed..upto]);
-                    printed = upto;
-                    let _ = std::io::stdout().flush();
+                if let Ok(Some(_)) = shown.update(tok, gen, true) {
+                    let text = shown.text();
+                    let mut upto = text.len().saturating_sub(hold);
+                    while !text.is_char_boundary(upto) {
+                        upto -= 1;
+                    }
+                    if upto > printed && text.is_char_boundary(printed) {
+                        print!("{}", &text[printed..upto]);
+                        printed = upto;
+                        let _ = std::io::stdout().flush();
+                    }
                 }
             }
         }

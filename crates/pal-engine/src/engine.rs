@@ -258,12 +258,24 @@ impl Engine {
         }
         if !s.params.stop_strings.is_empty() {
             if let Some(tk) = &self.tokenizer {
-                // Matched on the visible text (special tokens skipped), the text users see.
-                let text = tk.decode(s.generated(), true).unwrap_or_default();
-                let hit = s.params.stop_strings.iter().filter_map(|p| text.find(p.as_str())).min();
-                if let Some(at) = hit {
-                    self.seqs[idx].stop_text = Some(text[..at].to_string());
-                    return Some(FinishReason::StopString);
+                // Matched on the visible text (special tokens skipped), the text users see, kept
+                // up to date a few tokens at a time. A match ends in the new text (an earlier one
+                // would have stopped the request), so only the new text and the longest stop
+                // string's length before it are searched.
+                let s = &mut self.seqs[idx];
+                let generated = &s.tokens[s.prompt_len..];
+                if let Ok(Some(new)) = s.text.update(tk, generated, true) {
+                    let text = s.text.text();
+                    let longest = s.params.stop_strings.iter().map(String::len).max().unwrap_or(0);
+                    let mut from = new.saturating_sub(longest.saturating_sub(1));
+                    while !text.is_char_boundary(from) {
+                        from -= 1;
+                    }
+                    let hit = s.params.stop_strings.iter().filter_map(|p| text[from..].find(p.as_str())).min();
+                    if let Some(at) = hit {
+                        s.stop_text = Some(text[..from + at].to_string());
+                        return Some(FinishReason::StopString);
+                    }
                 }
             }
         }

@@ -3,6 +3,7 @@
 
 use crate::SamplingParams;
 use pal_kvcache::SeqId;
+use pal_model::TextStream;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::time::Instant;
@@ -44,6 +45,8 @@ pub(crate) struct Sequence {
     pub params: SamplingParams,
     pub rng: StdRng,
     pub finished: Option<FinishReason>,
+    /// The generated text so far, kept only when the request has stop strings.
+    pub text: TextStream,
     /// Text cut at a stop string, when one matched.
     pub stop_text: Option<String>,
     pub preemptions: usize,
@@ -64,6 +67,7 @@ impl Sequence {
             params,
             rng,
             finished: None,
+            text: TextStream::new(),
             stop_text: None,
             preemptions: 0,
             cached_prompt_tokens: 0,

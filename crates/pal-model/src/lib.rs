@@ -6,7 +6,8 @@
 //! - [`QMatrix`]: a weight matrix of the file; Q4_0/Q4_1/Q8_0 ones are repacked
 //!   ([`packed::PackedMatrix`]) for integer kernels with 8-bit activations.
 //! - [`Tokenizer`]: byte-level BPE and SentencePiece vocabularies from GGUF metadata (via the
-//!   `tokenizers` crate), special tokens, and the file's chat template (`minijinja`).
+//!   `tokenizers` crate), special tokens, and the file's chat template (`minijinja`);
+//!   [`TextStream`]: the text of generated tokens, decoded a few tokens at a time.
 //! - [`LlamaModel`]: the Llama-family forward over a [`KvCache`]; [`dense::DenseLlama`] is its
 //!   slow, contiguous twin used as the test oracle.
 
@@ -22,6 +23,7 @@ pub mod qmatmul;
 pub mod quant;
 mod simd;
 pub mod testing;
+mod text_stream;
 mod tokenizer;
 
 pub use config::LlamaConfig;
@@ -29,4 +31,5 @@ pub use error::{ModelError, Result};
 pub use kv_cache::KvCache;
 pub use llama::{rms_norm, swiglu, LlamaModel, StepInput};
 pub use qmatmul::QMatrix;
+pub use text_stream::TextStream;
 pub use tokenizer::{ChatMessage, Tokenizer};

@@ -57,3 +57,45 @@ fn chat_template_renders_messages_and_generation_prompt() {
     assert_eq!(ids.iter().filter(|&&i| i == 1).count(), 3, "<|im_start|> x3 in {ids:?}");
     assert!(tok.stop_ids().contains(&2), "<|im_end|> ends generation");
 }
+
+/// The incremental text equals the full decode after every token whose text is complete, for
+/// every tokenizer kind: random ids (byte pieces that split UTF-8 characters, special tokens that
+/// decode to nothing, SentencePiece's stripped leading space) and the ids of real texts.
+#[test]
+fn text_stream_equals_the_full_decode() {
+    use rand::{Rng, SeedableRng};
+    let seed: u64 = rand::random();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for name in ["spm", "gpt2", "llama-bpe", "qwen2", "smollm"] {
+        let f = GgufFile::open(dir().join(format!("{name}.gguf"))).unwrap();
+        let tok = Tokenizer::from_gguf(&f).unwrap();
+        let vocab = tok.vocab_size() as u32;
+        let mut streams: Vec<Vec<u32>> =
+            (0..40).map(|_| (0..rng.gen_range(1..60)).map(|_| rng.gen_range(0..vocab)).collect()).collect();
+        for text in ["Hello world, again", "CJK 日本語 🙂 and é", "  two  spaces\n\nand <|im_end|> inside"] {
+            streams.push(tok.encode(text, false).unwrap());
+        }
+        for skip_special in [true, false] {
+            for ids in &streams {
+                let mut s = pal_model::TextStream::new();
+                for n in 1..=ids.len() {
+                    let before = s.text().to_string();
+                    let at = s.update(&tok, &ids[..n], skip_special).unwrap();
+                    let full = tok.decode(&ids[..n], skip_special).unwrap();
+                    let ctx = format!("{name} seed {seed} skip {skip_special} ids {:?}", &ids[..n]);
+                    match at {
+                        Some(at) => {
+                            assert!(at <= before.len() && s.text()[..at] == before[..at], "{ctx}");
+                        }
+                        None => assert_eq!(s.text(), before, "{ctx}"),
+                    }
+                    // While the end is an incomplete character the full decode may show more of
+                    // it as U+FFFD (a byte-fallback run decodes as a whole); once complete, equal.
+                    if !full.ends_with('\u{FFFD}') {
+                        assert_eq!(s.text(), full, "{ctx}");
+                    }
+                }
+            }
+        }
+    }
+}
