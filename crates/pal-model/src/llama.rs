@@ -8,7 +8,7 @@
 use crate::config::LlamaConfig;
 use crate::gguf::{GgufFile, TensorInfo};
 use crate::kv_cache::KvCache;
-use crate::qmatmul::{matmul_many, QMatrix};
+use crate::qmatmul::{matmul_many, swiglu_product, QMatrix};
 use crate::quant::dequantize_unchecked as dequantize;
 use crate::{ModelError, Result};
 use pal_core::{AttentionOptions, Element, PageTable};
@@ -221,6 +221,7 @@ impl LlamaModel {
         let mut proj = vec![0f32; t * e];
         let mut gate = vec![0f32; t * c.ffn_hidden];
         let mut up = vec![0f32; t * c.ffn_hidden];
+        let mut down_acts = Vec::new();
         for (li, l) in self.layers.iter().enumerate() {
             rms_norm(&x, &l.attn_norm, c.rms_eps, &mut h);
             matmul_many(&mut [(&l.wq, &mut q), (&l.wk, &mut k), (&l.wv, &mut v)], &h)?;
@@ -256,9 +257,8 @@ impl LlamaModel {
             l.wo.matmul(&attn, &mut proj)?;
             add_into(&mut x, &proj);
             rms_norm(&x, &l.ffn_norm, c.rms_eps, &mut h);
-            matmul_many(&mut [(&l.w_gate, &mut gate), (&l.w_up, &mut up)], &h)?;
-            swiglu(&mut gate, &up);
-            l.w_down.matmul(&gate, &mut proj)?;
+            swiglu_product(&l.w_gate, &l.w_up, &h, &mut gate, &mut up, &mut down_acts)?;
+            l.w_down.matmul_acts(&gate, &down_acts, &mut proj)?;
             add_into(&mut x, &proj);
         }
         let mut last = Vec::with_capacity(s.logit_rows.len() * e);

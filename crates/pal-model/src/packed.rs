@@ -41,6 +41,12 @@ pub fn quantize_acts(x: &[f32], out: &mut Vec<ActBlock>) {
     debug_assert!(x.len().is_multiple_of(32));
     out.clear();
     out.resize(x.len() / 32, ActBlock::default());
+    quantize_acts_into(x, out);
+}
+
+/// [`quantize_acts`] into a slice of exactly `x.len() / 32` blocks.
+pub fn quantize_acts_into(x: &[f32], out: &mut [ActBlock]) {
+    assert_eq!(out.len() * 32, x.len(), "one block per 32 activations");
     #[cfg(target_arch = "x86_64")]
     if crate::simd::has_avx2() {
         // SAFETY: AVX2 is present; `out` holds one block per 32 inputs.

@@ -271,3 +271,72 @@ fn swiglu_matches_f64() {
         assert!((*g as f64 - w).abs() <= 4e-7 * w.abs() + 1e-30, "element {i}: {g} vs {w}");
     }
 }
+
+/// The fused gate/up/SwiGLU pass (`swiglu_product`) equals the unfused steps to the bit, its
+/// activation blocks equal rounding its output, and `matmul_acts` with them equals `matmul`: every
+/// format (the packed ones fuse when the rows are a multiple of 32, the others fall back), batch
+/// sizes on both sides of the batched tasks, outputs poisoned first. Mismatched shapes are errors.
+#[test]
+fn fused_swiglu_equals_the_unfused_steps() {
+    use pal_model::gguf::{GgufFile, GgufWriter};
+    use pal_model::packed::{quantize_acts, ActBlock};
+    use pal_model::qmatmul::{matmul_many, swiglu_product};
+    use pal_model::{ModelError, QMatrix};
+    use std::sync::Arc;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let act_bits = |a: &[ActBlock]| a.iter().map(|b| (b.d.to_bits(), b.s.to_bits(), b.qs)).collect::<Vec<_>>();
+    for t in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::F16] {
+        for (n, k) in [(32usize, 32usize), (96, 64), (200, 96), (1536, 576)] {
+            let mut wr = GgufWriter::new();
+            for name in ["gate", "up", "down"] {
+                let (rows, cols) = if name == "down" { (k, n) } else { (n, k) };
+                // A block format's rows are whole blocks: 200 columns only as F32.
+                let tt = if cols % 32 == 0 { t } else { GgmlType::F32 };
+                let w: Vec<f32> = (0..rows * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
+                wr.tensor(name, &[cols, rows], tt, quantize(tt, &w).unwrap()).unwrap();
+            }
+            let f = Arc::new(GgufFile::from_bytes(wr.to_bytes()).unwrap());
+            let mat = |name: &str| QMatrix::new(f.clone(), f.tensor(name).unwrap().clone()).unwrap();
+            let (gate, up, down) = (mat("gate"), mat("up"), mat("down"));
+            for m in [1usize, 3, 16, 17] {
+                let x: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-2.0..2.0)).collect();
+                let (mut want, mut want_up) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n]);
+                matmul_many(&mut [(&gate, &mut want), (&up, &mut want_up)], &x).unwrap();
+                pal_model::swiglu(&mut want, &want_up);
+                let (mut got, mut scratch, mut acts) = (vec![f32::NAN; m * n], vec![f32::NAN; m * n], Vec::new());
+                swiglu_product(&gate, &up, &x, &mut got, &mut scratch, &mut acts).unwrap();
+                let what = format!("{t} {n}x{k} m={m}");
+                assert_eq!(bits(&got), bits(&want), "{what}");
+                let fused = t != GgmlType::F16 && n % 32 == 0;
+                if fused {
+                    let mut again = Vec::new();
+                    quantize_acts(&got, &mut again);
+                    assert_eq!(act_bits(&acts), act_bits(&again), "{what}: activation blocks");
+                } else {
+                    assert!(acts.is_empty(), "{what}: no blocks without the fused pass");
+                }
+                let (mut a, mut b) = (vec![f32::NAN; m * k], vec![f32::NAN; m * k]);
+                down.matmul(&got, &mut a).unwrap();
+                down.matmul_acts(&got, &acts, &mut b).unwrap();
+                assert_eq!(bits(&a), bits(&b), "{what}: down product");
+            }
+        }
+    }
+    // Shapes: gate and up must agree, and the outputs must fit.
+    let mut wr = GgufWriter::new();
+    wr.tensor("g", &[32, 64], GgmlType::Q8_0, vec![0u8; 64 * 34]).unwrap();
+    wr.tensor("u", &[32, 32], GgmlType::Q8_0, vec![0u8; 32 * 34]).unwrap();
+    let f = Arc::new(GgufFile::from_bytes(wr.to_bytes()).unwrap());
+    let (g, u) = (f.tensor("g").unwrap().clone(), f.tensor("u").unwrap().clone());
+    let (g, u) = (QMatrix::new(f.clone(), g).unwrap(), QMatrix::new(f.clone(), u).unwrap());
+    let (mut o, mut s, mut a) = (vec![0f32; 64], vec![0f32; 64], Vec::new());
+    assert!(matches!(
+        swiglu_product(&g, &u, &[0.0; 32], &mut o, &mut s, &mut a),
+        Err(ModelError::InvalidArgument { arg: "up", .. })
+    ));
+    assert!(matches!(
+        swiglu_product(&g, &g, &[0.0; 32], &mut o[..63], &mut s, &mut a),
+        Err(ModelError::InvalidArgument { arg: "out", .. })
+    ));
+}
