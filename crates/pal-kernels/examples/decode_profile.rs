@@ -5,16 +5,24 @@
 //! maps every page onto the first `n` blocks so K/V stay in cache (the kernel's compute speed
 //! without DRAM; `HKV=2 HOT=1` fits L1); `CONTIG=1` keeps every sequence's pages in order and
 //! adjacent, `PAGE=n` sets the page size (default 16; what paging costs against a contiguous
-//! cache).
-use pal_core::{bf16, AttentionOptions, KvLayout, PageTable, PagedKv};
+//! cache), `D=n` the head dimension (default 128), `F16=1` stores q and K/V in f16 (default bf16).
+use pal_core::{bf16, f16, AttentionOptions, Element, KvLayout, PageTable, PagedKv};
 use pal_kernels::{cpu, DecodeArgs, DecodePlan};
 use std::time::Instant;
 
 fn main() -> Result<(), pal_core::PalError> {
+    if std::env::var_os("F16").is_some() {
+        run::<f16>()
+    } else {
+        run::<bf16>()
+    }
+}
+
+fn run<T: Element>() -> Result<(), pal_core::PalError> {
     let arg = |i: usize, d: f64| std::env::args().nth(i).and_then(|s| s.parse().ok()).unwrap_or(d);
     let (batch, context, secs) = (arg(1, 8.0) as usize, arg(2, 256.0) as usize, arg(3, 3.0));
     let (hkv, group, page) = (env_num("HKV").unwrap_or(8), env_num("GQA").unwrap_or(4), env_num("PAGE").unwrap_or(16));
-    let (hq, d) = (group * hkv, 128);
+    let (hq, d) = (group * hkv, env_num("D").unwrap_or(128));
     let pages_per_seq = context.div_ceil(page);
     let blocks = batch * pages_per_seq;
     let layout = KvLayout::new(blocks, page, hkv, d)?;
@@ -35,10 +43,10 @@ fn main() -> Result<(), pal_core::PalError> {
     // Huge-page backed like `pal bench`'s pools (TLB misses would otherwise dominate).
     let rnd = |n: usize, seed: u64| {
         let mut s = seed;
-        let mut v = pal_core::alloc::large_vec::<bf16>(n);
+        let mut v = pal_core::alloc::large_vec::<T>(n);
         for x in v.iter_mut() {
             s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            *x = bf16::from_f32(((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5);
+            *x = T::from_f32(((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5);
         }
         v
     };
@@ -46,7 +54,7 @@ fn main() -> Result<(), pal_core::PalError> {
     let opts = AttentionOptions::default();
     let args = DecodeArgs { q: &q, num_qo_heads: hq, kv: PagedKv::new(&k, &v, layout)?, page_table: &table, opts };
     let plan = DecodePlan::new(&table, hkv, &args.opts, rayon::current_num_threads());
-    let mut out = vec![bf16::ZERO; q.len()];
+    let mut out = vec![T::default(); q.len()];
     // The fastest call: on a shared VM the mean drifts with the neighbours, the minimum much less.
     let t = Instant::now();
     let mut per = f64::INFINITY;
