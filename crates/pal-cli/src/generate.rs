@@ -1,7 +1,7 @@
 //! `pal generate`: text from one prompt (streamed) or many (one continuous batch).
 
 use crate::model_args::{engine, tokenizer, ModelArgs};
-use pal_engine::{Engine, Event, Output, SamplingParams};
+use pal_engine::{Engine, Event, FinishReason, Output, SamplingParams};
 use pal_model::{ChatMessage, TextStream};
 use std::io::Write;
 use std::process::ExitCode;
@@ -191,6 +191,14 @@ pub fn run(a: &Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             st.preemptions,
             100.0 * e.cache_stats().hit_rate()
         );
+    }
+    let broken = outs.iter().filter(|o| o.finish == Some(FinishReason::NonFiniteLogits)).count();
+    if broken > 0 {
+        return Err(format!(
+            "the model gave {broken} of {} prompts no finite logits (NaN or infinite): broken weights or an overflow",
+            outs.len()
+        )
+        .into());
     }
     Ok(ExitCode::SUCCESS)
 }

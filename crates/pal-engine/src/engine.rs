@@ -236,8 +236,16 @@ impl Engine {
         };
         drawn.sort_unstable();
         debug_assert_eq!(drawn.len(), batch.logit_items.len(), "one logits row per sequence");
-        for (&item, &(_, tok)) in batch.logit_items.iter().zip(&drawn) {
+        for (&item, &(r, tok)) in batch.logit_items.iter().zip(&drawn) {
             let idx = plan.scheduled[item].seq;
+            // The sampler picks a finite logit whenever there is one (NaN never wins): without,
+            // the model is broken for this request, and it ends here instead of going on with
+            // arbitrary tokens.
+            if !logits[r * vocab + tok as usize].is_finite() {
+                self.finish(idx, FinishReason::NonFiniteLogits)?;
+                events.push(Event::Finished { id: idx, reason: FinishReason::NonFiniteLogits });
+                continue;
+            }
             let s = &mut self.seqs[idx];
             s.tokens.push(tok);
             s.first_token.get_or_insert(now);

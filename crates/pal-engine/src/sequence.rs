@@ -20,6 +20,9 @@ pub enum FinishReason {
     Length,
     /// The context length was reached.
     ContextFull,
+    /// The model gave no finite logit to sample (all NaN or -inf, or a +inf): broken weights or
+    /// an overflow. The request ends without the token.
+    NonFiniteLogits,
 }
 
 impl FinishReason {
@@ -29,6 +32,7 @@ impl FinishReason {
             FinishReason::StopString => "stop_string",
             FinishReason::Length => "length",
             FinishReason::ContextFull => "context_full",
+            FinishReason::NonFiniteLogits => "non_finite_logits",
         }
     }
 }

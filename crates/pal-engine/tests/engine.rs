@@ -165,3 +165,31 @@ fn requests_that_cannot_run_are_typed_errors() {
     assert!(matches!(e.add_request(vec![5], bad), Err(EngineError::InvalidArgument { arg: "temperature", .. })));
     assert!(!e.has_work(), "nothing was queued");
 }
+
+/// A model whose logits are all NaN (its final norm's weights overwritten) ends each request
+/// with `NonFiniteLogits` and no token, greedy or drawn, instead of sampling token 0 forever; the
+/// engine stays usable (every request finishes, blocks are freed).
+#[test]
+fn non_finite_logits_end_the_request() {
+    let spec = TinySpec { layers: 1, hidden: 64, heads: 4, kv_heads: 2, context: 128, ..TinySpec::default() };
+    let mut bytes = tiny_model(&spec, 9);
+    let info = GgufFile::from_bytes(bytes.clone()).unwrap().tensor("output_norm.weight").unwrap().clone();
+    assert_eq!(info.dtype, pal_model::gguf::GgmlType::F32);
+    for x in bytes[info.offset..info.offset + info.nbytes].chunks_exact_mut(4) {
+        x.copy_from_slice(&f32::NAN.to_le_bytes());
+    }
+    let f = Arc::new(GgufFile::from_bytes(bytes).unwrap());
+    let mut e = Engine::new(LlamaModel::load(f).unwrap(), None, EngineConfig::with_capacity(256)).unwrap();
+    for temperature in [0.0, 0.8] {
+        for n in [3, 40] {
+            let p = SamplingParams { temperature, top_p: 0.9, ..SamplingParams::greedy(4) };
+            e.add_request((0..n).map(|i| 5 + i as u32).collect(), p).unwrap();
+        }
+    }
+    let outs = e.run(|_, _| {}).unwrap();
+    assert_eq!(outs.len(), 4);
+    for o in &outs {
+        assert_eq!((o.finish, o.gen_ids.len()), (Some(FinishReason::NonFiniteLogits), 0), "request {}", o.id);
+    }
+    assert_eq!(e.cache_stats().used, 0, "every block freed");
+}
