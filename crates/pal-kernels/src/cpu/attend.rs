@@ -223,20 +223,18 @@ impl RowBlock {
             let lead = |ahead: &mut [*const u8; TILE],
                         (a, a_offs, a_off): (&[KV], &[usize], usize),
                         (b, b_offs, b_off): (&[KV], &[usize], usize)| {
-                let mut m = 0;
-                for (t, x) in ahead.iter_mut().enumerate().take(n) {
-                    let j = t + LEAD;
-                    let src = if j < a_offs.len() {
-                        &a[a_offs[j] + a_off..]
-                    } else if j - a_offs.len() < b_offs.len() {
-                        &b[b_offs[j - a_offs.len()] + b_off..]
-                    } else {
-                        break;
-                    };
-                    *x = src.as_ptr() as *const u8;
-                    m = t + 1;
+                // Two branch-free runs (rows of `a`, then of `b`); the pointers are only
+                // prefetched, so `wrapping_add` (no bounds check) is enough.
+                let in_a = n.min(a_offs.len().saturating_sub(LEAD));
+                for (x, &o) in ahead[..in_a].iter_mut().zip(&a_offs[LEAD.min(a_offs.len())..]) {
+                    *x = a.as_ptr().wrapping_add(o + a_off) as *const u8;
                 }
-                m
+                let skip = (in_a + LEAD).saturating_sub(a_offs.len());
+                let in_b = (n - in_a).min(b_offs.len().saturating_sub(skip));
+                for (x, &o) in ahead[in_a..in_a + in_b].iter_mut().zip(&b_offs[skip.min(b_offs.len())..]) {
+                    *x = b.as_ptr().wrapping_add(o + b_off) as *const u8;
+                }
+                in_a + in_b
             };
             if token_major {
                 for g in 0..groups {
