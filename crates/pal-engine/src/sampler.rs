@@ -277,14 +277,19 @@ fn top_p_edge(l: &[f32], w: &[f32], top: f32, thr: f32, target: f64) -> (f32, u3
     for (&b, &x) in bucket.iter().zip(w) {
         mass[b as usize] += x as f64;
     }
-    let (mut acc, mut edge) = (0f64, MASS_BUCKETS - 1);
+    // The bucket where the mass reaches the target; should rounding keep it short of the target,
+    // the last bucket with a candidate (the best logit always is one, so the edge has some).
+    let (mut acc, mut edge, mut before) = (0f64, None, 0f64);
     for (b, &m) in mass[..MASS_BUCKETS].iter().enumerate() {
-        if acc + m >= target {
-            edge = b;
-            break;
+        if m > 0.0 {
+            (edge, before) = (Some(b), acc);
+            if acc + m >= target {
+                break;
+            }
         }
         acc += m;
     }
+    let (edge, mut acc) = (edge.unwrap_or(0), before);
     let mut boundary = Vec::new();
     for (i, &b) in bucket.iter().enumerate() {
         if b as usize == edge {
@@ -292,7 +297,8 @@ fn top_p_edge(l: &[f32], w: &[f32], top: f32, thr: f32, target: f64) -> (f32, u3
         }
     }
     boundary.sort_unstable_by(BestFirst::order);
-    let mut last = boundary[0];
+    // (Never empty, see above; the best logit otherwise.)
+    let mut last = boundary.first().copied().unwrap_or((l.iter().position(|&v| v == top).unwrap_or(0) as u32, top));
     for &c in &boundary {
         last = c;
         acc += w[c.0 as usize] as f64;

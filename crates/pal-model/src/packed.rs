@@ -45,7 +45,7 @@ pub fn quantize_acts(x: &[f32], out: &mut Vec<ActBlock>) {
 }
 
 /// [`quantize_acts`] into a slice of exactly `x.len() / 32` blocks.
-pub fn quantize_acts_into(x: &[f32], out: &mut [ActBlock]) {
+pub(crate) fn quantize_acts_into(x: &[f32], out: &mut [ActBlock]) {
     assert_eq!(out.len() * 32, x.len(), "one block per 32 activations");
     #[cfg(target_arch = "x86_64")]
     if crate::simd::has_avx2() {

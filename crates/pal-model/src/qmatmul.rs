@@ -11,7 +11,8 @@
 //!   tile of weight rows and runs a register-blocked f32 product (AVX2 or `matrixmultiply`).
 //!
 //! Work is split over output rows (rayon); one fork-join can serve several matrices that share
-//! their input ([`matmul_many`]: q/k/v, gate/up).
+//! their input ([`matmul_many`]: q/k/v), and the gate/up pair fuses SwiGLU and the rounding of
+//! the down projection's input into its pass ([`swiglu_product`]).
 
 use crate::gguf::{GgmlType, GgufFile, TensorInfo};
 use crate::packed::{quantize_acts, ActBlock, PackedMatrix, GROUP};
@@ -172,8 +173,9 @@ fn matmul_many_with(pairs: &mut [(&QMatrix, &mut [f32])], x: &[f32], pre: Option
     Ok(())
 }
 
-/// SwiGLU's input to the down projection, `out = silu(x Wg^T) * (x Wu^T)`, with `up` as scratch
-/// (`m x rows` each), and `acts` = `out` rounded to activation blocks for [`QMatrix::matmul_acts`].
+/// SwiGLU's input to the down projection, `out = silu(x Wg^T) * (x Wu^T)`, with `up_out` as
+/// scratch (`m x rows` each), and `acts` = `out` rounded to activation blocks for
+/// [`QMatrix::matmul_acts`].
 ///
 /// When both matrices are packed and their rows are a multiple of 32, one parallel pass does it
 /// all: each task takes the same 32-aligned column span of both products, then applies SiLU and

@@ -69,8 +69,9 @@ impl TextStream {
         Ok(Some(at))
     }
 
-    /// The windows disagree (the decoders this crate builds do not do that): decode everything,
-    /// once, and report the new text from where it first differs from the old.
+    /// The windows disagree (rare: a byte-fallback run that turns invalid, which the byte-run
+    /// rule above keeps inside the window, or a decoder that is not prefix-stable): decode
+    /// everything, once, and report the new text from where it first differs from the old.
     fn resync(&mut self, tok: &Tokenizer, ids: &[u32], skip_special: bool) -> Result<Option<usize>> {
         let full = tok.decode(ids, skip_special)?;
         if full.ends_with('\u{FFFD}') {
