@@ -69,38 +69,57 @@ pub fn paged_decode<Q: Element, KV: Element>(
     let layout = a.kv.layout;
     let splits = plan.head_splits();
     let span = hkv / splits;
+    #[cfg(target_arch = "x86_64")]
+    let avx2 = super::math::Avx2::detect();
+    // Item `i` = (chunk, span of KV heads): its rows' normalised outputs into `o`, their
+    // log-sum-exps into `lse`.
+    let run = |blk: &mut RowBlock, i: usize, o: &mut [f32], lse: &mut [f32]| {
+        let (chunk, s) = (i / splits, i % splits);
+        let (b, start, end) = plan.chunk(chunk);
+        let kv = KvRows {
+            k: a.kv.k,
+            v: a.kv.v,
+            pages: a.page_table.pages(b),
+            block_size: layout.block_size,
+            token_stride: layout.token_stride(),
+            head_off: s * span * d,
+            paged_len: a.page_table.seq_len(b),
+            tail: None,
+        };
+        let q0 = (b * hq + s * span * g) * d;
+        let q = &a.q[q0..q0 + span * g * d];
+        let range = (start, end);
+        #[cfg(target_arch = "x86_64")]
+        if let Some(isa) = avx2 {
+            // SAFETY: `isa` proves the CPU has AVX2, FMA and F16C.
+            return unsafe { item_avx2(isa, blk, q, (span, g), scale, &kv, range, cap, o, lse) };
+        }
+        item(Plain, blk, q, (span, g), scale, &kv, range, cap, o, lse)
+    };
+
+    if !plan.is_split() {
+        // One chunk per sequence (short contexts, large batches): each item writes its output
+        // rows itself, which saves the partial states and a second parallel pass per call.
+        out.par_chunks_mut(span * g * d).enumerate().for_each_init(
+            || (RowBlock::new(span, g, d), vec![0f32; span * g * d], vec![0f32; span * g]),
+            |(blk, o, lse), (i, dst)| {
+                run(blk, i, o, lse);
+                for (y, x) in dst.iter_mut().zip(o.iter()) {
+                    *y = Q::from_f32(*x);
+                }
+            },
+        );
+        return Ok(());
+    }
+
     // Partial states, [chunk][hq][d] and [chunk][hq]; item (chunk, s) owns heads s*span..(s+1)*span.
     let mut part_o = vec![0f32; plan.num_chunks() * hq * d];
     let mut part_lse = vec![0f32; plan.num_chunks() * hq];
-    #[cfg(target_arch = "x86_64")]
-    let avx2 = super::math::Avx2::detect();
-
-    part_o.par_chunks_mut(span * g * d).zip(part_lse.par_chunks_mut(span * g)).enumerate().for_each_init(
-        || RowBlock::new(span, g, d),
-        |blk, (i, (o, lse))| {
-            let (chunk, s) = (i / splits, i % splits);
-            let (b, start, end) = plan.chunk(chunk);
-            let kv = KvRows {
-                k: a.kv.k,
-                v: a.kv.v,
-                pages: a.page_table.pages(b),
-                block_size: layout.block_size,
-                token_stride: layout.token_stride(),
-                head_off: s * span * d,
-                paged_len: a.page_table.seq_len(b),
-                tail: None,
-            };
-            let q0 = (b * hq + s * span * g) * d;
-            let q = &a.q[q0..q0 + span * g * d];
-            let range = (start, end);
-            #[cfg(target_arch = "x86_64")]
-            if let Some(isa) = avx2 {
-                // SAFETY: `isa` proves the CPU has AVX2, FMA and F16C.
-                return unsafe { item_avx2(isa, blk, q, (span, g), scale, &kv, range, cap, o, lse) };
-            }
-            item(Plain, blk, q, (span, g), scale, &kv, range, cap, o, lse)
-        },
-    );
+    part_o
+        .par_chunks_mut(span * g * d)
+        .zip(part_lse.par_chunks_mut(span * g))
+        .enumerate()
+        .for_each_init(|| RowBlock::new(span, g, d), |blk, (i, (o, lse))| run(blk, i, o, lse));
 
     // Merge the chunks of each sequence into its output rows.
     out.par_chunks_mut(hq * d).enumerate().for_each_init(
