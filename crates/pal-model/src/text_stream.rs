@@ -40,13 +40,15 @@ impl TextStream {
         }
         // Where the window may start:
         // - not inside a run of byte pieces (`<0xE2>`): SentencePiece's byte fallback decodes a
-        //   run as a whole, and an invalid run becomes one U+FFFD per byte;
+        //   run as a whole, and an invalid run becomes one U+FFFD per byte. Skipped special
+        //   tokens vanish before the byte fallback runs, so they count as part of a run;
         // - with text: when every token of `prefix..read` decodes to nothing (skipped special
         //   tokens), a leading space of the first new token would be stripped as if it began the
         //   whole text. So the window widens back until it has some.
         let is_byte = |id: u32| tok.token_text(id).is_some_and(|t| t.len() == 6 && t.starts_with("<0x"));
+        let in_run = |id: u32| is_byte(id) || (skip_special && tok.decode(&[id], true).is_ok_and(|t| t.is_empty()));
         let before = loop {
-            while self.prefix > 0 && is_byte(ids[self.prefix - 1]) && is_byte(ids[self.prefix]) {
+            while self.prefix > 0 && in_run(ids[self.prefix - 1]) && in_run(ids[self.prefix]) {
                 self.prefix -= 1;
             }
             let before = tok.decode(&ids[self.prefix..self.read], skip_special)?;

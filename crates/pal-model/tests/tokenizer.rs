@@ -75,6 +75,29 @@ fn text_stream_equals_the_full_decode() {
         for text in ["Hello world, again", "CJK 日本語 🙂 and é", "  two  spaces\n\nand <|im_end|> inside"] {
             streams.push(tok.encode(text, false).unwrap());
         }
+        // Streams mostly of byte pieces and special tokens: byte-fallback runs that a skipped
+        // special token splits (whole once it vanishes), valid or not.
+        let focus: Vec<u32> = (0..vocab)
+            .filter(|&i| tok.token_text(i).is_some_and(|t| t.len() == 6 && t.starts_with("<0x")))
+            .chain(tok.bos())
+            .chain(tok.eos())
+            .collect();
+        if focus.len() > 2 {
+            for _ in 0..40 {
+                let n = rng.gen_range(2..40);
+                streams.push(
+                    (0..n)
+                        .map(|_| {
+                            if rng.gen_bool(0.85) {
+                                focus[rng.gen_range(0..focus.len())]
+                            } else {
+                                rng.gen_range(0..vocab)
+                            }
+                        })
+                        .collect(),
+                );
+            }
+        }
         for skip_special in [true, false] {
             for ids in &streams {
                 let mut s = pal_model::TextStream::new();
