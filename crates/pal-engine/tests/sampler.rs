@@ -164,6 +164,23 @@ fn reference_distribution(l: &[f32], p: &SamplingParams) -> Vec<(u32, f64)> {
     cand.iter().map(|c| c.0).zip(pr).collect()
 }
 
+/// How far (in probability) the reference's running sum over the best-first T=1 probabilities is
+/// from `top_p` at the edge of the top-p set: before its last token and with it.
+fn top_p_margin(l: &[f32], top_p: f32) -> f64 {
+    let mut v: Vec<f64> = l.iter().filter(|x| !x.is_nan()).map(|&x| x as f64).collect();
+    v.sort_by(|a, b| b.total_cmp(a));
+    let z: f64 = v.iter().map(|&x| (x - v[0]).exp()).sum();
+    let mut acc = 0.0;
+    for &x in &v {
+        let next = acc + (x - v[0]).exp() / z;
+        if next >= top_p as f64 {
+            return (top_p as f64 - acc).min(next - top_p as f64);
+        }
+        acc = next;
+    }
+    f64::INFINITY
+}
+
 /// The fast sampler (ordered only where top-k / top-p need it, vectorised weights, a draw in
 /// index order when nothing is truncated) against the reference distribution: for a fine grid
 /// of uniform draws `u`, the share of the grid that lands on each token is its probability
@@ -210,6 +227,12 @@ fn fast_sampler_has_the_reference_distribution() {
                 ..SamplingParams::default()
             }
         };
+        // The sampler's top-p target carries f32 rounding (~1e-7 of the mass). Over thousands of
+        // tokens that can move the edge by one token when the f64 reference's running sum lands
+        // that close to top_p; such a draw of the logits is ambiguous, not wrong: skip it.
+        if flat && top_p_margin(&l, p.top_p) < 3e-6 {
+            continue;
+        }
         let want = reference_distribution(&l, &p);
         let mut got = vec![0usize; n];
         for j in 0..draws {
