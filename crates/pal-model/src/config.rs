@@ -4,6 +4,9 @@ use crate::gguf::GgufFile;
 use crate::{ModelError, Result};
 use pal_kernels::{RopeConfig, RopeStyle};
 
+/// Longest context a model may declare (4M tokens; RoPE tables are built for all of it).
+pub const MAX_CONTEXT: usize = 1 << 22;
+
 /// Hyper-parameters of a Llama-family decoder.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LlamaConfig {
@@ -87,6 +90,14 @@ impl LlamaConfig {
         };
         if cfg.num_layers == 0 || cfg.hidden == 0 || cfg.ffn_hidden == 0 || cfg.context_length == 0 {
             return Err(ModelError::bad_meta(&key("block_count"), "layers, widths and context must be non-zero"));
+        }
+        // The RoPE table holds every position (64 MB for Llama 3.1's 128k at head dim 128); a
+        // corrupt length would otherwise ask for terabytes.
+        if cfg.context_length > MAX_CONTEXT {
+            return Err(ModelError::bad_meta(
+                &key("context_length"),
+                format!("{} tokens is beyond the {MAX_CONTEXT} that PAL supports", cfg.context_length),
+            ));
         }
         if !cfg.head_dim.is_multiple_of(8) || cfg.head_dim > 256 {
             return Err(ModelError::bad_meta(

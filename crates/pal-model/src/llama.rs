@@ -136,7 +136,9 @@ impl LlamaModel {
             None => QMatrix::new(file.clone(), embed_info.clone())?, // tied embeddings
         };
         let embed = QMatrix::rows_only(file.clone(), embed_info);
-        let mut layers = Vec::with_capacity(c.num_layers);
+        // Not `with_capacity(num_layers)`: a corrupt block count would ask for terabytes before
+        // the first missing tensor ends the loop with an error.
+        let mut layers = Vec::with_capacity(c.num_layers.min(file.tensors().len()));
         for i in 0..c.num_layers {
             let n = |s: &str| format!("blk.{i}.{s}");
             layers.push(Layer {

@@ -114,6 +114,28 @@ fn tiny_data_len(b: &[u8]) -> usize {
 }
 
 /// Parse, load and build the tokenizer; any error is fine, a panic is not.
+/// Huge sizes in the metadata (a corrupt block count or context length) are typed errors, not
+/// allocations of terabytes: the property test below once hit `Vec::with_capacity(block_count)`.
+#[test]
+fn huge_counts_in_the_metadata_are_errors() {
+    // The u32 value after `key`'s string and its type id (4 = u32).
+    let patch = |bytes: &mut Vec<u8>, key: &str, value: u32| {
+        let at = bytes.windows(key.len()).position(|w| w == key.as_bytes()).expect("key") + key.len();
+        assert_eq!(bytes[at..at + 4], 4u32.to_le_bytes(), "{key} is a u32");
+        bytes[at + 4..at + 8].copy_from_slice(&value.to_le_bytes());
+    };
+    for (key, value, arg) in [
+        ("llama.block_count", 3_000_000_000u32, "blk.2.attn_norm.weight"),
+        ("llama.context_length", 4_000_000_000u32, "llama.context_length"),
+    ] {
+        let mut b = tiny_model(&TinySpec::default(), 7);
+        patch(&mut b, key, value);
+        let f = Arc::new(GgufFile::from_bytes(b).unwrap());
+        let err = LlamaModel::load(f).err().expect("a typed error");
+        assert!(err.to_string().contains(arg), "{key} = {value}: {err}");
+    }
+}
+
 fn exercise(bytes: Vec<u8>) {
     if let Ok(f) = GgufFile::from_bytes(bytes) {
         let f = Arc::new(f);
