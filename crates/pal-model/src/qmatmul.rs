@@ -159,7 +159,7 @@ fn matmul_many_with(pairs: &mut [(&QMatrix, &mut [f32])], x: &[f32], pre: Option
         tasks.extend((0..n.div_ceil(chunk)).map(|c| (i, c * chunk, ((c + 1) * chunk).min(n))));
     }
     let mats: Vec<&QMatrix> = pairs.iter().map(|p| p.0).collect();
-    let dsts: Vec<SyncPtr> = pairs.iter_mut().map(|p| SyncPtr(p.1.as_mut_ptr())).collect();
+    let dsts: Vec<SyncPtr<f32>> = pairs.iter_mut().map(|p| SyncPtr(p.1.as_mut_ptr())).collect();
     tasks.into_par_iter().for_each(|(i, r0, r1)| {
         let w = mats[i];
         // SAFETY (all arms): this task alone writes columns r0..r1 of output i, whose length was
@@ -219,7 +219,7 @@ pub fn swiglu_product(
     let span =
         if m >= GEMM_MIN_ROWS { 64 } else { (2 * n / (threads * 8)).clamp(8, 256).div_ceil(2).next_multiple_of(32) };
     let (g, u) = (gate.packed.as_deref().expect("fused: packed"), up.packed.as_deref().expect("fused: packed"));
-    let (dst, udst, adst) = (SyncPtr(out.as_mut_ptr()), SyncPtr(up_out.as_mut_ptr()), SyncActs(acts.as_mut_ptr()));
+    let (dst, udst, adst) = (SyncPtr(out.as_mut_ptr()), SyncPtr(up_out.as_mut_ptr()), SyncPtr(acts.as_mut_ptr()));
     (0..n.div_ceil(span)).into_par_iter().for_each(|i| {
         let (c0, c1) = (i * span, ((i + 1) * span).min(n));
         // SAFETY: this task alone writes columns c0..c1 of `out` and `up_out` (m * n each, checked
@@ -301,25 +301,16 @@ impl QMatrix {
     }
 }
 
-struct SyncPtr(*mut f32);
-impl SyncPtr {
+/// An output pointer shared by parallel tasks that write disjoint elements.
+struct SyncPtr<T>(*mut T);
+impl<T> SyncPtr<T> {
     /// A method (not a field access) so that closures capture the whole `Sync` wrapper.
-    fn at(&self, i: usize) -> *mut f32 {
+    fn at(&self, i: usize) -> *mut T {
         self.0.wrapping_add(i)
     }
 }
-unsafe impl Sync for SyncPtr {}
-unsafe impl Send for SyncPtr {}
-
-/// [`SyncPtr`] for activation blocks.
-struct SyncActs(*mut ActBlock);
-impl SyncActs {
-    fn at(&self, i: usize) -> *mut ActBlock {
-        self.0.wrapping_add(i)
-    }
-}
-unsafe impl Sync for SyncActs {}
-unsafe impl Send for SyncActs {}
+unsafe impl<T> Sync for SyncPtr<T> {}
+unsafe impl<T> Send for SyncPtr<T> {}
 
 /// f32 dot product with 8 independent accumulators (vectorised by the compiler).
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {

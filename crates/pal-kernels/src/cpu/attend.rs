@@ -15,7 +15,7 @@
 //!   L1, spread over its keys (a whole tile ahead overflows L1 before its rows are used).
 
 use super::math::{Ahead, Isa};
-use pal_core::Element;
+use pal_core::{Element, PageTable, PagedKv};
 
 /// Where the K/V rows of one sequence live: `paged_len` tokens in pool pages, then optionally
 /// further tokens in a contiguous ragged buffer.
@@ -34,6 +34,27 @@ pub(crate) struct KvRows<'a, KV> {
 }
 
 impl<'a, KV: Element> KvRows<'a, KV> {
+    /// Sequence `b` of `table` in the pool `kv`, from `head_off` elements into each token (the
+    /// item's first KV head), then the ragged `tail` if any.
+    pub fn of_sequence(
+        kv: &PagedKv<'a, KV>,
+        table: &'a PageTable,
+        b: usize,
+        head_off: usize,
+        tail: Option<(&'a [KV], &'a [KV], usize)>,
+    ) -> Self {
+        KvRows {
+            k: kv.k,
+            v: kv.v,
+            pages: table.pages(b),
+            block_size: kv.layout.block_size,
+            token_stride: kv.layout.token_stride(),
+            head_off,
+            paged_len: table.seq_len(b),
+            tail,
+        }
+    }
+
     /// Element offsets of the rows of tokens `start..` (for the item's first head) into `offs`,
     /// stopping at `offs.len()` tokens or where the source changes from the pool to the ragged
     /// tail. Returns the K and V buffers the offsets index and the number of tokens.

@@ -66,7 +66,6 @@ pub fn paged_decode<Q: Element, KV: Element>(
     plan.check(a.page_table, &a.opts, hkv)?;
     let scale = a.opts.scale(d);
     let cap = a.opts.logit_soft_cap;
-    let layout = a.kv.layout;
     let splits = plan.head_splits();
     let span = hkv / splits;
     #[cfg(target_arch = "x86_64")]
@@ -76,16 +75,7 @@ pub fn paged_decode<Q: Element, KV: Element>(
     let run = |blk: &mut RowBlock, i: usize, o: &mut [f32], lse: &mut [f32]| {
         let (chunk, s) = (i / splits, i % splits);
         let (b, start, end) = plan.chunk(chunk);
-        let kv = KvRows {
-            k: a.kv.k,
-            v: a.kv.v,
-            pages: a.page_table.pages(b),
-            block_size: layout.block_size,
-            token_stride: layout.token_stride(),
-            head_off: s * span * d,
-            paged_len: a.page_table.seq_len(b),
-            tail: None,
-        };
+        let kv = KvRows::of_sequence(&a.kv, a.page_table, b, s * span * d, None);
         let q0 = (b * hq + s * span * g) * d;
         let q = &a.q[q0..q0 + span * g * d];
         let range = (start, end);

@@ -86,7 +86,6 @@ pub fn paged_prefill<Q: Element, KV: Element>(
     let sh = validate::prefill(a, out.len())?;
     plan.check(a.qo_indptr, a.page_table)?;
     let (hq, hkv, d, g) = (sh.heads.num_qo_heads, sh.heads.num_kv_heads, sh.heads.head_dim, sh.heads.group_size());
-    let layout = a.kv.layout;
     let tiles = plan.tiles();
     let max_rows = tiles.iter().map(|&(_, s, e)| (e - s) * g).max().unwrap_or(1);
     #[cfg(target_arch = "x86_64")]
@@ -102,16 +101,7 @@ pub fn paged_prefill<Q: Element, KV: Element>(
             let paged = a.page_table.seq_len(b);
             let total = if a.new_kv.is_some() { paged + n_new } else { paged };
             let t = Tile { q: a.q, q0, i0, i1, hist: total - n_new, total, h, hq, g };
-            let kv = KvRows {
-                k: a.kv.k,
-                v: a.kv.v,
-                pages: a.page_table.pages(b),
-                block_size: layout.block_size,
-                token_stride: layout.token_stride(),
-                head_off: h * d,
-                paged_len: paged,
-                tail: a.new_kv.as_ref().map(|n| (n.k, n.v, q0)),
-            };
+            let kv = KvRows::of_sequence(&a.kv, a.page_table, b, h * d, a.new_kv.as_ref().map(|n| (n.k, n.v, q0)));
             #[cfg(target_arch = "x86_64")]
             if let Some(isa) = avx2 {
                 // SAFETY: `isa` proves the CPU has AVX2, FMA and F16C.
