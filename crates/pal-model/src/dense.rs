@@ -1,6 +1,6 @@
 //! The slow twin of [`LlamaModel::forward`](crate::LlamaModel::forward): one sequence, all
 //! weights dequantized to f32, contiguous K/V, f64 attention and f64 RoPE computed here from the
-//! config. No paging, no quantized activations (the fast path rounds the inputs of Q4_0/Q4_1/Q8_0
+//! config. No paging, no quantized activations (the fast path rounds the inputs of packed
 //! matrices to 8-bit blocks), no shared code with the fast path beyond the dequantizer and the
 //! weights. Tests use it as the oracle.
 

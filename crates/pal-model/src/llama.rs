@@ -86,8 +86,8 @@ impl LlamaModel {
         self.attention
     }
 
-    /// Multiply every weight matrix with unrounded f32 activations: the Q4_0/Q4_1/Q8_0 integer
-    /// kernels (which round activations to 8-bit blocks, as llama.cpp does) give way to the
+    /// Multiply every weight matrix with unrounded f32 activations: the integer kernels of the
+    /// packed formats (which round activations to 8-bit blocks, as llama.cpp does) give way to the
     /// dequantize-and-dot path of the other formats, and their packed copies are freed. Several
     /// times slower; meant for accuracy checks, where it separates the model's wiring (exact to
     /// f32 rounding against [`crate::dense::DenseLlama`]) from activation rounding.

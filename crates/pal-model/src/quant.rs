@@ -4,9 +4,14 @@
 //! Block layouts (little-endian, `d`/`m` are f16 unless noted):
 //! - `Q4_0`: 32 elements = `d`, 16 bytes of nibbles; `x[j] = d * (lo(q[j]) - 8)`, `x[j+16] = d * (hi(q[j]) - 8)`.
 //! - `Q4_1`: 32 elements = `d`, `m`, 16 bytes of nibbles; `x = d * nibble + m` (same order as Q4_0).
+//! - `Q5_0`: 32 elements = `d`, 4 bytes of fifth bits (bit `j` for element `j`), 16 bytes of nibbles
+//!   (as Q4_0); `x = d * (q5 - 16)`.
+//! - `Q5_1`: 32 elements = `d`, `m`, fifth bits, nibbles; `x = d * q5 + m`.
 //! - `Q8_0`: 32 elements = `d`, 32 signed bytes; `x = d * q`.
 //! - `Q4_K`: 256 elements = `d`, `dmin`, 12 bytes of packed 6-bit (scale, min) pairs for 8 sub-blocks
 //!   of 32, 128 bytes of nibbles; `x = d * scale * nibble - dmin * min`.
+//! - `Q5_K`: 256 elements = Q4_K's `d`, `dmin` and scales, 32 bytes of fifth bits (bit `s` of byte
+//!   `l` for element `l` of sub-block `s`), 128 bytes of nibbles; `x = d * scale * q5 - dmin * min`.
 //! - `Q6_K`: 256 elements = 128 bytes of low nibbles, 64 bytes of high 2-bit pairs, 16 signed 8-bit
 //!   scales (one per 16 elements), `d`; `x = d * scale * (q6 - 32)`.
 
@@ -57,6 +62,18 @@ pub(crate) fn dequantize_unchecked(dtype: GgmlType, bytes: &[u8], out: &mut [f32
                     y[j + 16] = d * (q >> 4) as f32 + m;
                 }
             }
+            GgmlType::Q5_0 => {
+                let d = f16_at(blk, 0);
+                for (y, q) in y.iter_mut().zip(q5_values(&blk[2..22])) {
+                    *y = d * (q as i32 - 16) as f32;
+                }
+            }
+            GgmlType::Q5_1 => {
+                let (d, m) = (f16_at(blk, 0), f16_at(blk, 2));
+                for (y, q) in y.iter_mut().zip(q5_values(&blk[4..24])) {
+                    *y = d * q as f32 + m;
+                }
+            }
             GgmlType::Q8_0 => {
                 let d = f16_at(blk, 0);
                 for j in 0..32 {
@@ -64,13 +81,26 @@ pub(crate) fn dequantize_unchecked(dtype: GgmlType, bytes: &[u8], out: &mut [f32
                 }
             }
             GgmlType::Q4_K => dequant_q4k(blk, y),
+            GgmlType::Q5_K => dequant_q5k(blk, y),
             GgmlType::Q6_K => dequant_q6k(blk, y),
         }
     }
 }
 
-/// The 6-bit (scale, min) of sub-block `j` (0..8) of a Q4_K block.
-fn q4k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
+/// The 32 five-bit values of a Q5_0 / Q5_1 block from its fifth bits (4 bytes, little-endian) and
+/// nibbles (16 bytes): element `j < 16` is the low nibble of byte `j`, `j + 16` its high nibble.
+pub(crate) fn q5_values(b: &[u8]) -> [u8; 32] {
+    let qh = u32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let mut q = [0u8; 32];
+    for j in 0..16 {
+        q[j] = (b[4 + j] & 0xF) | (((qh >> j) & 1) << 4) as u8;
+        q[j + 16] = (b[4 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4) as u8;
+    }
+    q
+}
+
+/// The 6-bit (scale, min) of sub-block `j` (0..8) of a Q4_K or Q5_K block.
+pub(crate) fn q4k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
     if j < 4 {
         (s[j] & 63, s[j + 4] & 63)
     } else {
@@ -97,6 +127,28 @@ fn dequant_q4k(blk: &[u8], y: &mut [f32]) {
     }
 }
 
+fn dequant_q5k(blk: &[u8], y: &mut [f32]) {
+    let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
+    let scales = &blk[4..16];
+    let qh = &blk[16..48];
+    let qs = &blk[48..176];
+    // As Q4_K, plus a fifth bit per element: bit `s` of `qh[l]` for element `l` of sub-block `s`.
+    for pair in 0..4 {
+        let q = &qs[pair * 32..pair * 32 + 32];
+        let (s1, m1) = q4k_scale_min(2 * pair, scales);
+        let (s2, m2) = q4k_scale_min(2 * pair + 1, scales);
+        let (d1, m1) = (d * s1 as f32, dmin * m1 as f32);
+        let (d2, m2) = (d * s2 as f32, dmin * m2 as f32);
+        let out = &mut y[pair * 64..pair * 64 + 64];
+        for l in 0..32 {
+            let h1 = ((qh[l] >> (2 * pair)) & 1) << 4;
+            let h2 = ((qh[l] >> (2 * pair + 1)) & 1) << 4;
+            out[l] = d1 * ((q[l] & 0xF) | h1) as f32 - m1;
+            out[l + 32] = d2 * ((q[l] >> 4) | h2) as f32 - m2;
+        }
+    }
+}
+
 fn dequant_q6k(blk: &[u8], y: &mut [f32]) {
     let d = f16_at(blk, 208);
     for half in 0..2 {
@@ -118,8 +170,9 @@ fn dequant_q6k(blk: &[u8], y: &mut [f32]) {
     }
 }
 
-/// Encode `x` (a whole number of blocks) as `dtype` with round-to-nearest. Supports the plain and
-/// 32-element formats (F32, F16, BF16, Q4_0, Q4_1, Q8_0); K-quants return `None`.
+/// Encode `x` (a whole number of blocks) as `dtype` with round-to-nearest, as ggml's reference
+/// quantizers do. Supports the plain and 32-element formats (F32, F16, BF16, Q4_0, Q4_1, Q5_0,
+/// Q5_1, Q8_0); K-quants return `None`.
 pub fn quantize(dtype: GgmlType, x: &[f32]) -> Option<Vec<u8>> {
     let be = dtype.block_elems();
     if !x.len().is_multiple_of(be) {
@@ -157,8 +210,34 @@ pub fn quantize(dtype: GgmlType, x: &[f32]) -> Option<Vec<u8>> {
                 let q = |v: f32| (((v - min) * id + 0.5) as i32).clamp(0, 15) as u8;
                 out.extend((0..16).map(|j| q(b[j]) | (q(b[j + 16]) << 4)));
             }
-            GgmlType::Q4_K | GgmlType::Q6_K => return None,
+            GgmlType::Q5_0 => {
+                // As Q4_0 with 32 levels: the value of largest magnitude maps to -16.
+                let max = b.iter().fold(0f32, |a, &v| if v.abs() > a.abs() { v } else { a });
+                let d = max / -16.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                let q: Vec<u8> = b.iter().map(|&v| ((v * id + 16.5) as i32).clamp(0, 31) as u8).collect();
+                out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+                push_q5(&q, &mut out);
+            }
+            GgmlType::Q5_1 => {
+                let min = b.iter().copied().fold(f32::INFINITY, f32::min);
+                let max = b.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let d = (max - min) / 31.0;
+                let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+                let q: Vec<u8> = b.iter().map(|&v| (((v - min) * id + 0.5) as i32).clamp(0, 31) as u8).collect();
+                out.extend_from_slice(&f16::from_f32(d).to_le_bytes());
+                out.extend_from_slice(&f16::from_f32(min).to_le_bytes());
+                push_q5(&q, &mut out);
+            }
+            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => return None,
         }
     }
     Some(out)
+}
+
+/// Append the fifth bits and nibbles of 32 five-bit values (the inverse of [`q5_values`]).
+fn push_q5(q: &[u8], out: &mut Vec<u8>) {
+    let qh = q.iter().enumerate().fold(0u32, |h, (j, &v)| h | (((v >> 4) as u32 & 1) << j));
+    out.extend_from_slice(&qh.to_le_bytes());
+    out.extend((0..16).map(|j| (q[j] & 0xF) | ((q[j + 16] & 0xF) << 4)));
 }

@@ -1,14 +1,14 @@
 //! AVX2 kernels of the matrix products (x86-64 only, chosen at run time).
 //!
-//! - [`packed_group_avx2`]: a packed group of 8 Q4_0 / Q4_1 / Q8_0 rows (see [`crate::packed`])
-//!   times up to 4 activation rows of 8-bit blocks at a time: `maddubs` of a weight chunk with
+//! - [`packed_group_avx2`]: a packed group of 8 rows of a 4-, 5- or 8-bit format (see
+//!   [`crate::packed`]) times up to 16 activation rows of 8-bit blocks at a time: `maddubs` of a weight chunk with
 //!   broadcast activation bytes, i16 sums per block, one `madd` to i32, one scaled FMA per block
 //!   for all eight rows. Scales are converted with F16C in-line.
 //! - [`gemm_nt_avx2`]: an f32 register-blocked product for the formats without integer kernels
-//!   (F32, F16, BF16, K-quants), on dequantized weight tiles.
+//!   (F32, F16, BF16, Q6_K), on dequantized weight tiles.
 
 use crate::gguf::GgmlType;
-use crate::packed::{quant_bytes, scale_bytes, ActBlock, GROUP};
+use crate::packed::{group_bytes, quant_bytes, scale_bytes, ActBlock, GROUP};
 
 #[cfg(target_arch = "x86_64")]
 pub fn has_avx2() -> bool {
@@ -101,6 +101,20 @@ pub unsafe fn quantize_acts_avx2(x: &[f32], out: &mut [ActBlock]) {
     }
 }
 
+/// Calls `$kernel::<TM>` for a token tile of `$tm` rows (16, 8, 4, 3, 2 or 1).
+macro_rules! with_tile {
+    ($tm:expr, $kernel:ident $(::<$f:ident>)?, $($arg:expr),*) => {
+        match $tm {
+            16 => $kernel::<$($f,)? 16>($($arg),*),
+            8 => $kernel::<$($f,)? 8>($($arg),*),
+            4 => $kernel::<$($f,)? 4>($($arg),*),
+            3 => $kernel::<$($f,)? 3>($($arg),*),
+            2 => $kernel::<$($f,)? 2>($($arg),*),
+            _ => $kernel::<$($f,)? 1>($($arg),*),
+        }
+    };
+}
+
 /// One packed group (see [`crate::packed`]) times `m` activation rows: `out[t * ldc + r]` for
 /// `r < valid`. Token tiles of up to [`MAX_TILE`] share each unpacked weight chunk.
 ///
@@ -122,7 +136,7 @@ pub unsafe fn packed_group_avx2(
     valid: usize,
 ) {
     use std::arch::x86_64::*;
-    debug_assert!(acts.len() >= m * nb && group.len() >= nb * (quant_bytes(dtype) + scale_bytes(dtype)));
+    debug_assert!(acts.len() >= m * nb && group.len() >= group_bytes(dtype, nb));
     let (g, a) = (group.as_ptr(), acts.as_ptr());
     // Q8_0 tiles stop at 8 rows (see MAX_TILE).
     let max_tile = if dtype == GgmlType::Q8_0 { 8 } else { MAX_TILE };
@@ -131,24 +145,15 @@ pub unsafe fn packed_group_avx2(
         let tm = [16, 8, 4, 3, 2, 1].into_iter().find(|&n| n <= max_tile && n <= m - t0).unwrap_or(1);
         let at = a.add(t0 * nb);
         let mut acc = [_mm256_setzero_ps(); MAX_TILE];
-        match (dtype, tm) {
-            (GgmlType::Q8_0, 8) => q8_tile::<8>(g, nb, at, &mut acc),
-            (GgmlType::Q8_0, 4) => q8_tile::<4>(g, nb, at, &mut acc),
-            (GgmlType::Q8_0, 3) => q8_tile::<3>(g, nb, at, &mut acc),
-            (GgmlType::Q8_0, 2) => q8_tile::<2>(g, nb, at, &mut acc),
-            (GgmlType::Q8_0, _) => q8_tile::<1>(g, nb, at, &mut acc),
-            (GgmlType::Q4_1, 16) => q4_tile::<true, 16>(g, nb, at, &mut acc),
-            (GgmlType::Q4_1, 8) => q4_tile::<true, 8>(g, nb, at, &mut acc),
-            (GgmlType::Q4_1, 4) => q4_tile::<true, 4>(g, nb, at, &mut acc),
-            (GgmlType::Q4_1, 3) => q4_tile::<true, 3>(g, nb, at, &mut acc),
-            (GgmlType::Q4_1, 2) => q4_tile::<true, 2>(g, nb, at, &mut acc),
-            (GgmlType::Q4_1, _) => q4_tile::<true, 1>(g, nb, at, &mut acc),
-            (_, 16) => q4_tile::<false, 16>(g, nb, at, &mut acc),
-            (_, 8) => q4_tile::<false, 8>(g, nb, at, &mut acc),
-            (_, 4) => q4_tile::<false, 4>(g, nb, at, &mut acc),
-            (_, 3) => q4_tile::<false, 3>(g, nb, at, &mut acc),
-            (_, 2) => q4_tile::<false, 2>(g, nb, at, &mut acc),
-            (_, _) => q4_tile::<false, 1>(g, nb, at, &mut acc),
+        match dtype {
+            GgmlType::Q8_0 => with_tile!(tm, q8_tile, g, nb, at, &mut acc),
+            GgmlType::Q4_0 => with_tile!(tm, nib_tile::<Q4_0>, g, nb, at, &mut acc),
+            GgmlType::Q4_1 => with_tile!(tm, nib_tile::<Q4_1>, g, nb, at, &mut acc),
+            GgmlType::Q5_0 => with_tile!(tm, nib_tile::<Q5_0>, g, nb, at, &mut acc),
+            GgmlType::Q5_1 => with_tile!(tm, nib_tile::<Q5_1>, g, nb, at, &mut acc),
+            GgmlType::Q4_K => with_tile!(tm, nib_tile::<Q4_K>, g, nb, at, &mut acc),
+            GgmlType::Q5_K => with_tile!(tm, nib_tile::<Q5_K>, g, nb, at, &mut acc),
+            _ => unreachable!("{dtype} has no packed form"),
         }
         for (t, v) in acc.iter().enumerate().take(tm) {
             let dst = out.add((t0 + t) * ldc);
@@ -195,48 +200,101 @@ unsafe fn prefetch_stream(group: *const u8, b: usize, block_bytes: usize) {
 /// of one 16-byte load 80-81.
 const MAX_TILE: usize = 16;
 
-/// Q4_0 (`Q41 = false`, minimum `-8 d`) or Q4_1 group times `TM` activation rows.
+// The nibble formats of `nib_tile` (const generic: `u8` ids, not the enum).
+const Q4_0: u8 = 0;
+const Q4_1: u8 = 1;
+const Q5_0: u8 = 2;
+const Q5_1: u8 = 3;
+const Q4_K: u8 = 4;
+const Q5_K: u8 = 5;
+
+/// A group of a 4- or 5-bit format (`F`: Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K) times `TM`
+/// activation rows. Per block: `w = d * q + mn` with unsigned `q`, so the dot product is
+/// `d * x.d * sum(q * x.qs) + mn * x.s`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn q4_tile<const Q41: bool, const TM: usize>(
+unsafe fn nib_tile<const F: u8, const TM: usize>(
     g: *const u8,
     nb: usize,
     acts: *const ActBlock,
     acc: &mut [std::arch::x86_64::__m256; MAX_TILE],
 ) {
     use std::arch::x86_64::*;
+    let five = matches!(F, Q5_0 | Q5_1 | Q5_K);
+    let kq = matches!(F, Q4_K | Q5_K);
+    let (qb, sb) = (if five { 160 } else { 128 }, if matches!(F, Q4_1 | Q5_1) { 32 } else { 16 });
     let mask = _mm256_set1_epi8(0x0F);
+    let bit4 = _mm256_set1_epi8(0x10);
     let ones = _mm256_set1_epi16(1);
-    let scales = g.add(nb * 128);
-    let sb = if Q41 { 32 } else { 16 };
+    let scales = g.add(nb * qb);
+    let supers = scales.add(nb * sb);
+    let (mut dk, mut dmin_neg) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     for b in 0..nb {
-        let q = g.add(b * 128);
-        prefetch_stream(g, b, 128 + sb);
+        let q = g.add(b * qb);
+        prefetch_stream(g, b, qb + sb + if kq { 4 } else { 0 });
+        if kq && b % 8 == 0 {
+            let sp = supers.add(b / 8 * 32);
+            dk = _mm256_cvtph_ps(_mm_loadu_si128(sp as *const __m128i));
+            let dmin = _mm256_cvtph_ps(_mm_loadu_si128(sp.add(16) as *const __m128i));
+            dmin_neg = _mm256_xor_ps(dmin, _mm256_set1_ps(-0.0));
+        }
+        let hv = if five { _mm256_loadu_si256(q.add(128) as *const __m256i) } else { _mm256_setzero_si256() };
         let mut isum = [_mm256_setzero_si256(); TM];
+        let mut isum32 = [_mm256_setzero_si256(); TM];
         for c in 0..4 {
             let raw = _mm256_loadu_si256(q.add(32 * c) as *const __m256i);
-            let lo = _mm256_and_si256(raw, mask);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
+            let mut lo = _mm256_and_si256(raw, mask);
+            let mut hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
+            if five {
+                // Bit c (low-nibble elements) and bit 4 + c (high-nibble elements) of each byte
+                // to bit 4; 16-bit shifts of at most 4 bring no neighbour's bit to bit 4.
+                let (l, h) = match c {
+                    0 => (_mm256_slli_epi16(hv, 4), hv),
+                    1 => (_mm256_slli_epi16(hv, 3), _mm256_srli_epi16(hv, 1)),
+                    2 => (_mm256_slli_epi16(hv, 2), _mm256_srli_epi16(hv, 2)),
+                    _ => (_mm256_slli_epi16(hv, 1), _mm256_srli_epi16(hv, 3)),
+                };
+                lo = _mm256_or_si256(lo, _mm256_and_si256(l, bit4));
+                hi = _mm256_or_si256(hi, _mm256_and_si256(h, bit4));
+            }
             for (t, s) in isum.iter_mut().enumerate() {
                 let x = (*acts.add(t * nb + b)).qs.as_ptr();
                 let xlo = _mm256_set1_epi32((x.add(4 * c) as *const i32).read_unaligned());
                 let xhi = _mm256_set1_epi32((x.add(16 + 4 * c) as *const i32).read_unaligned());
-                // Each i16 lane sums 8 products of a nibble (<= 15) and an |x| <= 127: <= 30480.
+                // An i16 lane gains 4 products of a quant and an |x| <= 127 per chunk: 4-bit
+                // quants fit all four chunks (16 * 15 * 127 = 30480), 5-bit ones two (8 * 31 *
+                // 127 = 31496), then go to i32.
                 let p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi));
                 *s = _mm256_add_epi16(*s, p);
             }
+            if five && c % 2 == 1 {
+                for (s, s32) in isum.iter_mut().zip(isum32.iter_mut()) {
+                    *s32 = _mm256_add_epi32(*s32, _mm256_madd_epi16(*s, ones));
+                    *s = _mm256_setzero_si256();
+                }
+            }
         }
         let sp = scales.add(b * sb);
-        let d = _mm256_cvtph_ps(_mm_loadu_si128(sp as *const __m128i));
-        let mn = if Q41 {
-            _mm256_cvtph_ps(_mm_loadu_si128(sp.add(16) as *const __m128i))
-        } else {
-            _mm256_mul_ps(d, _mm256_set1_ps(-8.0))
+        let (d, mn) = match F {
+            Q4_1 | Q5_1 => (
+                _mm256_cvtph_ps(_mm_loadu_si128(sp as *const __m128i)),
+                _mm256_cvtph_ps(_mm_loadu_si128(sp.add(16) as *const __m128i)),
+            ),
+            Q4_0 | Q5_0 => {
+                let d = _mm256_cvtph_ps(_mm_loadu_si128(sp as *const __m128i));
+                (d, _mm256_mul_ps(d, _mm256_set1_ps(if F == Q4_0 { -8.0 } else { -16.0 })))
+            }
+            _ => {
+                // The eight rows' 6-bit scales, then minimums, one byte each.
+                let sc = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(sp as *const __m128i)));
+                let m = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(sp.add(8) as *const __m128i)));
+                (_mm256_mul_ps(dk, sc), _mm256_mul_ps(dmin_neg, m))
+            }
         };
-        for (t, s) in isum.iter().enumerate() {
+        for t in 0..TM {
             let x = &*acts.add(t * nb + b);
-            let s32 = _mm256_madd_epi16(*s, ones);
+            let s32 = if five { isum32[t] } else { _mm256_madd_epi16(isum[t], ones) };
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_mul_ps(d, _mm256_set1_ps(x.d)), acc[t]);
             acc[t] = _mm256_fmadd_ps(mn, _mm256_set1_ps(x.s), acc[t]);
         }

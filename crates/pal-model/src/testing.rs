@@ -95,7 +95,18 @@ impl Lcg {
     }
 }
 
-/// Random but well-formed Q4_K / Q6_K blocks with magnitudes around `scale`.
+/// `rows x cols` random weights of about `scale` encoded as `dtype`: round-to-nearest for the
+/// plain and 32-element formats, random but well-formed blocks for the K-quants (which have no
+/// encoder here). `cols` must be whole blocks.
+pub fn random_weights(dtype: GgmlType, rows: usize, cols: usize, scale: f32, seed: u64) -> Vec<u8> {
+    let mut rng = Lcg(seed ^ 0x5851_F42D_4C95_7F2D);
+    match dtype {
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => k_quant_blocks(&mut rng, dtype, rows * cols / 256, scale),
+        _ => quantize(dtype, &rng.vec(rows * cols, scale)).expect("32-element or plain format"),
+    }
+}
+
+/// Random but well-formed Q4_K / Q5_K / Q6_K blocks with magnitudes around `scale`.
 fn k_quant_blocks(rng: &mut Lcg, dtype: GgmlType, blocks: usize, scale: f32) -> Vec<u8> {
     use half::f16;
     let mut byte = || ((rng.next() + 1.0) * 127.99) as u8;
@@ -106,6 +117,11 @@ fn k_quant_blocks(rng: &mut Lcg, dtype: GgmlType, blocks: usize, scale: f32) -> 
             out.extend_from_slice(&f16::from_f32(2.0 * scale / (63.0 * 15.0)).to_le_bytes());
             out.extend_from_slice(&f16::from_f32(scale / 63.0).to_le_bytes());
             out.extend((0..140).map(|_| byte()));
+        } else if dtype == GgmlType::Q5_K {
+            // As Q4_K with 5-bit q: d * 63 * 31 ~ 2 scale.
+            out.extend_from_slice(&f16::from_f32(2.0 * scale / (63.0 * 31.0)).to_le_bytes());
+            out.extend_from_slice(&f16::from_f32(scale / 63.0).to_le_bytes());
+            out.extend((0..172).map(|_| byte()));
         } else {
             // x = d * sc * (q - 32) with signed 8-bit sc and 6-bit q: d * 127 * 32 ~ scale.
             out.extend((0..192).map(|_| byte()));
@@ -170,7 +186,9 @@ pub fn tiny_model(spec: &TinySpec, seed: u64) -> Vec<u8> {
     let mut mat = |w: &mut GgufWriter, name: &str, cols: usize, rows: usize, dtype: GgmlType, scale: f32| {
         let bytes = match dtype {
             // No K-quant encoder here: random blocks whose scales give values of about `scale`.
-            GgmlType::Q4_K | GgmlType::Q6_K => k_quant_blocks(&mut rng, dtype, rows * cols / 256, scale),
+            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
+                k_quant_blocks(&mut rng, dtype, rows * cols / 256, scale)
+            }
             _ => quantize(dtype, &rng.vec(rows * cols, scale)).expect("32-element or plain format"),
         };
         w.tensor(name, &[cols, rows], dtype, bytes).expect("sizes match");

@@ -180,9 +180,12 @@ fn qwen2_biases_and_half_split_rope() {
 fn quantized_weights_are_wired_exactly() {
     // With unrounded f32 activations a Q8_0/Q4_x model is the oracle's to f32 rounding: this is
     // where a wrong matrix, row, group or nibble order would show.
-    for w in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+    for w in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1] {
         let spec = TinySpec { weights: w, ..TinySpec::default() };
         check_with(spec, false, 16, Tolerance::tight(1e-4), Dispatch::Auto, true);
+    }
+    for w in [GgmlType::Q4_K, GgmlType::Q5_K] {
+        check_with(k_quant_spec(w), false, 8, Tolerance::tight(1e-4), Dispatch::Auto, true);
     }
 }
 
@@ -196,22 +199,23 @@ fn quantized_weights_match_within_activation_rounding() {
     // flips, hence the wide bound). Wiring errors are O(100%) and are caught to 1e-4 above; the
     // kernels themselves are checked to the bit and to 1e-5 in tests/quant.rs.
     let tol = Tolerance { max_rel: 0.12, rms_rel: 0.04 };
-    for w in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+    for w in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1] {
         check_with(TinySpec { weights: w, ..TinySpec::default() }, true, 16, tol, Dispatch::Auto, false);
+    }
+    for w in [GgmlType::Q4_K, GgmlType::Q5_K] {
+        check_with(k_quant_spec(w), true, 8, tol, Dispatch::Auto, false);
     }
 }
 
+/// A tiny model whose rows are whole K-quant super-blocks (256).
+fn k_quant_spec(weights: GgmlType) -> TinySpec {
+    TinySpec { weights, hidden: 256, heads: 4, kv_heads: 2, ffn: 256, ..TinySpec::default() }
+}
+
 #[test]
-fn k_quant_weights_take_the_generic_paths() {
-    // Q4_K / Q6_K have no integer dot product: f32 dot products below 4 rows, SGEMM tiles above.
-    for w in [GgmlType::Q4_K, GgmlType::Q6_K] {
-        check(
-            TinySpec { weights: w, hidden: 256, heads: 4, kv_heads: 2, ffn: 256, ..TinySpec::default() },
-            false,
-            8,
-            1e-4,
-        );
-    }
+fn q6_k_weights_take_the_generic_paths() {
+    // Q6_K has no integer dot product: f32 dot products below 4 rows, SGEMM tiles above.
+    check(k_quant_spec(GgmlType::Q6_K), false, 8, 1e-4);
 }
 
 #[test]

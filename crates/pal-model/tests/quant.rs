@@ -38,20 +38,27 @@ fn dequantize_matches_gguf_python_for_every_format() {
 fn quantize_round_trip_error_is_bounded_by_the_step() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
     let x: Vec<f32> = (0..32 * 40).map(|_| rng.gen_range(-3.0..3.0)).collect();
-    for (t, steps) in [(GgmlType::Q8_0, 127.0), (GgmlType::Q4_0, 8.0), (GgmlType::Q4_1, 15.0)] {
+    for (t, steps) in [
+        (GgmlType::Q8_0, 127.0),
+        (GgmlType::Q4_0, 8.0),
+        (GgmlType::Q4_1, 15.0),
+        (GgmlType::Q5_0, 16.0),
+        (GgmlType::Q5_1, 31.0),
+    ] {
         let bytes = quantize(t, &x).unwrap();
         let mut y = vec![0f32; x.len()];
         dequantize(t, &bytes, &mut y).unwrap();
         for (b, (xb, yb)) in x.chunks(32).zip(y.chunks(32)).enumerate() {
             let amax = xb.iter().fold(0f32, |a, v| a.max(v.abs()));
-            let range = if t == GgmlType::Q4_1 {
+            let range = if matches!(t, GgmlType::Q4_1 | GgmlType::Q5_1) {
                 xb.iter().cloned().fold(f32::MIN, f32::max) - xb.iter().cloned().fold(f32::MAX, f32::min)
             } else {
                 amax
             };
             let step = range / steps;
-            // Q4_0 maps [-8d, 7d]: the side opposite the largest magnitude can clip by one step.
-            let bound = if t == GgmlType::Q4_0 { 1.01 } else { 0.51 } * step;
+            // Q4_0 / Q5_0 map [-8d, 7d] / [-16d, 15d]: the side opposite the largest magnitude can
+            // clip by one step.
+            let bound = if matches!(t, GgmlType::Q4_0 | GgmlType::Q5_0) { 1.01 } else { 0.51 } * step;
             for (a, b2) in xb.iter().zip(yb) {
                 assert!((a - b2).abs() <= bound + 2e-3 * amax, "{t} block {b}: {a} -> {b2} (step {step})");
             }
@@ -71,10 +78,14 @@ fn packed_kernel_matches_its_portable_twin_and_the_exact_product() {
     use pal_model::QMatrix;
     use std::sync::Arc;
     let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
-    for t in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
-        for (rows, k) in [(1usize, 32usize), (7, 64), (9, 576), (24, 1536), (13, 96)] {
-            let w: Vec<f32> = (0..rows * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
-            let wb = quantize(t, &w).unwrap();
+    for t in GgmlType::ALL.into_iter().filter(|&t| PackedMatrix::supports(t)) {
+        let shapes: &[(usize, usize)] = if t.block_elems() == 256 {
+            &[(1, 256), (7, 512), (9, 1536), (24, 256), (13, 768)]
+        } else {
+            &[(1, 32), (7, 64), (9, 576), (24, 1536), (13, 96)]
+        };
+        for &(rows, k) in shapes {
+            let wb = pal_model::testing::random_weights(t, rows, k, 1.0, rng.gen());
             let mut wd = vec![0f32; rows * k];
             dequantize(t, &wb, &mut wd).unwrap();
             let packed = PackedMatrix::pack(t, &wb, rows, k).unwrap();
@@ -179,10 +190,14 @@ fn pack_rejects_bad_arguments() {
     assert_eq!(err(PackedMatrix::pack(GgmlType::Q4_1, &bytes, 4, 64)), "bytes");
     assert_eq!(err(PackedMatrix::pack(GgmlType::Q4_1, &bytes, 3, 48)), "cols");
     assert_eq!(err(PackedMatrix::pack(GgmlType::Q6_K, &bytes, 3, 64)), "dtype");
+    // K-quants: columns in whole super-blocks of 256.
+    assert_eq!(err(PackedMatrix::pack(GgmlType::Q4_K, &vec![0u8; 2 * 144], 4, 128)), "cols");
+    assert!(PackedMatrix::pack(GgmlType::Q5_K, &vec![0u8; 2 * 176], 2, 256).is_ok());
+    assert_eq!(err(PackedMatrix::pack(GgmlType::Q5_K, &vec![0u8; 2 * 176], 1, 256)), "bytes");
 }
 
-/// `QMatrix::matmul` (packed integer kernels for Q8_0/Q4_0/Q4_1; f32 dots below 4 rows and
-/// dequantize + SGEMM from 4 on for the others) against an f64 product of the dequantized weights
+/// `QMatrix::matmul` (packed integer kernels where the format has them; f32 dots below 4 rows
+/// and dequantize + SGEMM from 4 on for the others), for every format, against an f64 product of the dequantized weights
 /// and the unrounded activations, at awkward sizes, outputs poisoned first. The integer formats
 /// round activations to 8 bits per block: their bound adds half a step of each block's largest
 /// activation per weight.
@@ -193,11 +208,15 @@ fn matmul_paths_match_the_dequantized_product() {
     use pal_model::QMatrix;
     use std::sync::Arc;
     let mut rng = rand::rngs::StdRng::seed_from_u64(rand::random());
-    for t in [GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
-        for (rows, k) in [(1usize, 32usize), (7, 64), (100, 96), (131, 576)] {
-            let w: Vec<f32> = (0..rows * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    for t in GgmlType::ALL {
+        let shapes: &[(usize, usize)] = if t.block_elems() == 256 {
+            &[(1, 256), (7, 512), (100, 256), (131, 768)]
+        } else {
+            &[(1, 32), (7, 64), (100, 96), (131, 576)]
+        };
+        for &(rows, k) in shapes {
             let mut wr = GgufWriter::new();
-            wr.tensor("w", &[k, rows], t, quantize(t, &w).unwrap()).unwrap();
+            wr.tensor("w", &[k, rows], t, pal_model::testing::random_weights(t, rows, k, 1.0, rng.gen())).unwrap();
             let f = Arc::new(GgufFile::from_bytes(wr.to_bytes()).unwrap());
             let m = QMatrix::new(f.clone(), f.tensor("w").unwrap().clone()).unwrap();
             let mut wd = vec![0f32; rows * k];
