@@ -1,5 +1,5 @@
-//! Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K weights repacked for integer matrix products
-//! with 8-bit activations.
+//! Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K weights repacked for integer matrix
+//! products with 8-bit activations.
 //!
 //! A GGUF row stores its blocks one after another, so a dot product has to scale and reduce every
 //! block of every row on its own. [`PackedMatrix`] interleaves [`GROUP`] = 8 rows instead: for
@@ -13,24 +13,31 @@
 //! Every format becomes blocks of 32 with a scale `d` and an offset `mn` per row and block:
 //! `w = d * q + mn` with unsigned `q`. K-quant super-blocks of 256 are cut into their 8
 //! sub-blocks, each with its 6-bit scale and minimum (`d = d_sb * sc`, `mn = -dmin_sb * m`, exact
-//! in f32).
+//! in f32). Q6_K keeps its integer scales, one per half of 16 (`w = d_sb * sc * (q - 32)`), which
+//! its kernel multiplies in the integer domain.
 //!
 //! Layout of one group (`nb` blocks of 32 per row; rows past the end of the matrix are zeros):
-//! - quants, `nb` x `QB` bytes. 4- and 5-bit: chunk `c` (0..4) lane `r` = bytes `4c..4c+4` of the
-//!   block's 16 nibble bytes, which hold elements `4c..4c+4` in their low nibbles and
-//!   `16+4c..16+4c+4` in their high nibbles (Q4_0's order; K-quants are reordered to it). 5-bit
-//!   formats then add 32 bytes of fifth bits: lane `r` byte `k` holds in bit `c` the fifth bit of
-//!   element `4c+k` and in bit `4+c` that of element `16+4c+k`, so one shift and mask per chunk
-//!   moves them to bit 4 of the nibbles they extend. Q8_0: chunk `c` (0..8) lane `r` = elements
-//!   `4c..4c+4`.
-//! - scales, `nb` x `SB` bytes: the eight rows' f16 `d`, then (Q4_1, Q5_1) their eight f16 `m`;
-//!   K-quants: the eight rows' 6-bit scales as bytes, then their 6-bit minimums.
-//! - K-quants only: `nb / 8` x 32 bytes, the eight rows' f16 `d` and f16 `dmin` per super-block.
+//! - quants, `nb` x `QB` bytes. Below 8 bits: chunk `c` (0..4) lane `r` = 4 bytes holding the
+//!   low 4 bits of elements `4c..4c+4` in their low nibbles and of `16+4c..16+4c+4` in their
+//!   high nibbles (Q4_0's order; the other formats are reordered to it). Then the bits above:
+//!   - 5-bit: 32 bytes; lane `r` byte `k` holds in bit `c` the fifth bit of element `4c+k` and in
+//!     bit `4+c` that of element `16+4c+k`, so one shift and mask per chunk moves them to bit 4
+//!     of the nibbles they extend;
+//!   - 6-bit: two planes of 32 bytes, plane `p` for chunks `2p` and `2p+1`; lane `r` byte `k`
+//!     holds the two high bits of element `4c+k` at bits 0-1 (first chunk) / 4-5 (second), and
+//!     those of element `16+4c+k` at bits 2-3 / 6-7.
 //!
-//! The packed matrix is as large as the file's (K-quants: 4 bytes more per row and super-block,
-//! 148 against 144 for Q4_K). Activations are rounded per block of 32 to 8 bits ([`ActBlock`]), as
-//! llama.cpp does for the 32-element formats, so products match its numerics; the relative error
-//! per block is at most 1/254 of the block's largest activation.
+//!   Q8_0: chunk `c` (0..8) lane `r` = elements `4c..4c+4`.
+//! - scales, `nb` x `SB` bytes: the eight rows' f16 `d`, then (Q4_1, Q5_1) their eight f16 `m`;
+//!   Q4_K / Q5_K: the eight rows' 6-bit scales as bytes, then their 6-bit minimums; Q6_K: the
+//!   eight rows' signed scales of the first half, then of the second.
+//! - K-quants only: `nb / 8` super-blocks of the eight rows' f16 `d` and (Q4_K, Q5_K) f16 `dmin`.
+//!
+//! The packed matrix is as large as the file's (Q4_K and Q5_K: 4 bytes more per row and
+//! super-block, 148 against 144 for Q4_K). Activations are rounded per block of 32 to 8 bits
+//! ([`ActBlock`]), as llama.cpp does for the 32-element formats (its K-quant kernels round per
+//! 256), so products match its numerics; the relative error per block is at most 1/254 of the
+//! block's largest activation.
 
 use crate::gguf::GgmlType;
 use crate::quant::f16_at;
@@ -40,13 +47,15 @@ use crate::{ModelError, Result};
 pub const GROUP: usize = 8;
 
 /// 32 activations rounded to 8 bits: `x[i] ~= d * qs[i]`, and `s = d * sum(qs)` (the term that
-/// Q4_0's offset and Q4_1's minimum multiply).
+/// the offsets of Q4_0 / Q5_0 and the minimums of the others multiply). `half_sums` are the
+/// integer sums of `qs[..16]` and `qs[16..]` (Q6_K's per-16 scales multiply its offset by them).
 #[derive(Clone, Copy, Debug, Default)]
 #[repr(C, align(8))]
 pub struct ActBlock {
     pub d: f32,
     pub s: f32,
     pub qs: [i8; 32],
+    pub half_sums: [i16; 2],
 }
 
 /// Round rows of activations (`x.len()` a multiple of 32) to [`ActBlock`]s into `out`.
@@ -75,16 +84,17 @@ pub fn quantize_acts_portable(x: &[f32], out: &mut [ActBlock]) {
         let amax = b.iter().fold(0f32, |a, v| a.max(v.abs()));
         let d = amax / 127.0;
         let id = if d > 0.0 { 1.0 / d } else { 0.0 };
-        let mut sum = 0i32;
-        for (q, &v) in a.qs.iter_mut().zip(b) {
+        let mut sums = [0i32; 2];
+        for (i, (q, &v)) in a.qs.iter_mut().zip(b).enumerate() {
             // Round half to even by the 1.5 * 2^23 trick (|v * id| <= 127), as `roundps` does.
             const MAGIC: f32 = 12_582_912.0;
             let r = (v * id + MAGIC) - MAGIC;
             *q = r as i8;
-            sum += r as i32;
+            sums[i / 16] += r as i32;
         }
         a.d = d;
-        a.s = d * sum as f32;
+        a.s = d * (sums[0] + sums[1]) as f32;
+        a.half_sums = sums.map(|s| s as i16);
     }
 }
 
@@ -103,11 +113,13 @@ impl std::fmt::Debug for PackedMatrix {
     }
 }
 
-/// Quant bytes per block of 32 per group.
+/// Quant bytes per block of 32 per group: 4-bit quants 128, plus 32 of fifth bits or 64 of
+/// sixth-and-fifth bits; Q8_0 256.
 pub(crate) const fn quant_bytes(dtype: GgmlType) -> usize {
     match dtype {
         GgmlType::Q8_0 => 256,
         GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q5_K => 160,
+        GgmlType::Q6_K => 192,
         _ => 128,
     }
 }
@@ -120,71 +132,71 @@ pub(crate) const fn scale_bytes(dtype: GgmlType) -> usize {
     }
 }
 
-/// Whether `dtype` is a K-quant (super-blocks of 256 with per-sub-block 6-bit scales).
-pub(crate) const fn is_k_quant(dtype: GgmlType) -> bool {
-    matches!(dtype, GgmlType::Q4_K | GgmlType::Q5_K)
+/// Bytes per super-block of 256 per group after the scales (K-quants' f16 `d`, and `dmin`).
+pub(crate) const fn super_bytes(dtype: GgmlType) -> usize {
+    match dtype {
+        GgmlType::Q4_K | GgmlType::Q5_K => 32,
+        GgmlType::Q6_K => 16,
+        _ => 0,
+    }
 }
 
 /// Bytes of one packed group of `nb` blocks of 32.
 pub(crate) const fn group_bytes(dtype: GgmlType, nb: usize) -> usize {
-    nb * (quant_bytes(dtype) + scale_bytes(dtype)) + if is_k_quant(dtype) { nb / 8 * 32 } else { 0 }
+    nb * (quant_bytes(dtype) + scale_bytes(dtype)) + nb / 8 * super_bytes(dtype)
 }
 
-/// One block of 32 of one row in the common form: `w[j] = d * q[j] + mn`, `q` unsigned (4 or 5
-/// bits; Q8_0 keeps its signed bytes in `q8`). K-quants carry their raw 6-bit scale and minimum
-/// (`sc`, `m`) and their super-block's `d`, `dmin` as f16 bits.
+/// One block of 32 of one row, unpacked from its file format.
 struct RowBlock {
-    /// Nibble bytes in Q4_0's order: low nibble element `j`, high nibble element `j + 16`.
-    nibbles: [u8; 16],
-    /// Fifth bit of element `j` at bit `j`.
-    high: u32,
-    q8: [u8; 32],
-    /// f16 bits of `d` and of `m` (Q4_1, Q5_1) as the file stores them.
+    /// The quants: unsigned 4-, 5- or 6-bit values, or Q8_0's signed bytes.
+    q: [u8; 32],
+    /// f16 bits of `d`, and of `m` (Q4_1, Q5_1) or `dmin` (Q4_K, Q5_K), as the file stores them;
+    /// for K-quants those of the super-block.
     d: [u8; 2],
     m: [u8; 2],
+    /// K-quants: the sub-block's 6-bit scale and minimum (Q4_K, Q5_K), or the signed scales of
+    /// its two halves of 16 (Q6_K).
     sc: u8,
     min: u8,
 }
 
 /// Block `b` (of 32) of a GGUF row of `dtype`.
 fn row_block(dtype: GgmlType, row: &[u8], b: usize) -> RowBlock {
-    let mut out = RowBlock { nibbles: [0; 16], high: 0, q8: [0; 32], d: [0; 2], m: [0; 2], sc: 0, min: 0 };
-    let at = |o: usize| [row[o], row[o + 1]];
+    let mut out = RowBlock { q: [0; 32], d: [0; 2], m: [0; 2], sc: 0, min: 0 };
+    let (bb, be) = (dtype.block_bytes(), dtype.block_elems());
+    let blk = &row[b * 32 / be * bb..][..bb];
+    let nibbles = |q: &mut [u8; 32], bytes: &[u8]| {
+        for j in 0..16 {
+            (q[j], q[j + 16]) = (bytes[j] & 0xF, bytes[j] >> 4);
+        }
+    };
     match dtype {
-        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => {
-            let blk = &row[b * dtype.block_bytes()..(b + 1) * dtype.block_bytes()];
-            out.d = [blk[0], blk[1]];
-            let with_m = matches!(dtype, GgmlType::Q4_1 | GgmlType::Q5_1);
-            if with_m {
-                out.m = [blk[2], blk[3]];
-            }
-            let mut q = &blk[if with_m { 4 } else { 2 }..];
-            if matches!(dtype, GgmlType::Q5_0 | GgmlType::Q5_1) {
-                out.high = u32::from_le_bytes([q[0], q[1], q[2], q[3]]);
-                q = &q[4..];
-            }
-            if dtype == GgmlType::Q8_0 {
-                out.q8.copy_from_slice(&q[..32]);
-            } else {
-                out.nibbles.copy_from_slice(&q[..16]);
+        GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q5_0 => out.d = [blk[0], blk[1]],
+        GgmlType::Q6_K => out.d = [blk[208], blk[209]],
+        _ => (out.d, out.m) = ([blk[0], blk[1]], [blk[2], blk[3]]),
+    }
+    let s = b % 8; // sub-block of a K-quant super-block
+    match dtype {
+        GgmlType::Q4_0 | GgmlType::Q4_1 => nibbles(&mut out.q, &blk[bb - 16..]),
+        GgmlType::Q5_0 | GgmlType::Q5_1 => out.q = crate::quant::q5_values(&blk[bb - 20..]),
+        GgmlType::Q8_0 => out.q.copy_from_slice(&blk[2..34]),
+        GgmlType::Q4_K | GgmlType::Q5_K => {
+            // Sub-block `s`: nibbles of bytes `32 * (s / 2)..` of the quants, low for even `s`,
+            // high for odd; Q5_K's fifth bits are bit `s` of `qh[l]`.
+            (out.sc, out.min) = crate::quant::q4k_scale_min(s, &blk[4..16]);
+            let five = dtype == GgmlType::Q5_K;
+            let qs = if five { &blk[48..176] } else { &blk[16..144] };
+            for (l, q) in out.q.iter_mut().enumerate() {
+                *q = (qs[32 * (s / 2) + l] >> (4 * (s % 2))) & 0xF;
+                if five {
+                    *q |= ((blk[16 + l] >> s) & 1) << 4;
+                }
             }
         }
         _ => {
-            // K-quant sub-block `s` of super-block `sb`: nibbles of bytes `32 * (s / 2)..` of the
-            // quants, low for even `s`, high for odd; Q5_K's fifth bits are bit `s` of `qh[l]`.
-            let (sb, s) = (b / 8, b % 8);
-            let blk = &row[sb * dtype.block_bytes()..(sb + 1) * dtype.block_bytes()];
-            out.d = at(sb * dtype.block_bytes());
-            out.m = at(sb * dtype.block_bytes() + 2);
-            (out.sc, out.min) = crate::quant::q4k_scale_min(s, &blk[4..16]);
-            let qs = if dtype == GgmlType::Q5_K { &blk[48..176] } else { &blk[16..144] };
-            let nib = |l: usize| (qs[32 * (s / 2) + l] >> (4 * (s % 2))) & 0xF;
-            for j in 0..16 {
-                out.nibbles[j] = nib(j) | (nib(j + 16) << 4);
-            }
-            if dtype == GgmlType::Q5_K {
-                out.high = (0..32).fold(0u32, |h, l| h | ((((blk[16 + l] >> s) & 1) as u32) << l));
-            }
+            let q6 = crate::quant::q6k_values(blk);
+            out.q.copy_from_slice(&q6[32 * s..32 * s + 32]);
+            (out.sc, out.min) = (blk[192 + 2 * s], blk[193 + 2 * s]);
         }
     }
     out
@@ -202,6 +214,7 @@ impl PackedMatrix {
                 | GgmlType::Q8_0
                 | GgmlType::Q4_K
                 | GgmlType::Q5_K
+                | GgmlType::Q6_K
         )
     }
 
@@ -233,28 +246,38 @@ impl PackedMatrix {
                     let blk = row_block(dtype, row, b);
                     let q = &mut quants[b * qb..(b + 1) * qb];
                     let s = &mut scales[b * sb..(b + 1) * sb];
+                    let (lane, v) = (r * 4, &blk.q);
                     if dtype == GgmlType::Q8_0 {
                         for c in 0..8 {
-                            q[c * 32 + r * 4..][..4].copy_from_slice(&blk.q8[4 * c..4 * c + 4]);
+                            q[c * 32 + lane..][..4].copy_from_slice(&v[4 * c..4 * c + 4]);
                         }
                     } else {
                         for c in 0..4 {
-                            q[c * 32 + r * 4..][..4].copy_from_slice(&blk.nibbles[4 * c..4 * c + 4]);
+                            for k in 0..4 {
+                                q[c * 32 + lane + k] = (v[4 * c + k] & 0xF) | (v[16 + 4 * c + k] & 0xF) << 4;
+                            }
                         }
                     }
-                    if qb == 160 {
-                        for k in 0..4 {
-                            let bit = |j: usize| ((blk.high >> j) & 1) as u8;
-                            q[128 + r * 4 + k] =
-                                (0..4).fold(0, |h, c| h | bit(4 * c + k) << c | bit(16 + 4 * c + k) << (4 + c));
+                    for k in 0..4 {
+                        // Bits above the nibbles of elements 4c+k and 16+4c+k, as the layout says.
+                        let (lo, hi) = (|c: usize| v[4 * c + k] >> 4, |c: usize| v[16 + 4 * c + k] >> 4);
+                        if qb == 160 {
+                            q[128 + lane + k] = (0..4).fold(0, |h, c| h | (lo(c) & 1) << c | (hi(c) & 1) << (4 + c));
+                        } else if qb == 192 {
+                            for plane in 0..2 {
+                                let (c0, c1) = (2 * plane, 2 * plane + 1);
+                                q[128 + 32 * plane + lane + k] = lo(c0) | hi(c0) << 2 | lo(c1) << 4 | hi(c1) << 6;
+                            }
                         }
                     }
-                    if is_k_quant(dtype) {
+                    if super_bytes(dtype) > 0 {
                         (s[r], s[8 + r]) = (blk.sc, blk.min);
                         if b % 8 == 0 {
-                            let sp = &mut supers[b / 8 * 32..];
+                            let sp = &mut supers[b / 8 * super_bytes(dtype)..];
                             sp[2 * r..2 * r + 2].copy_from_slice(&blk.d);
-                            sp[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&blk.m);
+                            if dtype != GgmlType::Q6_K {
+                                sp[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&blk.m);
+                            }
                         }
                     } else {
                         s[2 * r..2 * r + 2].copy_from_slice(&blk.d);
@@ -330,30 +353,43 @@ impl PackedMatrix {
         for (b, a) in acts.iter().enumerate().take(nb) {
             let q = &quants[b * qb..(b + 1) * qb];
             let s = &scales[b * sb..(b + 1) * sb];
+            let sp = &supers[b / 8 * super_bytes(self.dtype)..];
             for (r, o) in out.iter_mut().enumerate() {
-                let mut isum = 0i32;
+                // The row's quants of the block, from the layout above.
+                let mut v = [0i32; 32];
                 if self.dtype == GgmlType::Q8_0 {
-                    for c in 0..8 {
-                        for i in 0..4 {
-                            isum += (q[c * 32 + r * 4 + i] as i8 as i32) * a.qs[4 * c + i] as i32;
-                        }
+                    for (j, x) in v.iter_mut().enumerate() {
+                        *x = q[j / 4 * 32 + r * 4 + j % 4] as i8 as i32;
                     }
                 } else {
                     for c in 0..4 {
-                        for i in 0..4 {
-                            let w = q[c * 32 + r * 4 + i];
+                        for k in 0..4 {
+                            let w = q[c * 32 + r * 4 + k];
                             let (mut lo, mut hi) = ((w & 0xF) as i32, (w >> 4) as i32);
                             if qb == 160 {
-                                let h = q[128 + r * 4 + i];
+                                let h = q[128 + r * 4 + k];
                                 lo |= (((h >> c) & 1) as i32) << 4;
                                 hi |= (((h >> (4 + c)) & 1) as i32) << 4;
+                            } else if qb == 192 {
+                                let h = q[128 + 32 * (c / 2) + r * 4 + k] >> (4 * (c % 2));
+                                lo |= ((h & 3) as i32) << 4;
+                                hi |= (((h >> 2) & 3) as i32) << 4;
                             }
-                            isum += lo * a.qs[4 * c + i] as i32 + hi * a.qs[16 + 4 * c + i] as i32;
+                            (v[4 * c + k], v[16 + 4 * c + k]) = (lo, hi);
                         }
                     }
                 }
-                let (d, mn) = if is_k_quant(self.dtype) {
-                    let sp = &supers[b / 8 * 32..];
+                let dot = |range: std::ops::Range<usize>| range.map(|j| v[j] * a.qs[j] as i32).sum::<i32>();
+                if self.dtype == GgmlType::Q6_K {
+                    // w = d * sc * (q - 32), one signed scale per half of 16: exact in i32.
+                    let (sa, sb) = (s[r] as i8 as i32, s[8 + r] as i8 as i32);
+                    let (ha, hb) = (a.half_sums[0] as i32, a.half_sums[1] as i32);
+                    let isum = sa * dot(0..16) + sb * dot(16..32) - 32 * (sa * ha + sb * hb);
+                    *o = (isum as f32).mul_add(f16_at(sp, 2 * r) * a.d, *o);
+                    continue;
+                }
+                let isum = dot(0..32);
+                let (d, mn) = if super_bytes(self.dtype) > 0 {
                     (f16_at(sp, 2 * r) * s[r] as f32, -f16_at(sp, 16 + 2 * r) * s[8 + r] as f32)
                 } else {
                     let d = f16_at(s, 2 * r);

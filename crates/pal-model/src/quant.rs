@@ -151,23 +151,28 @@ fn dequant_q5k(blk: &[u8], y: &mut [f32]) {
 
 fn dequant_q6k(blk: &[u8], y: &mut [f32]) {
     let d = f16_at(blk, 208);
+    for (e, (y, q)) in y.iter_mut().zip(q6k_values(blk)).enumerate() {
+        *y = d * (blk[192 + e / 16] as i8) as f32 * (q as i32 - 32) as f32;
+    }
+}
+
+/// The 256 unsigned 6-bit values of a Q6_K block (element `e` is scaled by signed byte `e / 16`
+/// of the scales). Each half of 128 elements takes 64 bytes of low nibbles and 32 of high bit
+/// pairs: element `l + 32 k` (`l < 32`) is nibble `k / 2` of `ql[l + 32 (k % 2)]` with bits `2k`
+/// and `2k + 1` of `qh[l]` above it.
+pub(crate) fn q6k_values(blk: &[u8]) -> [u8; 256] {
+    let mut out = [0u8; 256];
     for half in 0..2 {
         let ql = &blk[half * 64..half * 64 + 64];
         let qh = &blk[128 + half * 32..128 + half * 32 + 32];
-        let sc = &blk[192 + half * 8..192 + half * 8 + 8];
-        let out = &mut y[half * 128..half * 128 + 128];
         for l in 0..32 {
-            let is = l / 16;
-            let q1 = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i32 - 32;
-            let q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
-            let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
-            let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
-            out[l] = d * (sc[is] as i8) as f32 * q1 as f32;
-            out[l + 32] = d * (sc[is + 2] as i8) as f32 * q2 as f32;
-            out[l + 64] = d * (sc[is + 4] as i8) as f32 * q3 as f32;
-            out[l + 96] = d * (sc[is + 6] as i8) as f32 * q4 as f32;
+            for k in 0..4 {
+                let low = (ql[l + 32 * (k % 2)] >> (4 * (k / 2))) & 0xF;
+                out[half * 128 + l + 32 * k] = low | (((qh[l] >> (2 * k)) & 3) << 4);
+            }
         }
     }
+    out
 }
 
 /// Encode `x` (a whole number of blocks) as `dtype` with round-to-nearest, as ggml's reference

@@ -1,11 +1,11 @@
 //! AVX2 kernels of the matrix products (x86-64 only, chosen at run time).
 //!
-//! - [`packed_group_avx2`]: a packed group of 8 rows of a 4-, 5- or 8-bit format (see
+//! - [`packed_group_avx2`]: a packed group of 8 rows of a 4-, 5-, 6- or 8-bit format (see
 //!   [`crate::packed`]) times up to 16 activation rows of 8-bit blocks at a time: `maddubs` of a weight chunk with
 //!   broadcast activation bytes, i16 sums per block, one `madd` to i32, one scaled FMA per block
 //!   for all eight rows. Scales are converted with F16C in-line.
 //! - [`gemm_nt_avx2`]: an f32 register-blocked product for the formats without integer kernels
-//!   (F32, F16, BF16, Q6_K), on dequantized weight tiles.
+//!   (F32, F16, BF16), on dequantized weight tiles.
 
 use crate::gguf::GgmlType;
 use crate::packed::{group_bytes, quant_bytes, scale_bytes, ActBlock, GROUP};
@@ -89,10 +89,14 @@ pub unsafe fn quantize_acts_avx2(x: &[f32], out: &mut [ActBlock]) {
         let q = v.map(|vi| {
             _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(vi, id), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC))
         });
-        let sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
-        let s = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
-        let s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0b01_00_11_10));
-        let s = _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 0b10_11_00_01)));
+        // Sums of the two halves: [lo0+lo1, lo2+lo3, hi0+hi1, hi2+hi3 | lo4+lo5, ...], then
+        // lanes 0 and 1 of the 128-bit sum and its pairwise sum hold lo and hi.
+        let h = _mm256_hadd_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        let h = _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+        let h = _mm_hadd_epi32(h, h);
+        let (lo, hi) = (_mm_cvtsi128_si32(h), _mm_extract_epi32::<1>(h));
+        a.half_sums = [lo as i16, hi as i16];
+        let s = lo + hi;
         // packs interleave 128-bit lanes; the permutation restores element order.
         let q16 = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
         _mm256_storeu_si256(a.qs.as_mut_ptr() as *mut __m256i, _mm256_permutevar8x32_epi32(q16, order));
@@ -153,6 +157,7 @@ pub unsafe fn packed_group_avx2(
             GgmlType::Q5_1 => with_tile!(tm, nib_tile::<Q5_1>, g, nb, at, &mut acc),
             GgmlType::Q4_K => with_tile!(tm, nib_tile::<Q4_K>, g, nb, at, &mut acc),
             GgmlType::Q5_K => with_tile!(tm, nib_tile::<Q5_K>, g, nb, at, &mut acc),
+            GgmlType::Q6_K => with_tile!(tm, q6_tile, g, nb, at, &mut acc),
             _ => unreachable!("{dtype} has no packed form"),
         }
         for (t, v) in acc.iter().enumerate().take(tm) {
@@ -297,6 +302,82 @@ unsafe fn nib_tile<const F: u8, const TM: usize>(
             let s32 = if five { isum32[t] } else { _mm256_madd_epi16(isum[t], ones) };
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_mul_ps(d, _mm256_set1_ps(x.d)), acc[t]);
             acc[t] = _mm256_fmadd_ps(mn, _mm256_set1_ps(x.s), acc[t]);
+        }
+    }
+}
+
+/// A Q6_K group times `TM` activation rows: `w = d * sc * (q - 32)` with unsigned 6-bit `q` and
+/// one signed scale per 16 elements, which here are the low-nibble (elements 0..16) and
+/// high-nibble (16..32) halves of every chunk. The scales multiply in the integer domain
+/// (`madd` of the i16 sums with the scale in both halves of each lane), the offset too (`madd` of
+/// the two scales with the activations' half sums), so one f32 multiply-add per block is left.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn q6_tile<const TM: usize>(
+    g: *const u8,
+    nb: usize,
+    acts: *const ActBlock,
+    acc: &mut [std::arch::x86_64::__m256; MAX_TILE],
+) {
+    use std::arch::x86_64::*;
+    let (qb, sb) = (quant_bytes(GgmlType::Q6_K), scale_bytes(GgmlType::Q6_K));
+    let mask = _mm256_set1_epi8(0x0F);
+    let bits45 = _mm256_set1_epi8(0x30);
+    let low16 = _mm256_set1_epi32(0xFFFF);
+    let scales = g.add(nb * qb);
+    let supers = scales.add(nb * sb);
+    let mut d = _mm256_setzero_ps();
+    for b in 0..nb {
+        let q = g.add(b * qb);
+        prefetch_stream(g, b, qb + sb + 2);
+        if b % 8 == 0 {
+            d = _mm256_cvtph_ps(_mm_loadu_si128(supers.add(b / 8 * 16) as *const __m128i));
+        }
+        // The halves' scales as i32 lanes, then as i16 pairs: (a, a), (b, b) and (a, b).
+        let sp = scales.add(b * sb);
+        let sa = _mm256_cvtepi8_epi32(_mm_loadl_epi64(sp as *const __m128i));
+        let sbv = _mm256_cvtepi8_epi32(_mm_loadl_epi64(sp.add(8) as *const __m128i));
+        let pair = |lo: __m256i, hi: __m256i| _mm256_or_si256(_mm256_and_si256(lo, low16), _mm256_slli_epi32(hi, 16));
+        let (saa, sbb, sab) = (pair(sa, sa), pair(sbv, sbv), pair(sa, sbv));
+        let mut isum = [_mm256_setzero_si256(); TM];
+        for plane in 0..2 {
+            // Two chunks share a plane of high bit pairs: bits 0-1 / 2-3 of each byte for the
+            // first chunk's low / high nibbles, bits 4-5 / 6-7 for the second's. 16-bit shifts
+            // of at most 4 bring no neighbour's bit to bits 4-5.
+            let hb = _mm256_loadu_si256(q.add(128 + 32 * plane) as *const __m256i);
+            let mut w = [_mm256_setzero_si256(); 4];
+            for k in 0..2 {
+                let raw = _mm256_loadu_si256(q.add(32 * (2 * plane + k)) as *const __m256i);
+                let (hl, hh) = if k == 0 {
+                    (_mm256_slli_epi16(hb, 4), _mm256_slli_epi16(hb, 2))
+                } else {
+                    (hb, _mm256_srli_epi16(hb, 2))
+                };
+                w[2 * k] = _mm256_or_si256(_mm256_and_si256(raw, mask), _mm256_and_si256(hl, bits45));
+                w[2 * k + 1] =
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), mask), _mm256_and_si256(hh, bits45));
+            }
+            for (t, s) in isum.iter_mut().enumerate() {
+                let x = (*acts.add(t * nb + b)).qs.as_ptr();
+                let c0 = 8 * plane;
+                let bx = |o: usize| _mm256_set1_epi32((x.add(o) as *const i32).read_unaligned());
+                // Per i16 lane two chunks of 2 products of a 6-bit quant and an |x| <= 127:
+                // 4 * 63 * 127 = 32004.
+                let lo = _mm256_add_epi16(_mm256_maddubs_epi16(w[0], bx(c0)), _mm256_maddubs_epi16(w[2], bx(c0 + 4)));
+                let hi = _mm256_add_epi16(
+                    _mm256_maddubs_epi16(w[1], bx(16 + c0)),
+                    _mm256_maddubs_epi16(w[3], bx(16 + c0 + 4)),
+                );
+                *s = _mm256_add_epi32(*s, _mm256_add_epi32(_mm256_madd_epi16(lo, saa), _mm256_madd_epi16(hi, sbb)));
+            }
+        }
+        for (t, s) in isum.iter().enumerate() {
+            let x = &*acts.add(t * nb + b);
+            // Minus 32 * (sc_a * sum(x[..16]) + sc_b * sum(x[16..])).
+            let halves = _mm256_set1_epi32((x.half_sums.as_ptr() as *const i32).read_unaligned());
+            let s = _mm256_sub_epi32(*s, _mm256_slli_epi32(_mm256_madd_epi16(sab, halves), 5));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(d, _mm256_set1_ps(x.d)), acc[t]);
         }
     }
 }

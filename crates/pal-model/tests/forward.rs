@@ -184,7 +184,7 @@ fn quantized_weights_are_wired_exactly() {
         let spec = TinySpec { weights: w, ..TinySpec::default() };
         check_with(spec, false, 16, Tolerance::tight(1e-4), Dispatch::Auto, true);
     }
-    for w in [GgmlType::Q4_K, GgmlType::Q5_K] {
+    for w in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
         check_with(k_quant_spec(w), false, 8, Tolerance::tight(1e-4), Dispatch::Auto, true);
     }
 }
@@ -202,7 +202,7 @@ fn quantized_weights_match_within_activation_rounding() {
     for w in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1] {
         check_with(TinySpec { weights: w, ..TinySpec::default() }, true, 16, tol, Dispatch::Auto, false);
     }
-    for w in [GgmlType::Q4_K, GgmlType::Q5_K] {
+    for w in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
         check_with(k_quant_spec(w), true, 8, tol, Dispatch::Auto, false);
     }
 }
@@ -213,9 +213,9 @@ fn k_quant_spec(weights: GgmlType) -> TinySpec {
 }
 
 #[test]
-fn q6_k_weights_take_the_generic_paths() {
-    // Q6_K has no integer dot product: f32 dot products below 4 rows, SGEMM tiles above.
-    check(k_quant_spec(GgmlType::Q6_K), false, 8, 1e-4);
+fn float_weights_take_the_generic_paths() {
+    // F16 has no integer dot product: f32 dot products below 4 rows, SGEMM tiles above.
+    check(TinySpec { weights: GgmlType::F16, ..TinySpec::default() }, false, 8, 1e-4);
 }
 
 #[test]

@@ -153,6 +153,8 @@ fn activation_blocks_round_to_half_a_step() {
         }
         let sum: i32 = a.qs.iter().map(|&q| q as i32).sum();
         assert!((a.s - a.d * sum as f32).abs() <= 1e-6 * a.s.abs().max(1e-30));
+        let half = |h: &[i8]| h.iter().map(|&q| q as i32).sum::<i32>();
+        assert_eq!([a.half_sums[0] as i32, a.half_sums[1] as i32], [half(&a.qs[..16]), half(&a.qs[16..])]);
     }
     assert!(acts[1].qs.iter().all(|&q| q == 0) && acts[1].d == 0.0);
     // The SIMD rounding (where the CPU has it) equals the portable one to the bit, ties included.
@@ -170,7 +172,11 @@ fn activation_blocks_round_to_half_a_step() {
     pal_model::packed::quantize_acts_portable(&x2, &mut portable);
     quantize_acts(&x2, &mut acts);
     for (b, (p, f)) in portable.iter().zip(&acts).enumerate() {
-        assert_eq!((p.d.to_bits(), p.s.to_bits(), p.qs), (f.d.to_bits(), f.s.to_bits(), f.qs), "block {b}");
+        assert_eq!(
+            (p.d.to_bits(), p.s.to_bits(), p.qs, p.half_sums),
+            (f.d.to_bits(), f.s.to_bits(), f.qs, f.half_sums),
+            "block {b}"
+        );
     }
     assert_eq!(portable[0].qs[1], -16, "-15.5 rounds half to even");
     assert_eq!(portable[0].qs[2], -14, "-14.5 rounds half to even");
@@ -189,7 +195,7 @@ fn pack_rejects_bad_arguments() {
     assert_eq!(err(PackedMatrix::pack(GgmlType::Q4_1, &bytes[1..], 3, 64)), "bytes");
     assert_eq!(err(PackedMatrix::pack(GgmlType::Q4_1, &bytes, 4, 64)), "bytes");
     assert_eq!(err(PackedMatrix::pack(GgmlType::Q4_1, &bytes, 3, 48)), "cols");
-    assert_eq!(err(PackedMatrix::pack(GgmlType::Q6_K, &bytes, 3, 64)), "dtype");
+    assert_eq!(err(PackedMatrix::pack(GgmlType::F16, &bytes, 3, 64)), "dtype");
     // K-quants: columns in whole super-blocks of 256.
     assert_eq!(err(PackedMatrix::pack(GgmlType::Q4_K, &vec![0u8; 2 * 144], 4, 128)), "cols");
     assert!(PackedMatrix::pack(GgmlType::Q5_K, &vec![0u8; 2 * 176], 2, 256).is_ok());
