@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Engine benchmark on the CPU: PAL and llama.cpp on SmolLM2-135M-Instruct (Q4_1), same threads,
 # same machine, interleaved runs. Writes bench/results/engine-cpu.json and prints a summary.
+# MODEL=FILE.gguf and OUT=FILE.json run another model (e.g. the Q4_K_M file that
+# bench/golden/requantize.py makes) into another file.
 #
 # Needs llama-cpp-python for the peer (builds from source in ~7 min):
 #   python3 -m venv /tmp/llama && CMAKE_ARGS="-DGGML_NATIVE=ON" /tmp/llama/bin/pip install numpy llama-cpp-python
@@ -11,8 +13,8 @@ THREADS=${THREADS:-2}
 LLAMA_PY=${LLAMA_PY:-python3}
 cargo build --release -q -p pal-cli
 PAL=target/release/pal
-MODEL=$($PAL fetch smollm2)
-OUT=bench/results/engine-cpu.json
+MODEL=${MODEL:-$($PAL fetch smollm2)}
+OUT=${OUT:-bench/results/engine-cpu.json}
 tmp=$(mktemp -d)
 for run in 1 2; do
   $PAL --threads "$THREADS" bench-model --model "$MODEL" --batch 1,16 --gen-tokens 128 --prompt-tokens 512 --reps 3 --json > "$tmp/pal$run.json"

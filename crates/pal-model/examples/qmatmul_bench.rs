@@ -1,7 +1,7 @@
 //! Throughput of `QMatrix::matmul` on a model's own weights, for a few activation batch sizes:
 //! `cargo run --release --example qmatmul_bench -- FILE.gguf [LAYER]` (threads: RAYON_NUM_THREADS).
 //! Times q/k/v/o/gate/up/down of every layer (or one layer, cache-resident; `head`: the output
-//! matrix) and prints GB/s of
+//! matrix; `QB_TYPE=Q6_K` keeps the matrices of one format) and prints GB/s of
 //! weights read and GMAC/s, the best of 7 passes. A development probe, not a benchmark of record
 //! (`pal bench-model` is that).
 use pal_model::gguf::GgufFile;
@@ -23,6 +23,7 @@ fn main() {
             Some(l) => t.name.starts_with(&format!("blk.{l}.")) && t.name.ends_with(".weight") && t.dims.len() == 2,
             None => t.name.starts_with("blk.") && t.name.ends_with(".weight") && t.dims.len() == 2,
         })
+        .filter(|t| std::env::var("QB_TYPE").map_or(true, |ty| t.dtype.name() == ty))
         .map(|t| QMatrix::new(file.clone(), t.clone()).expect("pack"))
         .collect();
     let pool = rayon::ThreadPoolBuilder::new().build().expect("pool");

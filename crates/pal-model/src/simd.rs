@@ -244,42 +244,6 @@ unsafe fn nib_tile<const F: u8, const TM: usize>(
             let dmin = _mm256_cvtph_ps(_mm_loadu_si128(sp.add(16) as *const __m128i));
             dmin_neg = _mm256_xor_ps(dmin, _mm256_set1_ps(-0.0));
         }
-        let hv = if five { _mm256_loadu_si256(q.add(128) as *const __m256i) } else { _mm256_setzero_si256() };
-        let mut isum = [_mm256_setzero_si256(); TM];
-        let mut isum32 = [_mm256_setzero_si256(); TM];
-        for c in 0..4 {
-            let raw = _mm256_loadu_si256(q.add(32 * c) as *const __m256i);
-            let mut lo = _mm256_and_si256(raw, mask);
-            let mut hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
-            if five {
-                // Bit c (low-nibble elements) and bit 4 + c (high-nibble elements) of each byte
-                // to bit 4; 16-bit shifts of at most 4 bring no neighbour's bit to bit 4.
-                let (l, h) = match c {
-                    0 => (_mm256_slli_epi16(hv, 4), hv),
-                    1 => (_mm256_slli_epi16(hv, 3), _mm256_srli_epi16(hv, 1)),
-                    2 => (_mm256_slli_epi16(hv, 2), _mm256_srli_epi16(hv, 2)),
-                    _ => (_mm256_slli_epi16(hv, 1), _mm256_srli_epi16(hv, 3)),
-                };
-                lo = _mm256_or_si256(lo, _mm256_and_si256(l, bit4));
-                hi = _mm256_or_si256(hi, _mm256_and_si256(h, bit4));
-            }
-            for (t, s) in isum.iter_mut().enumerate() {
-                let x = (*acts.add(t * nb + b)).qs.as_ptr();
-                let xlo = _mm256_set1_epi32((x.add(4 * c) as *const i32).read_unaligned());
-                let xhi = _mm256_set1_epi32((x.add(16 + 4 * c) as *const i32).read_unaligned());
-                // An i16 lane gains 4 products of a quant and an |x| <= 127 per chunk: 4-bit
-                // quants fit all four chunks (16 * 15 * 127 = 30480), 5-bit ones two (8 * 31 *
-                // 127 = 31496), then go to i32.
-                let p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi));
-                *s = _mm256_add_epi16(*s, p);
-            }
-            if five && c % 2 == 1 {
-                for (s, s32) in isum.iter_mut().zip(isum32.iter_mut()) {
-                    *s32 = _mm256_add_epi32(*s32, _mm256_madd_epi16(*s, ones));
-                    *s = _mm256_setzero_si256();
-                }
-            }
-        }
         let sp = scales.add(b * sb);
         let (d, mn) = match F {
             Q4_1 | Q5_1 => (
@@ -297,9 +261,67 @@ unsafe fn nib_tile<const F: u8, const TM: usize>(
                 (_mm256_mul_ps(dk, sc), _mm256_mul_ps(dmin_neg, m))
             }
         };
+        if five {
+            // The block's eight unpacked chunks stay in registers while every activation row
+            // passes (per-row i16 and i32 sums for a whole tile would not fit them).
+            let hv = _mm256_loadu_si256(q.add(128) as *const __m256i);
+            let mut w = [_mm256_setzero_si256(); 8];
+            for c in 0..4 {
+                let raw = _mm256_loadu_si256(q.add(32 * c) as *const __m256i);
+                // Bit c (low-nibble elements) and bit 4 + c (high-nibble elements) of each byte
+                // to bit 4; 16-bit shifts of at most 4 bring no neighbour's bit to bit 4.
+                let (l, h) = match c {
+                    0 => (_mm256_slli_epi16(hv, 4), hv),
+                    1 => (_mm256_slli_epi16(hv, 3), _mm256_srli_epi16(hv, 1)),
+                    2 => (_mm256_slli_epi16(hv, 2), _mm256_srli_epi16(hv, 2)),
+                    _ => (_mm256_slli_epi16(hv, 1), _mm256_srli_epi16(hv, 3)),
+                };
+                w[2 * c] = _mm256_or_si256(_mm256_and_si256(raw, mask), _mm256_and_si256(l, bit4));
+                w[2 * c + 1] =
+                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), mask), _mm256_and_si256(h, bit4));
+            }
+            for (t, acc) in acc.iter_mut().enumerate().take(TM) {
+                let xb = &*acts.add(t * nb + b);
+                let x = xb.qs.as_ptr();
+                let mut s32 = _mm256_setzero_si256();
+                for half in 0..2 {
+                    // Per i16 lane two chunks of 4 products of a 5-bit quant and an |x| <= 127:
+                    // 8 * 31 * 127 = 31496; then to i32.
+                    let mut s16 = _mm256_setzero_si256();
+                    for c in 2 * half..2 * half + 2 {
+                        let xlo = _mm256_set1_epi32((x.add(4 * c) as *const i32).read_unaligned());
+                        let xhi = _mm256_set1_epi32((x.add(16 + 4 * c) as *const i32).read_unaligned());
+                        let p = _mm256_add_epi16(
+                            _mm256_maddubs_epi16(w[2 * c], xlo),
+                            _mm256_maddubs_epi16(w[2 * c + 1], xhi),
+                        );
+                        s16 = _mm256_add_epi16(s16, p);
+                    }
+                    s32 = _mm256_add_epi32(s32, _mm256_madd_epi16(s16, ones));
+                }
+                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_mul_ps(d, _mm256_set1_ps(xb.d)), *acc);
+                *acc = _mm256_fmadd_ps(mn, _mm256_set1_ps(xb.s), *acc);
+            }
+            continue;
+        }
+        let mut isum = [_mm256_setzero_si256(); TM];
+        for c in 0..4 {
+            let raw = _mm256_loadu_si256(q.add(32 * c) as *const __m256i);
+            let lo = _mm256_and_si256(raw, mask);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
+            for (t, s) in isum.iter_mut().enumerate() {
+                let x = (*acts.add(t * nb + b)).qs.as_ptr();
+                let xlo = _mm256_set1_epi32((x.add(4 * c) as *const i32).read_unaligned());
+                let xhi = _mm256_set1_epi32((x.add(16 + 4 * c) as *const i32).read_unaligned());
+                // An i16 lane gains 4 products of a 4-bit quant and an |x| <= 127 per chunk:
+                // 16 * 15 * 127 = 30480 after all four.
+                let p = _mm256_add_epi16(_mm256_maddubs_epi16(lo, xlo), _mm256_maddubs_epi16(hi, xhi));
+                *s = _mm256_add_epi16(*s, p);
+            }
+        }
         for t in 0..TM {
             let x = &*acts.add(t * nb + b);
-            let s32 = if five { isum32[t] } else { _mm256_madd_epi16(isum[t], ones) };
+            let s32 = _mm256_madd_epi16(isum[t], ones);
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s32), _mm256_mul_ps(d, _mm256_set1_ps(x.d)), acc[t]);
             acc[t] = _mm256_fmadd_ps(mn, _mm256_set1_ps(x.s), acc[t]);
         }
