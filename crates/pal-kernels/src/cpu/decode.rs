@@ -90,15 +90,14 @@ pub fn paged_decode<Q: Element, KV: Element>(
     if !plan.is_split() {
         // One chunk per sequence (short contexts, large batches): each item writes its output
         // rows itself, which saves the partial states and a second parallel pass per call.
-        out.par_chunks_mut(span * g * d).enumerate().for_each_init(
-            || (RowBlock::new(span, g, d), vec![0f32; span * g * d], vec![0f32; span * g]),
-            |(blk, o, lse), (i, dst)| {
-                run(blk, i, o, lse);
-                for (y, x) in dst.iter_mut().zip(o.iter()) {
-                    *y = Q::from_f32(*x);
-                }
-            },
-        );
+        out.par_chunks_mut(span * g * d).enumerate().for_each(|(i, dst)| {
+            RowBlock::with_cached(span, g, d, |blk| {
+                let (mut o, mut lse) = (std::mem::take(&mut blk.out_rows), std::mem::take(&mut blk.lse_rows));
+                run(blk, i, &mut o[..span * g * d], &mut lse[..span * g]);
+                Q::store_row(&o[..span * g * d], dst);
+                (blk.out_rows, blk.lse_rows) = (o, lse);
+            })
+        });
         return Ok(());
     }
 
@@ -109,7 +108,7 @@ pub fn paged_decode<Q: Element, KV: Element>(
         .par_chunks_mut(span * g * d)
         .zip(part_lse.par_chunks_mut(span * g))
         .enumerate()
-        .for_each_init(|| RowBlock::new(span, g, d), |blk, (i, (o, lse))| run(blk, i, o, lse));
+        .for_each(|(i, (o, lse))| RowBlock::with_cached(span, g, d, |blk| run(blk, i, o, lse)));
 
     // Merge the chunks of each sequence into its output rows.
     out.par_chunks_mut(hq * d).enumerate().for_each_init(

@@ -91,9 +91,8 @@ pub fn paged_prefill<Q: Element, KV: Element>(
     #[cfg(target_arch = "x86_64")]
     let avx2 = super::math::Avx2::detect();
     let out_ptr = SharedMut(out.as_mut_ptr());
-    (0..tiles.len() * hkv).into_par_iter().for_each_init(
-        || RowBlock::new(1, max_rows, d),
-        |blk, idx| {
+    (0..tiles.len() * hkv).into_par_iter().for_each(|idx| {
+        RowBlock::with_cached(1, max_rows, d, |blk| {
             let (b, i0, i1) = tiles[idx / hkv];
             let h = idx % hkv;
             let q0 = a.qo_indptr[b] as usize;
@@ -108,7 +107,7 @@ pub fn paged_prefill<Q: Element, KV: Element>(
                 return unsafe { item_avx2(isa, blk, &t, &kv, &a.opts, out_ptr) };
             }
             item(Plain, blk, &t, &kv, &a.opts, out_ptr)
-        },
-    );
+        })
+    });
     Ok(())
 }
