@@ -87,6 +87,8 @@ pub struct Engine {
     seqs: Vec<Sequence>,
     stop_ids: Vec<u32>,
     stats: EngineStats,
+    /// The last step's logits, kept so that the next step reuses the buffer.
+    logits: Vec<f32>,
 }
 
 impl Engine {
@@ -105,7 +107,17 @@ impl Engine {
         let blocks = BlockManager::new(config.num_blocks, config.block_size, config.prefix_caching)?;
         let stop_ids = tokenizer.as_ref().map(|t| t.stop_ids().to_vec()).unwrap_or_default();
         let sched = Scheduler::new(config.max_batch_tokens, config.max_seqs);
-        Ok(Engine { model, tokenizer, cache, blocks, sched, seqs: vec![], stop_ids, stats: EngineStats::default() })
+        Ok(Engine {
+            model,
+            tokenizer,
+            cache,
+            blocks,
+            sched,
+            seqs: vec![],
+            stop_ids,
+            stats: EngineStats::default(),
+            logits: vec![],
+        })
     }
 
     pub fn model(&self) -> &LlamaModel {
@@ -195,7 +207,8 @@ impl Engine {
         let batch = build_batch(&items, &self.blocks)?;
         let decode_only = plan.scheduled.iter().all(|sc| sc.len == 1 && sc.start >= self.seqs[sc.seq].prompt_len);
         let t0 = Instant::now();
-        let logits = self.model.forward(&batch.input(), &mut self.cache)?;
+        let mut logits = std::mem::take(&mut self.logits);
+        self.model.forward_into(&batch.input(), &mut self.cache, &mut logits)?;
         let dt = t0.elapsed();
         self.stats.forward_time += dt;
         if decode_only {
@@ -256,6 +269,7 @@ impl Engine {
                 events.push(Event::Finished { id: idx, reason });
             }
         }
+        self.logits = logits;
         Ok(events)
     }
 

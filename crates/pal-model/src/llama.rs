@@ -196,6 +196,20 @@ impl LlamaModel {
 
     /// Run one step; returns logits `[logit_rows.len(), vocab_size]`.
     pub fn forward<KV: Element>(&self, s: &StepInput<'_>, cache: &mut KvCache<KV>) -> Result<Vec<f32>> {
+        let mut logits = Vec::new();
+        self.forward_into(s, cache, &mut logits)?;
+        Ok(logits)
+    }
+
+    /// [`Self::forward`] into `logits` (resized to `[logit_rows.len(), vocab_size]`), so that a
+    /// caller stepping many times reuses one buffer: a batch-16 SmolLM2 step's 3 MB of logits
+    /// were otherwise fresh pages, mapped and zeroed by the kernel every step.
+    pub fn forward_into<KV: Element>(
+        &self,
+        s: &StepInput<'_>,
+        cache: &mut KvCache<KV>,
+        logits: &mut Vec<f32>,
+    ) -> Result<()> {
         self.check_input(s)?;
         let c = &self.config;
         let (t, e) = (s.tokens.len(), c.hidden);
@@ -269,9 +283,9 @@ impl LlamaModel {
         }
         let mut normed = vec![0f32; last.len()];
         rms_norm(&last, &self.out_norm, c.rms_eps, &mut normed);
-        let mut logits = vec![0f32; s.logit_rows.len() * c.vocab_size];
-        self.output.matmul(&normed, &mut logits)?;
-        Ok(logits)
+        // Every element is written by the product; only growth needs filling.
+        logits.resize(s.logit_rows.len() * c.vocab_size, 0.0);
+        self.output.matmul(&normed, logits)
     }
 }
 
