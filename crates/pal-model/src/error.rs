@@ -13,7 +13,11 @@ pub enum ModelError {
     Corrupt { offset: u64, reason: String },
     #[error("GGUF version {0} is not supported (2 and 3 are)")]
     UnsupportedVersion(u32),
-    #[error("tensor `{name}` has unknown type id {type_id}")]
+    #[error(
+        "tensor `{name}` has type {}, which PAL does not read (it reads {})",
+        crate::gguf::GgmlType::describe_id(*type_id),
+        crate::gguf::GgmlType::ALL.map(|t| t.name()).join(", ")
+    )]
     UnknownTensorType { name: String, type_id: u32 },
     #[error("tensor `{name}`: {reason}")]
     BadTensor { name: String, reason: String },

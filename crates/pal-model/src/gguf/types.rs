@@ -50,6 +50,36 @@ impl GgmlType {
         })
     }
 
+    /// `ggml_type` id `id` by its ggml name, with the id (`"IQ4_XS (id 23)"`), for messages
+    /// about files PAL cannot read.
+    pub fn describe_id(id: u32) -> String {
+        const OTHERS: [(u32, &str); 21] = [
+            (9, "Q8_1"),
+            (10, "Q2_K"),
+            (11, "Q3_K"),
+            (15, "Q8_K"),
+            (16, "IQ2_XXS"),
+            (17, "IQ2_XS"),
+            (18, "IQ3_XXS"),
+            (19, "IQ1_S"),
+            (20, "IQ4_NL"),
+            (21, "IQ3_S"),
+            (22, "IQ2_S"),
+            (23, "IQ4_XS"),
+            (24, "I8"),
+            (25, "I16"),
+            (26, "I32"),
+            (27, "I64"),
+            (28, "F64"),
+            (29, "IQ1_M"),
+            (34, "TQ1_0"),
+            (35, "TQ2_0"),
+            (39, "MXFP4"),
+        ];
+        let name = Self::from_id(id).map(Self::name).or_else(|| OTHERS.iter().find(|o| o.0 == id).map(|o| o.1));
+        format!("{} (id {id})", name.unwrap_or("unknown"))
+    }
+
     pub fn id(self) -> u32 {
         match self {
             GgmlType::F32 => 0,
