@@ -146,8 +146,8 @@ pub(crate) const fn group_bytes(dtype: GgmlType, nb: usize) -> usize {
     nb * (quant_bytes(dtype) + scale_bytes(dtype)) + nb / 8 * super_bytes(dtype)
 }
 
-/// One block of 32 of one row, unpacked from its file format.
-struct RowBlock {
+/// One block of 32 of one row as the file stores it, unpacked.
+struct FileBlock {
     /// The quants: unsigned 4-, 5- or 6-bit values, or Q8_0's signed bytes.
     q: [u8; 32],
     /// f16 bits of `d`, and of `m` (Q4_1, Q5_1) or `dmin` (Q4_K, Q5_K), as the file stores them;
@@ -161,8 +161,8 @@ struct RowBlock {
 }
 
 /// Block `b` (of 32) of a GGUF row of `dtype`.
-fn row_block(dtype: GgmlType, row: &[u8], b: usize) -> RowBlock {
-    let mut out = RowBlock { q: [0; 32], d: [0; 2], m: [0; 2], sc: 0, min: 0 };
+fn row_block(dtype: GgmlType, row: &[u8], b: usize) -> FileBlock {
+    let mut out = FileBlock { q: [0; 32], d: [0; 2], m: [0; 2], sc: 0, min: 0 };
     let (bb, be) = (dtype.block_bytes(), dtype.block_elems());
     let blk = &row[b * 32 / be * bb..][..bb];
     let nibbles = |q: &mut [u8; 32], bytes: &[u8]| {
@@ -332,7 +332,16 @@ impl PackedMatrix {
             let dst = out.add(g * GROUP);
             #[cfg(target_arch = "x86_64")]
             if crate::simd::has_avx2() {
-                crate::simd::packed_group_avx2(self.dtype, self.group(g), self.blocks(), acts, m, dst, ldc, valid);
+                crate::packed_avx2::packed_group_avx2(
+                    self.dtype,
+                    self.group(g),
+                    self.blocks(),
+                    acts,
+                    m,
+                    dst,
+                    ldc,
+                    valid,
+                );
                 continue;
             }
             let mut tile = [0f32; GROUP];
