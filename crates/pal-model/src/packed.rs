@@ -1,5 +1,5 @@
-//! Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K weights repacked for integer matrix
-//! products with 8-bit activations.
+//! Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q2_K / Q3_K / Q4_K / Q5_K / Q6_K weights repacked for
+//! integer matrix products with 8-bit activations.
 //!
 //! A GGUF row stores its blocks one after another, so a dot product has to scale and reduce every
 //! block of every row on its own. [`PackedMatrix`] interleaves [`GROUP`] = 8 rows instead: for
@@ -13,8 +13,9 @@
 //! Every format becomes blocks of 32 with a scale `d` and an offset `mn` per row and block:
 //! `w = d * q + mn` with unsigned `q`. K-quant super-blocks of 256 are cut into their 8
 //! sub-blocks, each with its 6-bit scale and minimum (`d = d_sb * sc`, `mn = -dmin_sb * m`, exact
-//! in f32). Q6_K keeps its integer scales, one per half of 16 (`w = d_sb * sc * (q - 32)`), which
-//! its kernel multiplies in the integer domain.
+//! in f32). Q6_K, Q3_K and Q2_K keep their integer scales, one per half of 16 (`w = d_sb * sc *
+//! (q - 32)`, `(q - 4)`, or `d_sb * sc * q - dmin_sb * m`), which their kernel multiplies in
+//! the integer domain. Q3_K and Q2_K quants take a nibble each (4 bits for their 3 or 2).
 //!
 //! Layout of one group (`nb` blocks of 32 per row; rows past the end of the matrix are zeros):
 //! - quants, `nb` x `QB` bytes. Below 8 bits: chunk `c` (0..4) lane `r` = 4 bytes holding the
@@ -29,15 +30,17 @@
 //!
 //!   Q8_0: chunk `c` (0..8) lane `r` = elements `4c..4c+4`.
 //! - scales, `nb` x `SB` bytes: the eight rows' f16 `d`, then (Q4_1, Q5_1) their eight f16 `m`;
-//!   Q4_K / Q5_K: the eight rows' 6-bit scales as bytes, then their 6-bit minimums; Q6_K: the
-//!   eight rows' signed scales of the first half, then of the second.
-//! - K-quants only: `nb / 8` super-blocks of the eight rows' f16 `d` and (Q4_K, Q5_K) f16 `dmin`.
+//!   Q4_K / Q5_K: the eight rows' 6-bit scales as bytes, then their 6-bit minimums; Q6_K, Q3_K:
+//!   the eight rows' signed scales of the first half, then of the second; Q2_K: those, then the
+//!   minimums of the first and second halves.
+//! - K-quants only: `nb / 8` super-blocks of the eight rows' f16 `d` and (Q2_K, Q4_K, Q5_K) f16
+//!   `dmin`.
 //!
-//! The packed matrix is as large as the file's (Q4_K and Q5_K: 4 bytes more per row and
-//! super-block, 148 against 144 for Q4_K). Activations are rounded per block of 32 to 8 bits
-//! ([`ActBlock`]), as llama.cpp does for the 32-element formats (its K-quant kernels round per
-//! 256), so products match its numerics; the relative error per block is at most 1/254 of the
-//! block's largest activation.
+//! The packed matrix is about as large as the file's (Q4_K and Q5_K: 148 bytes per row and
+//! super-block against 144; Q3_K and Q2_K, whose quants take a nibble: 146 against 110 and 164
+//! against 84). Activations are rounded per block of 32 to 8 bits ([`ActBlock`]), as llama.cpp
+//! does for the 32-element formats (its K-quant kernels round per 256), so products match its
+//! numerics; the relative error per block is at most 1/254 of the block's largest activation.
 
 use crate::gguf::GgmlType;
 use crate::quant::f16_at;
@@ -127,7 +130,7 @@ pub(crate) const fn quant_bytes(dtype: GgmlType) -> usize {
 /// Scale bytes per block of 32 per group.
 pub(crate) const fn scale_bytes(dtype: GgmlType) -> usize {
     match dtype {
-        GgmlType::Q4_1 | GgmlType::Q5_1 => 32,
+        GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q2_K => 32,
         _ => 16,
     }
 }
@@ -135,8 +138,8 @@ pub(crate) const fn scale_bytes(dtype: GgmlType) -> usize {
 /// Bytes per super-block of 256 per group after the scales (K-quants' f16 `d`, and `dmin`).
 pub(crate) const fn super_bytes(dtype: GgmlType) -> usize {
     match dtype {
-        GgmlType::Q4_K | GgmlType::Q5_K => 32,
-        GgmlType::Q6_K => 16,
+        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q2_K => 32,
+        GgmlType::Q6_K | GgmlType::Q3_K => 16,
         _ => 0,
     }
 }
@@ -154,15 +157,15 @@ struct FileBlock {
     /// for K-quants those of the super-block.
     d: [u8; 2],
     m: [u8; 2],
-    /// K-quants: the sub-block's 6-bit scale and minimum (Q4_K, Q5_K), or the signed scales of
-    /// its two halves of 16 (Q6_K).
-    sc: u8,
-    min: u8,
+    /// K-quants' sub-block scales, stored at scale byte `8 * i + row`: the 6-bit scale and
+    /// minimum (Q4_K, Q5_K); the signed scales of the two halves of 16 (Q6_K, Q3_K); the 4-bit
+    /// scales of the halves, then their minimums (Q2_K).
+    sub: [u8; 4],
 }
 
 /// Block `b` (of 32) of a GGUF row of `dtype`.
 fn row_block(dtype: GgmlType, row: &[u8], b: usize) -> FileBlock {
-    let mut out = FileBlock { q: [0; 32], d: [0; 2], m: [0; 2], sc: 0, min: 0 };
+    let mut out = FileBlock { q: [0; 32], d: [0; 2], m: [0; 2], sub: [0; 4] };
     let (bb, be) = (dtype.block_bytes(), dtype.block_elems());
     let blk = &row[b * 32 / be * bb..][..bb];
     let nibbles = |q: &mut [u8; 32], bytes: &[u8]| {
@@ -173,6 +176,8 @@ fn row_block(dtype: GgmlType, row: &[u8], b: usize) -> FileBlock {
     match dtype {
         GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q5_0 => out.d = [blk[0], blk[1]],
         GgmlType::Q6_K => out.d = [blk[208], blk[209]],
+        GgmlType::Q3_K => out.d = [blk[108], blk[109]],
+        GgmlType::Q2_K => (out.d, out.m) = ([blk[80], blk[81]], [blk[82], blk[83]]),
         _ => (out.d, out.m) = ([blk[0], blk[1]], [blk[2], blk[3]]),
     }
     let s = b % 8; // sub-block of a K-quant super-block
@@ -183,7 +188,7 @@ fn row_block(dtype: GgmlType, row: &[u8], b: usize) -> FileBlock {
         GgmlType::Q4_K | GgmlType::Q5_K => {
             // Sub-block `s`: nibbles of bytes `32 * (s / 2)..` of the quants, low for even `s`,
             // high for odd; Q5_K's fifth bits are bit `s` of `qh[l]`.
-            (out.sc, out.min) = crate::quant::q4k_scale_min(s, &blk[4..16]);
+            (out.sub[0], out.sub[1]) = crate::quant::q4k_scale_min(s, &blk[4..16]);
             let five = dtype == GgmlType::Q5_K;
             let qs = if five { &blk[48..176] } else { &blk[16..144] };
             for (l, q) in out.q.iter_mut().enumerate() {
@@ -193,10 +198,19 @@ fn row_block(dtype: GgmlType, row: &[u8], b: usize) -> FileBlock {
                 }
             }
         }
+        GgmlType::Q2_K => {
+            out.q.copy_from_slice(&crate::quant::q2k_values(blk)[32 * s..32 * s + 32]);
+            let (a, b) = (blk[2 * s], blk[2 * s + 1]);
+            out.sub = [a & 0xF, b & 0xF, a >> 4, b >> 4];
+        }
+        GgmlType::Q3_K => {
+            out.q.copy_from_slice(&crate::quant::q3k_values(blk)[32 * s..32 * s + 32]);
+            let sc = |k: usize| crate::quant::q3k_scale(k, blk) as i8 as u8;
+            out.sub[..2].copy_from_slice(&[sc(2 * s), sc(2 * s + 1)]);
+        }
         _ => {
-            let q6 = crate::quant::q6k_values(blk);
-            out.q.copy_from_slice(&q6[32 * s..32 * s + 32]);
-            (out.sc, out.min) = (blk[192 + 2 * s], blk[193 + 2 * s]);
+            out.q.copy_from_slice(&crate::quant::q6k_values(blk)[32 * s..32 * s + 32]);
+            out.sub[..2].copy_from_slice(&blk[192 + 2 * s..194 + 2 * s]);
         }
     }
     out
@@ -212,6 +226,8 @@ impl PackedMatrix {
                 | GgmlType::Q5_0
                 | GgmlType::Q5_1
                 | GgmlType::Q8_0
+                | GgmlType::Q2_K
+                | GgmlType::Q3_K
                 | GgmlType::Q4_K
                 | GgmlType::Q5_K
                 | GgmlType::Q6_K
@@ -271,11 +287,13 @@ impl PackedMatrix {
                         }
                     }
                     if super_bytes(dtype) > 0 {
-                        (s[r], s[8 + r]) = (blk.sc, blk.min);
+                        for (i, &v) in blk.sub.iter().enumerate().take(sb / 8) {
+                            s[8 * i + r] = v;
+                        }
                         if b % 8 == 0 {
                             let sp = &mut supers[b / 8 * super_bytes(dtype)..];
                             sp[2 * r..2 * r + 2].copy_from_slice(&blk.d);
-                            if dtype != GgmlType::Q6_K {
+                            if super_bytes(dtype) == 32 {
                                 sp[16 + 2 * r..16 + 2 * r + 2].copy_from_slice(&blk.m);
                             }
                         }
@@ -389,12 +407,22 @@ impl PackedMatrix {
                     }
                 }
                 let dot = |range: std::ops::Range<usize>| range.map(|j| v[j] * a.qs[j] as i32).sum::<i32>();
-                if self.dtype == GgmlType::Q6_K {
-                    // w = d * sc * (q - 32), one signed scale per half of 16: exact in i32.
+                if matches!(self.dtype, GgmlType::Q6_K | GgmlType::Q3_K | GgmlType::Q2_K) {
+                    // One integer scale per half of 16: Q6_K / Q3_K w = d * sc * (q - 32 / 4),
+                    // Q2_K w = d * sc * q - dmin * m. Exact in i32.
                     let (sa, sb) = (s[r] as i8 as i32, s[8 + r] as i8 as i32);
                     let (ha, hb) = (a.half_sums[0] as i32, a.half_sums[1] as i32);
-                    let isum = sa * dot(0..16) + sb * dot(16..32) - 32 * (sa * ha + sb * hb);
+                    let off = match self.dtype {
+                        GgmlType::Q6_K => 32,
+                        GgmlType::Q3_K => 4,
+                        _ => 0,
+                    };
+                    let isum = sa * dot(0..16) + sb * dot(16..32) - off * (sa * ha + sb * hb);
                     *o = (isum as f32).mul_add(f16_at(sp, 2 * r) * a.d, *o);
+                    if self.dtype == GgmlType::Q2_K {
+                        let mins = s[16 + r] as i32 * ha + s[24 + r] as i32 * hb;
+                        *o = (mins as f32).mul_add(-f16_at(sp, 16 + 2 * r) * a.d, *o);
+                    }
                     continue;
                 }
                 let isum = dot(0..32);

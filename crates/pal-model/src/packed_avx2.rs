@@ -59,7 +59,9 @@ pub unsafe fn packed_group_avx2(
             GgmlType::Q5_1 => with_tile!(tm, nib_tile::<Q5_1>, g, nb, at, &mut acc),
             GgmlType::Q4_K => with_tile!(tm, nib_tile::<Q4_K>, g, nb, at, &mut acc),
             GgmlType::Q5_K => with_tile!(tm, nib_tile::<Q5_K>, g, nb, at, &mut acc),
-            GgmlType::Q6_K => with_tile!(tm, q6_tile, g, nb, at, &mut acc),
+            GgmlType::Q6_K => with_tile!(tm, half_scaled_tile::<Q6_K>, g, nb, at, &mut acc),
+            GgmlType::Q3_K => with_tile!(tm, half_scaled_tile::<Q3_K>, g, nb, at, &mut acc),
+            GgmlType::Q2_K => with_tile!(tm, half_scaled_tile::<Q2_K>, g, nb, at, &mut acc),
             _ => unreachable!("{dtype} has no packed form"),
         }
         for (t, v) in acc.iter().enumerate().take(tm) {
@@ -230,63 +232,88 @@ unsafe fn nib_tile<const F: u8, const TM: usize>(
     }
 }
 
-/// A Q6_K group times `TM` activation rows: `w = d * sc * (q - 32)` with unsigned 6-bit `q` and
-/// one signed scale per 16 elements, which here are the low-nibble (elements 0..16) and
-/// high-nibble (16..32) halves of every chunk. The scales multiply in the integer domain
-/// (`madd` of the i16 sums with the scale in both halves of each lane), the offset too (`madd` of
-/// the two scales with the activations' half sums), so one f32 multiply-add per block is left.
+// The formats of `half_scaled_tile`, with one integer scale per half block of 16.
+const Q6_K: u8 = 6;
+const Q3_K: u8 = 7;
+const Q2_K: u8 = 8;
+
+/// A group of a format with one integer scale per 16 elements (`F`: Q6_K, Q3_K, Q2_K) times `TM`
+/// activation rows: Q6_K / Q3_K `w = d * sc * (q - 32 / 4)` with signed scales, Q2_K
+/// `w = d * sc * q - dmin * m` with 4-bit scales and minimums; `q` unsigned. The halves of 16
+/// are the low-nibble (elements 0..16) and high-nibble (16..32) parts of every chunk. Scales
+/// multiply in the integer domain (`madd` of the i16 sums with the scale in both halves of each
+/// lane), offsets and minimums too (`madd` of the two halves' values with the activations' half
+/// sums), so one f32 multiply-add per block is left (two for Q2_K).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn q6_tile<const TM: usize>(
+unsafe fn half_scaled_tile<const F: u8, const TM: usize>(
     g: *const u8,
     nb: usize,
     acts: *const ActBlock,
     acc: &mut [std::arch::x86_64::__m256; MAX_TILE],
 ) {
     use std::arch::x86_64::*;
-    let (qb, sb) = (quant_bytes(GgmlType::Q6_K), scale_bytes(GgmlType::Q6_K));
+    let six = F == Q6_K;
+    let (qb, sb, supb) = if six {
+        (192, 16, 16)
+    } else if F == Q3_K {
+        (128, 16, 16)
+    } else {
+        (128, 32, 32)
+    };
     let mask = _mm256_set1_epi8(0x0F);
     let bits45 = _mm256_set1_epi8(0x30);
     let low16 = _mm256_set1_epi32(0xFFFF);
     let scales = g.add(nb * qb);
     let supers = scales.add(nb * sb);
-    let mut d = _mm256_setzero_ps();
+    let (mut d, mut dmin_neg) = (_mm256_setzero_ps(), _mm256_setzero_ps());
     for b in 0..nb {
         let q = g.add(b * qb);
-        prefetch_stream(g, b, qb + sb + 2);
+        prefetch_stream(g, b, qb + sb + supb / 8);
         if b % 8 == 0 {
-            d = _mm256_cvtph_ps(_mm_loadu_si128(supers.add(b / 8 * 16) as *const __m128i));
+            let sp = supers.add(b / 8 * supb);
+            d = _mm256_cvtph_ps(_mm_loadu_si128(sp as *const __m128i));
+            if F == Q2_K {
+                let dmin = _mm256_cvtph_ps(_mm_loadu_si128(sp.add(16) as *const __m128i));
+                dmin_neg = _mm256_xor_ps(dmin, _mm256_set1_ps(-0.0));
+            }
         }
-        // The halves' scales as i32 lanes, then as i16 pairs: (a, a), (b, b) and (a, b).
+        // The halves' scales as i32 lanes, then as i16 pairs: (a, a), (b, b) and (a, b); Q2_K's
+        // minimums as the pair (a, b).
         let sp = scales.add(b * sb);
-        let sa = _mm256_cvtepi8_epi32(_mm_loadl_epi64(sp as *const __m128i));
-        let sbv = _mm256_cvtepi8_epi32(_mm_loadl_epi64(sp.add(8) as *const __m128i));
+        let lanes = |o: usize| _mm256_cvtepi8_epi32(_mm_loadl_epi64(sp.add(o) as *const __m128i));
         let pair = |lo: __m256i, hi: __m256i| _mm256_or_si256(_mm256_and_si256(lo, low16), _mm256_slli_epi32(hi, 16));
+        let (sa, sbv) = (lanes(0), lanes(8));
         let (saa, sbb, sab) = (pair(sa, sa), pair(sbv, sbv), pair(sa, sbv));
+        let mab = if F == Q2_K { pair(lanes(16), lanes(24)) } else { _mm256_setzero_si256() };
         let mut isum = [_mm256_setzero_si256(); TM];
-        for plane in 0..2 {
-            // Two chunks share a plane of high bit pairs: bits 0-1 / 2-3 of each byte for the
-            // first chunk's low / high nibbles, bits 4-5 / 6-7 for the second's. 16-bit shifts
-            // of at most 4 bring no neighbour's bit to bits 4-5.
-            let hb = _mm256_loadu_si256(q.add(128 + 32 * plane) as *const __m256i);
+        for half in 0..2 {
+            // Q6_K: two chunks share a plane of high bit pairs: bits 0-1 / 2-3 of each byte for
+            // the first chunk's low / high nibbles, bits 4-5 / 6-7 for the second's. 16-bit
+            // shifts of at most 4 bring no neighbour's bit to bits 4-5.
+            let hb =
+                if six { _mm256_loadu_si256(q.add(128 + 32 * half) as *const __m256i) } else { _mm256_setzero_si256() };
             let mut w = [_mm256_setzero_si256(); 4];
             for k in 0..2 {
-                let raw = _mm256_loadu_si256(q.add(32 * (2 * plane + k)) as *const __m256i);
-                let (hl, hh) = if k == 0 {
-                    (_mm256_slli_epi16(hb, 4), _mm256_slli_epi16(hb, 2))
-                } else {
-                    (hb, _mm256_srli_epi16(hb, 2))
-                };
-                w[2 * k] = _mm256_or_si256(_mm256_and_si256(raw, mask), _mm256_and_si256(hl, bits45));
-                w[2 * k + 1] =
-                    _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(raw, 4), mask), _mm256_and_si256(hh, bits45));
+                let raw = _mm256_loadu_si256(q.add(32 * (2 * half + k)) as *const __m256i);
+                w[2 * k] = _mm256_and_si256(raw, mask);
+                w[2 * k + 1] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
+                if six {
+                    let (hl, hh) = if k == 0 {
+                        (_mm256_slli_epi16(hb, 4), _mm256_slli_epi16(hb, 2))
+                    } else {
+                        (hb, _mm256_srli_epi16(hb, 2))
+                    };
+                    w[2 * k] = _mm256_or_si256(w[2 * k], _mm256_and_si256(hl, bits45));
+                    w[2 * k + 1] = _mm256_or_si256(w[2 * k + 1], _mm256_and_si256(hh, bits45));
+                }
             }
             for (t, s) in isum.iter_mut().enumerate() {
                 let x = (*acts.add(t * nb + b)).qs.as_ptr();
-                let c0 = 8 * plane;
+                let c0 = 8 * half;
                 let bx = |o: usize| _mm256_set1_epi32((x.add(o) as *const i32).read_unaligned());
-                // Per i16 lane two chunks of 2 products of a 6-bit quant and an |x| <= 127:
+                // Per i16 lane two chunks of 2 products of a quant <= 63 and an |x| <= 127:
                 // 4 * 63 * 127 = 32004.
                 let lo = _mm256_add_epi16(_mm256_maddubs_epi16(w[0], bx(c0)), _mm256_maddubs_epi16(w[2], bx(c0 + 4)));
                 let hi = _mm256_add_epi16(
@@ -298,10 +325,18 @@ unsafe fn q6_tile<const TM: usize>(
         }
         for (t, s) in isum.iter().enumerate() {
             let x = &*acts.add(t * nb + b);
-            // Minus 32 * (sc_a * sum(x[..16]) + sc_b * sum(x[16..])).
             let halves = _mm256_set1_epi32((x.half_sums.as_ptr() as *const i32).read_unaligned());
-            let s = _mm256_sub_epi32(*s, _mm256_slli_epi32(_mm256_madd_epi16(sab, halves), 5));
+            // Minus 32 (Q6_K) or 4 (Q3_K) times (sc_a * sum(x[..16]) + sc_b * sum(x[16..])).
+            let s = match F {
+                Q6_K => _mm256_sub_epi32(*s, _mm256_slli_epi32(_mm256_madd_epi16(sab, halves), 5)),
+                Q3_K => _mm256_sub_epi32(*s, _mm256_slli_epi32(_mm256_madd_epi16(sab, halves), 2)),
+                _ => *s,
+            };
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(d, _mm256_set1_ps(x.d)), acc[t]);
+            if F == Q2_K {
+                let mins = _mm256_cvtepi32_ps(_mm256_madd_epi16(mab, halves));
+                acc[t] = _mm256_fmadd_ps(mins, _mm256_mul_ps(dmin_neg, _mm256_set1_ps(x.d)), acc[t]);
+            }
         }
     }
 }

@@ -8,6 +8,10 @@
 //!   (as Q4_0); `x = d * (q5 - 16)`.
 //! - `Q5_1`: 32 elements = `d`, `m`, fifth bits, nibbles; `x = d * q5 + m`.
 //! - `Q8_0`: 32 elements = `d`, 32 signed bytes; `x = d * q`.
+//! - `Q2_K`: 256 elements = 16 bytes of 4-bit (scale, min) pairs, one per 16 elements, 64 bytes of
+//!   2-bit quants, `d`, `dmin`; `x = d * scale * q2 - dmin * min`.
+//! - `Q3_K`: 256 elements = 32 bytes of third bits, 64 bytes of 2-bit quants, 12 bytes of packed
+//!   6-bit scales (one per 16 elements, stored plus 32), `d`; `x = d * (scale - 32) * (q3 - 4)`.
 //! - `Q4_K`: 256 elements = `d`, `dmin`, 12 bytes of packed 6-bit (scale, min) pairs for 8 sub-blocks
 //!   of 32, 128 bytes of nibbles; `x = d * scale * nibble - dmin * min`.
 //! - `Q5_K`: 256 elements = Q4_K's `d`, `dmin` and scales, 32 bytes of fifth bits (bit `s` of byte
@@ -80,6 +84,19 @@ pub(crate) fn dequantize_unchecked(dtype: GgmlType, bytes: &[u8], out: &mut [f32
                     y[j] = d * (blk[2 + j] as i8) as f32;
                 }
             }
+            GgmlType::Q2_K => {
+                let (d, dmin) = (f16_at(blk, 80), f16_at(blk, 82));
+                for (e, (y, q)) in y.iter_mut().zip(q2k_values(blk)).enumerate() {
+                    let sc = blk[e / 16];
+                    *y = d * (sc & 0xF) as f32 * q as f32 - dmin * (sc >> 4) as f32;
+                }
+            }
+            GgmlType::Q3_K => {
+                let d = f16_at(blk, 108);
+                for (e, (y, q)) in y.iter_mut().zip(q3k_values(blk)).enumerate() {
+                    *y = d * q3k_scale(e / 16, blk) as f32 * (q as i32 - 4) as f32;
+                }
+            }
             GgmlType::Q4_K => dequant_q4k(blk, y),
             GgmlType::Q5_K => dequant_q5k(blk, y),
             GgmlType::Q6_K => dequant_q6k(blk, y),
@@ -97,6 +114,38 @@ pub(crate) fn q5_values(b: &[u8]) -> [u8; 32] {
         q[j + 16] = (b[4 + j] >> 4) | (((qh >> (j + 16)) & 1) << 4) as u8;
     }
     q
+}
+
+/// The 256 2-bit values of a Q2_K block: each half of 128 elements takes 32 bytes of `qs`;
+/// element `32 j + l` of a half is bits `2j..2j+2` of byte `l`.
+pub(crate) fn q2k_values(blk: &[u8]) -> [u8; 256] {
+    let mut out = [0u8; 256];
+    for (e, v) in out.iter_mut().enumerate() {
+        let (half, j, l) = (e / 128, e % 128 / 32, e % 32);
+        *v = (blk[16 + 32 * half + l] >> (2 * j)) & 3;
+    }
+    out
+}
+
+/// The 256 unsigned 3-bit values of a Q3_K block (the value minus 4 is the signed quant): two low
+/// bits as Q2_K's (from byte 32 on), the third from bit `4 * half + j` of `hmask[l]` (32 bytes).
+pub(crate) fn q3k_values(blk: &[u8]) -> [u8; 256] {
+    let mut out = [0u8; 256];
+    for (e, v) in out.iter_mut().enumerate() {
+        let (half, j, l) = (e / 128, e % 128 / 32, e % 32);
+        let low = (blk[32 + 32 * half + l] >> (2 * j)) & 3;
+        *v = low | (((blk[l] >> (4 * half + j)) & 1) << 2);
+    }
+    out
+}
+
+/// Scale `k` (0..16, one per 16 elements) of a Q3_K block, as the signed value it multiplies:
+/// low 4 bits from the nibbles of bytes 96..104, high 2 bits from bytes 104..108.
+pub(crate) fn q3k_scale(k: usize, blk: &[u8]) -> i32 {
+    let s = &blk[96..108];
+    let low = if k < 8 { s[k] & 0xF } else { s[k - 8] >> 4 };
+    let high = (s[8 + k % 4] >> (2 * (k / 4))) & 3;
+    (low | (high << 4)) as i32 - 32
 }
 
 /// The 6-bit (scale, min) of sub-block `j` (0..8) of a Q4_K or Q5_K block.
@@ -234,7 +283,7 @@ pub fn quantize(dtype: GgmlType, x: &[f32]) -> Option<Vec<u8>> {
                 out.extend_from_slice(&f16::from_f32(min).to_le_bytes());
                 push_q5(&q, &mut out);
             }
-            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => return None,
+            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => return None,
         }
     }
     Some(out)

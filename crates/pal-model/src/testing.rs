@@ -101,12 +101,14 @@ impl Lcg {
 pub fn random_weights(dtype: GgmlType, rows: usize, cols: usize, scale: f32, seed: u64) -> Vec<u8> {
     let mut rng = Lcg(seed ^ 0x5851_F42D_4C95_7F2D);
     match dtype {
-        GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => k_quant_blocks(&mut rng, dtype, rows * cols / 256, scale),
+        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
+            k_quant_blocks(&mut rng, dtype, rows * cols / 256, scale)
+        }
         _ => quantize(dtype, &rng.vec(rows * cols, scale)).expect("32-element or plain format"),
     }
 }
 
-/// Random but well-formed Q4_K / Q5_K / Q6_K blocks with magnitudes around `scale`.
+/// Random but well-formed K-quant blocks with magnitudes around `scale`.
 fn k_quant_blocks(rng: &mut Lcg, dtype: GgmlType, blocks: usize, scale: f32) -> Vec<u8> {
     use half::f16;
     let mut byte = || ((rng.next() + 1.0) * 127.99) as u8;
@@ -117,6 +119,15 @@ fn k_quant_blocks(rng: &mut Lcg, dtype: GgmlType, blocks: usize, scale: f32) -> 
             out.extend_from_slice(&f16::from_f32(2.0 * scale / (63.0 * 15.0)).to_le_bytes());
             out.extend_from_slice(&f16::from_f32(scale / 63.0).to_le_bytes());
             out.extend((0..140).map(|_| byte()));
+        } else if dtype == GgmlType::Q2_K {
+            // x = d * sc * q - dmin * m with 4-bit sc, m and 2-bit q: d * 15 * 3 ~ 2 scale.
+            out.extend((0..80).map(|_| byte()));
+            out.extend_from_slice(&f16::from_f32(2.0 * scale / (15.0 * 3.0)).to_le_bytes());
+            out.extend_from_slice(&f16::from_f32(scale / 15.0).to_le_bytes());
+        } else if dtype == GgmlType::Q3_K {
+            // x = d * (sc - 32) * (q - 4) with 6-bit sc and 3-bit q: d * 32 * 4 ~ scale.
+            out.extend((0..108).map(|_| byte()));
+            out.extend_from_slice(&f16::from_f32(scale / (32.0 * 4.0)).to_le_bytes());
         } else if dtype == GgmlType::Q5_K {
             // As Q4_K with 5-bit q: d * 63 * 31 ~ 2 scale.
             out.extend_from_slice(&f16::from_f32(2.0 * scale / (63.0 * 31.0)).to_le_bytes());
@@ -186,7 +197,7 @@ pub fn tiny_model(spec: &TinySpec, seed: u64) -> Vec<u8> {
     let mut mat = |w: &mut GgufWriter, name: &str, cols: usize, rows: usize, dtype: GgmlType, scale: f32| {
         let bytes = match dtype {
             // No K-quant encoder here: random blocks whose scales give values of about `scale`.
-            GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
+            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
                 k_quant_blocks(&mut rng, dtype, rows * cols / 256, scale)
             }
             _ => quantize(dtype, &rng.vec(rows * cols, scale)).expect("32-element or plain format"),

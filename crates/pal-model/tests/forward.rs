@@ -184,7 +184,7 @@ fn quantized_weights_are_wired_exactly() {
         let spec = TinySpec { weights: w, ..TinySpec::default() };
         check_with(spec, false, 16, Tolerance::tight(1e-4), Dispatch::Auto, true);
     }
-    for w in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
+    for w in [GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
         check_with(k_quant_spec(w), false, 8, Tolerance::tight(1e-4), Dispatch::Auto, true);
     }
 }
@@ -202,7 +202,7 @@ fn quantized_weights_match_within_activation_rounding() {
     for w in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1] {
         check_with(TinySpec { weights: w, ..TinySpec::default() }, true, 16, tol, Dispatch::Auto, false);
     }
-    for w in [GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
+    for w in [GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
         check_with(k_quant_spec(w), true, 8, tol, Dispatch::Auto, false);
     }
 }
