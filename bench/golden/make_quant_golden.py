@@ -39,6 +39,10 @@ def blocks(kind, nblocks):
             b = np.concatenate([rng.integers(0, 256, 16 + 64, dtype=np.uint8), f16_bytes(2, 0.0, 0.1)])
         elif kind == "Q3_K":
             b = np.concatenate([rng.integers(0, 256, 32 + 64 + 12, dtype=np.uint8), f16_bytes(1, -0.1, 0.1)])
+        elif kind == "IQ4_NL":
+            b = np.concatenate([f16_bytes(1), rng.integers(0, 256, 16, dtype=np.uint8)])
+        elif kind == "IQ4_XS":
+            b = np.concatenate([f16_bytes(1, -0.1, 0.1), rng.integers(0, 256, 2 + 4 + 128, dtype=np.uint8)])
         elif kind == "Q6_K":
             b = np.concatenate([rng.integers(0, 256, 128 + 64 + 16, dtype=np.uint8), f16_bytes(1, -0.1, 0.1)])
         elif kind == "F16":
@@ -55,7 +59,8 @@ def blocks(kind, nblocks):
 def main(out):
     res = []
     for kind, n in [("F32", 64), ("F16", 64), ("BF16", 64), ("Q4_0", 8), ("Q4_1", 8), ("Q8_0", 8), ("Q4_K", 3), ("Q6_K", 3),
-                    ("Q5_0", 8), ("Q5_1", 8), ("Q5_K", 3), ("Q2_K", 3), ("Q3_K", 3)]:
+                    ("Q5_0", 8), ("Q5_1", 8), ("Q5_K", 3), ("Q2_K", 3), ("Q3_K", 3),
+                    ("IQ4_NL", 8), ("IQ4_XS", 3)]:
         raw = blocks(kind, n)
         vals = quants.dequantize(raw, getattr(T, kind)).astype(np.float32).reshape(-1)
         res.append({"type": kind, "hex": raw.tobytes().hex(), "values": [float(x) for x in vals]})

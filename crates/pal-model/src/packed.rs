@@ -1,5 +1,5 @@
-//! Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q2_K / Q3_K / Q4_K / Q5_K / Q6_K weights repacked for
-//! integer matrix products with 8-bit activations.
+//! Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q2_K / Q3_K / Q4_K / Q5_K / Q6_K / IQ4_NL / IQ4_XS weights
+//! repacked for integer matrix products with 8-bit activations.
 //!
 //! A GGUF row stores its blocks one after another, so a dot product has to scale and reduce every
 //! block of every row on its own. [`PackedMatrix`] interleaves [`GROUP`] = 8 rows instead: for
@@ -16,6 +16,8 @@
 //! in f32). Q6_K, Q3_K and Q2_K keep their integer scales, one per half of 16 (`w = d_sb * sc *
 //! (q - 32)`, `(q - 4)`, or `d_sb * sc * q - dmin_sb * m`), which their kernel multiplies in
 //! the integer domain. Q3_K and Q2_K quants take a nibble each (4 bits for their 3 or 2).
+//! IQ4_NL / IQ4_XS keep their nibbles, which index a fixed signed grid in the kernel, with `d`
+//! per block (IQ4_NL) or the super-block's `d` and a signed 6-bit scale per block (IQ4_XS).
 //!
 //! Layout of one group (`nb` blocks of 32 per row; rows past the end of the matrix are zeros):
 //! - quants, `nb` x `QB` bytes. Below 8 bits: chunk `c` (0..4) lane `r` = 4 bytes holding the
@@ -131,6 +133,7 @@ pub(crate) const fn quant_bytes(dtype: GgmlType) -> usize {
 pub(crate) const fn scale_bytes(dtype: GgmlType) -> usize {
     match dtype {
         GgmlType::Q4_1 | GgmlType::Q5_1 | GgmlType::Q2_K => 32,
+        GgmlType::IQ4_XS => 8,
         _ => 16,
     }
 }
@@ -139,7 +142,7 @@ pub(crate) const fn scale_bytes(dtype: GgmlType) -> usize {
 pub(crate) const fn super_bytes(dtype: GgmlType) -> usize {
     match dtype {
         GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q2_K => 32,
-        GgmlType::Q6_K | GgmlType::Q3_K => 16,
+        GgmlType::Q6_K | GgmlType::Q3_K | GgmlType::IQ4_XS => 16,
         _ => 0,
     }
 }
@@ -174,7 +177,9 @@ fn row_block(dtype: GgmlType, row: &[u8], b: usize) -> FileBlock {
         }
     };
     match dtype {
-        GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q5_0 => out.d = [blk[0], blk[1]],
+        GgmlType::Q4_0 | GgmlType::Q8_0 | GgmlType::Q5_0 | GgmlType::IQ4_NL | GgmlType::IQ4_XS => {
+            out.d = [blk[0], blk[1]]
+        }
         GgmlType::Q6_K => out.d = [blk[208], blk[209]],
         GgmlType::Q3_K => out.d = [blk[108], blk[109]],
         GgmlType::Q2_K => (out.d, out.m) = ([blk[80], blk[81]], [blk[82], blk[83]]),
@@ -182,7 +187,11 @@ fn row_block(dtype: GgmlType, row: &[u8], b: usize) -> FileBlock {
     }
     let s = b % 8; // sub-block of a K-quant super-block
     match dtype {
-        GgmlType::Q4_0 | GgmlType::Q4_1 => nibbles(&mut out.q, &blk[bb - 16..]),
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::IQ4_NL => nibbles(&mut out.q, &blk[bb - 16..]),
+        GgmlType::IQ4_XS => {
+            nibbles(&mut out.q, &blk[8 + 16 * s..]);
+            out.sub[0] = crate::quant::iq4xs_scale(s, blk) as i8 as u8;
+        }
         GgmlType::Q5_0 | GgmlType::Q5_1 => out.q = crate::quant::q5_values(&blk[bb - 20..]),
         GgmlType::Q8_0 => out.q.copy_from_slice(&blk[2..34]),
         GgmlType::Q4_K | GgmlType::Q5_K => {
@@ -231,6 +240,8 @@ impl PackedMatrix {
                 | GgmlType::Q4_K
                 | GgmlType::Q5_K
                 | GgmlType::Q6_K
+                | GgmlType::IQ4_NL
+                | GgmlType::IQ4_XS
         )
     }
 
@@ -407,6 +418,18 @@ impl PackedMatrix {
                     }
                 }
                 let dot = |range: std::ops::Range<usize>| range.map(|j| v[j] * a.qs[j] as i32).sum::<i32>();
+                if matches!(self.dtype, GgmlType::IQ4_NL | GgmlType::IQ4_XS) {
+                    // The nibbles index the grid: w = d * grid[q] (IQ4_XS: d * scale * grid[q]).
+                    let isum: i32 =
+                        (0..32).map(|j| crate::quant::IQ4_VALUES[v[j] as usize] as i32 * a.qs[j] as i32).sum();
+                    let d = if self.dtype == GgmlType::IQ4_NL {
+                        f16_at(s, 2 * r)
+                    } else {
+                        f16_at(sp, 2 * r) * s[r] as i8 as f32
+                    };
+                    *o = (isum as f32).mul_add(d * a.d, *o);
+                    continue;
+                }
                 if matches!(self.dtype, GgmlType::Q6_K | GgmlType::Q3_K | GgmlType::Q2_K) {
                     // One integer scale per half of 16: Q6_K / Q3_K w = d * sc * (q - 32 / 4),
                     // Q2_K w = d * sc * q - dmin * m. Exact in i32.

@@ -45,7 +45,7 @@ pub unsafe fn packed_group_avx2(
     debug_assert!(acts.len() >= m * nb && group.len() >= group_bytes(dtype, nb));
     let (g, a) = (group.as_ptr(), acts.as_ptr());
     // Q8_0 tiles stop at 8 rows (see MAX_TILE).
-    let max_tile = if dtype == GgmlType::Q8_0 { 8 } else { MAX_TILE };
+    let max_tile = if matches!(dtype, GgmlType::Q8_0 | GgmlType::IQ4_NL | GgmlType::IQ4_XS) { 8 } else { MAX_TILE };
     let mut t0 = 0;
     while t0 < m {
         let tm = [16, 8, 4, 3, 2, 1].into_iter().find(|&n| n <= max_tile && n <= m - t0).unwrap_or(1);
@@ -62,6 +62,8 @@ pub unsafe fn packed_group_avx2(
             GgmlType::Q6_K => with_tile!(tm, half_scaled_tile::<Q6_K>, g, nb, at, &mut acc),
             GgmlType::Q3_K => with_tile!(tm, half_scaled_tile::<Q3_K>, g, nb, at, &mut acc),
             GgmlType::Q2_K => with_tile!(tm, half_scaled_tile::<Q2_K>, g, nb, at, &mut acc),
+            GgmlType::IQ4_NL => with_tile!(tm, grid_tile::<IQ4_NL>, g, nb, at, &mut acc),
+            GgmlType::IQ4_XS => with_tile!(tm, grid_tile::<IQ4_XS>, g, nb, at, &mut acc),
             _ => unreachable!("{dtype} has no packed form"),
         }
         for (t, v) in acc.iter().enumerate().take(tm) {
@@ -337,6 +339,66 @@ unsafe fn half_scaled_tile<const F: u8, const TM: usize>(
                 let mins = _mm256_cvtepi32_ps(_mm256_madd_epi16(mab, halves));
                 acc[t] = _mm256_fmadd_ps(mins, _mm256_mul_ps(dmin_neg, _mm256_set1_ps(x.d)), acc[t]);
             }
+        }
+    }
+}
+
+// The formats of `grid_tile`.
+const IQ4_NL: u8 = 9;
+const IQ4_XS: u8 = 10;
+
+/// An IQ4_NL or IQ4_XS group (`F`) times `TM` activation rows: the nibbles index a
+/// signed grid (one `pshufb` per 32 of them, paid once per tile), whose values then multiply as
+/// Q8_0's do (`maddubs(|w|, sign(x, w))`, one `madd` per chunk half: two products of 127 fill an
+/// i16). Per block `d` (IQ4_NL) or the super-block's `d` times the block's signed 6-bit scale.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn grid_tile<const F: u8, const TM: usize>(
+    g: *const u8,
+    nb: usize,
+    acts: *const ActBlock,
+    acc: &mut [std::arch::x86_64::__m256; MAX_TILE],
+) {
+    use std::arch::x86_64::*;
+    let xs = F == IQ4_XS;
+    let (qb, sb) = (128, if xs { 8 } else { 16 });
+    let grid = _mm256_broadcastsi128_si256(_mm_loadu_si128(crate::quant::IQ4_VALUES.as_ptr() as *const __m128i));
+    let mask = _mm256_set1_epi8(0x0F);
+    let ones = _mm256_set1_epi16(1);
+    let scales = g.add(nb * qb);
+    let supers = scales.add(nb * sb);
+    let mut dsb = _mm256_setzero_ps();
+    for b in 0..nb {
+        let q = g.add(b * qb);
+        prefetch_stream(g, b, qb + sb + if xs { 2 } else { 0 });
+        let sp = scales.add(b * sb);
+        let d = if xs {
+            if b % 8 == 0 {
+                dsb = _mm256_cvtph_ps(_mm_loadu_si128(supers.add(b / 8 * 16) as *const __m128i));
+            }
+            _mm256_mul_ps(dsb, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(sp as *const __m128i))))
+        } else {
+            _mm256_cvtph_ps(_mm_loadu_si128(sp as *const __m128i))
+        };
+        let mut isum = [_mm256_setzero_si256(); TM];
+        for c in 0..4 {
+            let raw = _mm256_loadu_si256(q.add(32 * c) as *const __m256i);
+            let lo = _mm256_shuffle_epi8(grid, _mm256_and_si256(raw, mask));
+            let hi = _mm256_shuffle_epi8(grid, _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask));
+            let (alo, ahi) = (_mm256_abs_epi8(lo), _mm256_abs_epi8(hi));
+            for (t, s) in isum.iter_mut().enumerate() {
+                let x = (*acts.add(t * nb + b)).qs.as_ptr();
+                let xlo = _mm256_set1_epi32((x.add(4 * c) as *const i32).read_unaligned());
+                let xhi = _mm256_set1_epi32((x.add(16 + 4 * c) as *const i32).read_unaligned());
+                let plo = _mm256_madd_epi16(_mm256_maddubs_epi16(alo, _mm256_sign_epi8(xlo, lo)), ones);
+                let phi = _mm256_madd_epi16(_mm256_maddubs_epi16(ahi, _mm256_sign_epi8(xhi, hi)), ones);
+                *s = _mm256_add_epi32(*s, _mm256_add_epi32(plo, phi));
+            }
+        }
+        for (t, s) in isum.iter().enumerate() {
+            let x = &*acts.add(t * nb + b);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(*s), _mm256_mul_ps(d, _mm256_set1_ps(x.d)), acc[t]);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Matrix products with quantized weights: `out[m, n] = sum_k x[m, k] * W[n, k]`.
 //!
 //! [`QMatrix`] is one weight matrix of a GGUF file. How it multiplies depends on its format:
-//! - Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K are repacked once at load into [`PackedMatrix`]
+//! - Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL, IQ4_XS are repacked once at load into [`PackedMatrix`]
 //!   (about the file's size, eight rows interleaved). The activations are rounded per block of 32 to 8 bits
 //!   ([`crate::packed::ActBlock`], as llama.cpp does) and every product is an integer kernel: decode rows and
 //!   prefill chunks alike, so a weight byte is unpacked once per four activation rows and read

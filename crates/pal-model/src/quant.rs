@@ -16,11 +16,27 @@
 //!   of 32, 128 bytes of nibbles; `x = d * scale * nibble - dmin * min`.
 //! - `Q5_K`: 256 elements = Q4_K's `d`, `dmin` and scales, 32 bytes of fifth bits (bit `s` of byte
 //!   `l` for element `l` of sub-block `s`), 128 bytes of nibbles; `x = d * scale * q5 - dmin * min`.
+//! - `IQ4_NL`: 32 elements = `d`, 16 bytes of nibbles (as Q4_0) indexing a fixed non-uniform grid
+//!   of 16 signed values; `x = d * grid[nibble]`.
+//! - `IQ4_XS`: 256 elements = `d`, 6-bit signed scales per 32 (2 high bits in a u16, 4 low bits in
+//!   4 bytes), 128 bytes of nibbles (16 per 32 elements, as Q4_0); `x = d * scale * grid[nibble]`.
 //! - `Q6_K`: 256 elements = 128 bytes of low nibbles, 64 bytes of high 2-bit pairs, 16 signed 8-bit
 //!   scales (one per 16 elements), `d`; `x = d * scale * (q6 - 32)`.
 
 use crate::gguf::GgmlType;
 use half::{bf16, f16};
+
+/// The 16 values an IQ4_NL / IQ4_XS nibble selects (ggml's `kvalues_iq4nl`): a non-uniform grid,
+/// denser near zero.
+pub(crate) const IQ4_VALUES: [i8; 16] = [-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113];
+
+/// The signed scale of sub-block `ib` (0..8, 32 elements each) of an IQ4_XS block: 4 low bits
+/// from the nibbles of `scales_l` (bytes 4..8), 2 high bits from `scales_h` (bytes 2..4), minus 32.
+pub(crate) fn iq4xs_scale(ib: usize, blk: &[u8]) -> i32 {
+    let high = u16::from_le_bytes([blk[2], blk[3]]);
+    let low = (blk[4 + ib / 2] >> (4 * (ib % 2))) & 0xF;
+    (low as i32 | ((((high >> (2 * ib)) & 3) as i32) << 4)) - 32
+}
 
 /// The little-endian f16 at byte `i`, as f32 (block scales).
 pub(crate) fn f16_at(b: &[u8], i: usize) -> f32 {
@@ -95,6 +111,24 @@ pub(crate) fn dequantize_unchecked(dtype: GgmlType, bytes: &[u8], out: &mut [f32
                 let d = f16_at(blk, 108);
                 for (e, (y, q)) in y.iter_mut().zip(q3k_values(blk)).enumerate() {
                     *y = d * q3k_scale(e / 16, blk) as f32 * (q as i32 - 4) as f32;
+                }
+            }
+            GgmlType::IQ4_NL => {
+                let d = f16_at(blk, 0);
+                for j in 0..16 {
+                    y[j] = d * IQ4_VALUES[(blk[2 + j] & 0xF) as usize] as f32;
+                    y[j + 16] = d * IQ4_VALUES[(blk[2 + j] >> 4) as usize] as f32;
+                }
+            }
+            GgmlType::IQ4_XS => {
+                let d = f16_at(blk, 0);
+                for (ib, y) in y.chunks_exact_mut(32).enumerate() {
+                    let dl = d * iq4xs_scale(ib, blk) as f32;
+                    let q = &blk[8 + 16 * ib..8 + 16 * ib + 16];
+                    for j in 0..16 {
+                        y[j] = dl * IQ4_VALUES[(q[j] & 0xF) as usize] as f32;
+                        y[j + 16] = dl * IQ4_VALUES[(q[j] >> 4) as usize] as f32;
+                    }
                 }
             }
             GgmlType::Q4_K => dequant_q4k(blk, y),
@@ -283,7 +317,13 @@ pub fn quantize(dtype: GgmlType, x: &[f32]) -> Option<Vec<u8>> {
                 out.extend_from_slice(&f16::from_f32(min).to_le_bytes());
                 push_q5(&q, &mut out);
             }
-            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => return None,
+            GgmlType::Q2_K
+            | GgmlType::Q3_K
+            | GgmlType::Q4_K
+            | GgmlType::Q5_K
+            | GgmlType::Q6_K
+            | GgmlType::IQ4_NL
+            | GgmlType::IQ4_XS => return None,
         }
     }
     Some(out)

@@ -101,15 +101,21 @@ impl Lcg {
 pub fn random_weights(dtype: GgmlType, rows: usize, cols: usize, scale: f32, seed: u64) -> Vec<u8> {
     let mut rng = Lcg(seed ^ 0x5851_F42D_4C95_7F2D);
     match dtype {
-        GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
-            k_quant_blocks(&mut rng, dtype, rows * cols / 256, scale)
-        }
+        GgmlType::Q2_K
+        | GgmlType::Q3_K
+        | GgmlType::Q4_K
+        | GgmlType::Q5_K
+        | GgmlType::Q6_K
+        | GgmlType::IQ4_NL
+        | GgmlType::IQ4_XS => k_quant_blocks(&mut rng, dtype, rows * cols, scale),
         _ => quantize(dtype, &rng.vec(rows * cols, scale)).expect("32-element or plain format"),
     }
 }
 
-/// Random but well-formed K-quant blocks with magnitudes around `scale`.
-fn k_quant_blocks(rng: &mut Lcg, dtype: GgmlType, blocks: usize, scale: f32) -> Vec<u8> {
+/// Random but well-formed blocks of a format without an encoder here (K-quants, IQ4) for `elems`
+/// elements, with magnitudes around `scale`.
+fn k_quant_blocks(rng: &mut Lcg, dtype: GgmlType, elems: usize, scale: f32) -> Vec<u8> {
+    let blocks = elems / dtype.block_elems();
     use half::f16;
     let mut byte = || ((rng.next() + 1.0) * 127.99) as u8;
     let mut out = Vec::with_capacity(blocks * dtype.block_bytes());
@@ -119,6 +125,14 @@ fn k_quant_blocks(rng: &mut Lcg, dtype: GgmlType, blocks: usize, scale: f32) -> 
             out.extend_from_slice(&f16::from_f32(2.0 * scale / (63.0 * 15.0)).to_le_bytes());
             out.extend_from_slice(&f16::from_f32(scale / 63.0).to_le_bytes());
             out.extend((0..140).map(|_| byte()));
+        } else if dtype == GgmlType::IQ4_NL {
+            // x = d * grid[q] with |grid| <= 127: d * 127 ~ scale.
+            out.extend_from_slice(&f16::from_f32(scale / 127.0).to_le_bytes());
+            out.extend((0..16).map(|_| byte()));
+        } else if dtype == GgmlType::IQ4_XS {
+            // x = d * (ls - 32) * grid[q]: d * 32 * 127 ~ scale.
+            out.extend_from_slice(&f16::from_f32(scale / (32.0 * 127.0)).to_le_bytes());
+            out.extend((0..134).map(|_| byte()));
         } else if dtype == GgmlType::Q2_K {
             // x = d * sc * q - dmin * m with 4-bit sc, m and 2-bit q: d * 15 * 3 ~ 2 scale.
             out.extend((0..80).map(|_| byte()));
@@ -197,9 +211,13 @@ pub fn tiny_model(spec: &TinySpec, seed: u64) -> Vec<u8> {
     let mut mat = |w: &mut GgufWriter, name: &str, cols: usize, rows: usize, dtype: GgmlType, scale: f32| {
         let bytes = match dtype {
             // No K-quant encoder here: random blocks whose scales give values of about `scale`.
-            GgmlType::Q2_K | GgmlType::Q3_K | GgmlType::Q4_K | GgmlType::Q5_K | GgmlType::Q6_K => {
-                k_quant_blocks(&mut rng, dtype, rows * cols / 256, scale)
-            }
+            GgmlType::Q2_K
+            | GgmlType::Q3_K
+            | GgmlType::Q4_K
+            | GgmlType::Q5_K
+            | GgmlType::Q6_K
+            | GgmlType::IQ4_NL
+            | GgmlType::IQ4_XS => k_quant_blocks(&mut rng, dtype, rows * cols, scale),
             _ => quantize(dtype, &rng.vec(rows * cols, scale)).expect("32-element or plain format"),
         };
         w.tensor(name, &[cols, rows], dtype, bytes).expect("sizes match");

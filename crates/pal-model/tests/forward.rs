@@ -180,11 +180,11 @@ fn qwen2_biases_and_half_split_rope() {
 fn quantized_weights_are_wired_exactly() {
     // With unrounded f32 activations a Q8_0/Q4_x model is the oracle's to f32 rounding: this is
     // where a wrong matrix, row, group or nibble order would show.
-    for w in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1] {
+    for w in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::IQ4_NL] {
         let spec = TinySpec { weights: w, ..TinySpec::default() };
         check_with(spec, false, 16, Tolerance::tight(1e-4), Dispatch::Auto, true);
     }
-    for w in [GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
+    for w in [GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::IQ4_XS] {
         check_with(k_quant_spec(w), false, 8, Tolerance::tight(1e-4), Dispatch::Auto, true);
     }
 }
@@ -199,10 +199,10 @@ fn quantized_weights_match_within_activation_rounding() {
     // flips, hence the wide bound). Wiring errors are O(100%) and are caught to 1e-4 above; the
     // kernels themselves are checked to the bit and to 1e-5 in tests/quant.rs.
     let tol = Tolerance { max_rel: 0.12, rms_rel: 0.04 };
-    for w in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1] {
+    for w in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::Q5_1, GgmlType::IQ4_NL] {
         check_with(TinySpec { weights: w, ..TinySpec::default() }, true, 16, tol, Dispatch::Auto, false);
     }
-    for w in [GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K] {
+    for w in [GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::Q4_K, GgmlType::Q5_K, GgmlType::Q6_K, GgmlType::IQ4_XS] {
         check_with(k_quant_spec(w), true, 8, tol, Dispatch::Auto, false);
     }
 }

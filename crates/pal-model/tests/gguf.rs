@@ -89,9 +89,9 @@ fn unknown_tensor_type_and_impossible_shapes_are_typed_errors() {
     t[type_at..type_at + 4].copy_from_slice(&77u32.to_le_bytes());
     assert!(matches!(GgufFile::from_bytes(t.clone()), Err(ModelError::UnknownTensorType { type_id: 77, .. })));
     // A real ggml type PAL does not read is named in the message, with what PAL reads.
-    t[type_at..type_at + 4].copy_from_slice(&23u32.to_le_bytes());
+    t[type_at..type_at + 4].copy_from_slice(&17u32.to_le_bytes());
     let msg = GgufFile::from_bytes(t).unwrap_err().to_string();
-    assert!(msg.contains("`b` has type IQ4_XS (id 23)") && msg.contains("Q4_K, Q5_K, Q6_K"), "{msg}");
+    assert!(msg.contains("`b` has type IQ2_XS (id 17)") && msg.contains("Q4_K, Q5_K, Q6_K"), "{msg}");
     let mut t = b.clone();
     t[pos + 13..pos + 21].copy_from_slice(&u64::MAX.to_le_bytes());
     assert!(matches!(GgufFile::from_bytes(t), Err(ModelError::BadTensor { .. })), "huge dim");
