@@ -6,8 +6,9 @@
 //! The same checks run on the hub's usual K-quant mix when `PAL_SMOLLM2_Q4KM` names SmolLM2
 //! requantized to Q4_K_M by llama.cpp (`python bench/golden/requantize.py Q4_1.gguf OUT.gguf`,
 //! deterministic; its tensors are Q5_0, Q8_0, Q4_K and Q6_K). No pure-Python K-quant encoder
-//! exists, so CI, which has no llama.cpp, skips that one; the K-quant kernels themselves are
-//! checked in CI against the gguf-py-verified dequantizer (tests/quant.rs).
+//! exists: `.ci/run` builds llama-cpp-python to make the file, and where that is not possible the
+//! test says it is skipped (the K-quant kernels themselves are checked against the
+//! gguf-py-verified dequantizer in tests/quant.rs).
 
 use pal_core::{f16, KvLayout, PageTable};
 use pal_model::fetch::local_or_fetch;
