@@ -194,32 +194,24 @@ fn row_block(dtype: GgmlType, row: &[u8], b: usize) -> FileBlock {
         }
         GgmlType::Q5_0 | GgmlType::Q5_1 => out.q = crate::quant::q5_values(&blk[bb - 20..]),
         GgmlType::Q8_0 => out.q.copy_from_slice(&blk[2..34]),
-        GgmlType::Q4_K | GgmlType::Q5_K => {
-            // Sub-block `s`: nibbles of bytes `32 * (s / 2)..` of the quants, low for even `s`,
-            // high for odd; Q5_K's fifth bits are bit `s` of `qh[l]`.
-            (out.sub[0], out.sub[1]) = crate::quant::q4k_scale_min(s, &blk[4..16]);
-            let five = dtype == GgmlType::Q5_K;
-            let qs = if five { &blk[48..176] } else { &blk[16..144] };
-            for (l, q) in out.q.iter_mut().enumerate() {
-                *q = (qs[32 * (s / 2) + l] >> (4 * (s % 2))) & 0xF;
-                if five {
-                    *q |= ((blk[16 + l] >> s) & 1) << 4;
-                }
-            }
-        }
-        GgmlType::Q2_K => {
-            out.q.copy_from_slice(&crate::quant::q2k_values(blk)[32 * s..32 * s + 32]);
-            let (a, b) = (blk[2 * s], blk[2 * s + 1]);
-            out.sub = [a & 0xF, b & 0xF, a >> 4, b >> 4];
-        }
-        GgmlType::Q3_K => {
-            out.q.copy_from_slice(&crate::quant::q3k_values(blk)[32 * s..32 * s + 32]);
-            let sc = |k: usize| crate::quant::q3k_scale(k, blk) as i8 as u8;
-            out.sub[..2].copy_from_slice(&[sc(2 * s), sc(2 * s + 1)]);
-        }
         _ => {
-            out.q.copy_from_slice(&crate::quant::q6k_values(blk)[32 * s..32 * s + 32]);
-            out.sub[..2].copy_from_slice(&blk[192 + 2 * s..194 + 2 * s]);
+            for (l, q) in out.q.iter_mut().enumerate() {
+                *q = crate::quant::k_quant_value(dtype, blk, 32 * s + l);
+            }
+            match dtype {
+                GgmlType::Q4_K | GgmlType::Q5_K => {
+                    (out.sub[0], out.sub[1]) = crate::quant::q4k_scale_min(s, &blk[4..16]);
+                }
+                GgmlType::Q2_K => {
+                    let (a, b) = (blk[2 * s], blk[2 * s + 1]);
+                    out.sub = [a & 0xF, b & 0xF, a >> 4, b >> 4];
+                }
+                GgmlType::Q3_K => {
+                    let sc = |k: usize| crate::quant::q3k_scale(k, blk) as i8 as u8;
+                    out.sub[..2].copy_from_slice(&[sc(2 * s), sc(2 * s + 1)]);
+                }
+                _ => out.sub[..2].copy_from_slice(&blk[192 + 2 * s..194 + 2 * s]),
+            }
         }
     }
     out

@@ -102,15 +102,15 @@ pub(crate) fn dequantize_unchecked(dtype: GgmlType, bytes: &[u8], out: &mut [f32
             }
             GgmlType::Q2_K => {
                 let (d, dmin) = (f16_at(blk, 80), f16_at(blk, 82));
-                for (e, (y, q)) in y.iter_mut().zip(q2k_values(blk)).enumerate() {
+                for (e, y) in y.iter_mut().enumerate() {
                     let sc = blk[e / 16];
-                    *y = d * (sc & 0xF) as f32 * q as f32 - dmin * (sc >> 4) as f32;
+                    *y = d * (sc & 0xF) as f32 * k_quant_value(dtype, blk, e) as f32 - dmin * (sc >> 4) as f32;
                 }
             }
             GgmlType::Q3_K => {
                 let d = f16_at(blk, 108);
-                for (e, (y, q)) in y.iter_mut().zip(q3k_values(blk)).enumerate() {
-                    *y = d * q3k_scale(e / 16, blk) as f32 * (q as i32 - 4) as f32;
+                for (e, y) in y.iter_mut().enumerate() {
+                    *y = d * q3k_scale(e / 16, blk) as f32 * (k_quant_value(dtype, blk, e) as i32 - 4) as f32;
                 }
             }
             GgmlType::IQ4_NL => {
@@ -131,9 +131,22 @@ pub(crate) fn dequantize_unchecked(dtype: GgmlType, bytes: &[u8], out: &mut [f32
                     }
                 }
             }
-            GgmlType::Q4_K => dequant_q4k(blk, y),
-            GgmlType::Q5_K => dequant_q5k(blk, y),
-            GgmlType::Q6_K => dequant_q6k(blk, y),
+            GgmlType::Q4_K | GgmlType::Q5_K => {
+                let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
+                for (sub, y) in y.chunks_exact_mut(32).enumerate() {
+                    let (sc, m) = q4k_scale_min(sub, &blk[4..16]);
+                    let (ds, ms) = (d * sc as f32, dmin * m as f32);
+                    for (l, y) in y.iter_mut().enumerate() {
+                        *y = ds * k_quant_value(dtype, blk, 32 * sub + l) as f32 - ms;
+                    }
+                }
+            }
+            GgmlType::Q6_K => {
+                let d = f16_at(blk, 208);
+                for (e, y) in y.iter_mut().enumerate() {
+                    *y = d * (blk[192 + e / 16] as i8) as f32 * (k_quant_value(dtype, blk, e) as i32 - 32) as f32;
+                }
+            }
         }
     }
 }
@@ -150,27 +163,38 @@ pub(crate) fn q5_values(b: &[u8]) -> [u8; 32] {
     q
 }
 
-/// The 256 2-bit values of a Q2_K block: each half of 128 elements takes 32 bytes of `qs`;
-/// element `32 j + l` of a half is bits `2j..2j+2` of byte `l`.
-pub(crate) fn q2k_values(blk: &[u8]) -> [u8; 256] {
-    let mut out = [0u8; 256];
-    for (e, v) in out.iter_mut().enumerate() {
-        let (half, j, l) = (e / 128, e % 128 / 32, e % 32);
-        *v = (blk[16 + 32 * half + l] >> (2 * j)) & 3;
+/// The unsigned quant of element `e` (0..256) of a K-quant block of `dtype`, before its scale
+/// and offset (Q3_K: the 3-bit value, minus 4 is the signed quant; Q6_K: minus 32). Shared by
+/// the dequantizer and the packing for the integer kernels.
+/// - Q2_K / Q3_K: each half of 128 elements takes 32 bytes of 2-bit quants (Q2_K from byte 16,
+///   Q3_K from byte 32); element `32 j + l` of a half is bits `2j..2j+2` of byte `l`. Q3_K's
+///   third bit is bit `4 * half + j` of `hmask[l]` (bytes 0..32).
+/// - Q4_K / Q5_K: sub-block `s` of 32 is the low (even `s`) or high nibbles of the 32 quant bytes
+///   `32 * (s / 2)..` (from byte 16, or 48 for Q5_K); Q5_K's fifth bit is bit `s` of `qh[l]`
+///   (bytes 16..48).
+/// - Q6_K: each half of 128 takes 64 bytes of low nibbles and 32 of high bit pairs: element
+///   `32 k + l` is nibble `k / 2` of `ql[l + 32 (k % 2)]` with bits `2k..2k+2` of `qh[l]` above.
+#[inline]
+pub(crate) fn k_quant_value(dtype: GgmlType, blk: &[u8], e: usize) -> u8 {
+    let (half, k, l) = (e / 128, e % 128 / 32, e % 32);
+    match dtype {
+        GgmlType::Q2_K => (blk[16 + 32 * half + l] >> (2 * k)) & 3,
+        GgmlType::Q3_K => ((blk[32 + 32 * half + l] >> (2 * k)) & 3) | (((blk[l] >> (4 * half + k)) & 1) << 2),
+        GgmlType::Q4_K | GgmlType::Q5_K => {
+            let (s, five) = (e / 32, dtype == GgmlType::Q5_K);
+            let q = (blk[if five { 48 } else { 16 } + 32 * (s / 2) + l] >> (4 * (s % 2))) & 0xF;
+            if five {
+                q | (((blk[16 + l] >> s) & 1) << 4)
+            } else {
+                q
+            }
+        }
+        GgmlType::Q6_K => {
+            let low = (blk[64 * half + l + 32 * (k % 2)] >> (4 * (k / 2))) & 0xF;
+            low | (((blk[128 + 32 * half + l] >> (2 * k)) & 3) << 4)
+        }
+        _ => unreachable!("{dtype} is not a K-quant"),
     }
-    out
-}
-
-/// The 256 unsigned 3-bit values of a Q3_K block (the value minus 4 is the signed quant): two low
-/// bits as Q2_K's (from byte 32 on), the third from bit `4 * half + j` of `hmask[l]` (32 bytes).
-pub(crate) fn q3k_values(blk: &[u8]) -> [u8; 256] {
-    let mut out = [0u8; 256];
-    for (e, v) in out.iter_mut().enumerate() {
-        let (half, j, l) = (e / 128, e % 128 / 32, e % 32);
-        let low = (blk[32 + 32 * half + l] >> (2 * j)) & 3;
-        *v = low | (((blk[l] >> (4 * half + j)) & 1) << 2);
-    }
-    out
 }
 
 /// Scale `k` (0..16, one per 16 elements) of a Q3_K block, as the signed value it multiplies:
@@ -189,73 +213,6 @@ pub(crate) fn q4k_scale_min(j: usize, s: &[u8]) -> (u8, u8) {
     } else {
         ((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4), (s[j + 4] >> 4) | ((s[j] >> 6) << 4))
     }
-}
-
-fn dequant_q4k(blk: &[u8], y: &mut [f32]) {
-    let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
-    let scales = &blk[4..16];
-    let qs = &blk[16..144];
-    // Each 32 bytes of nibbles hold two sub-blocks of 32: low nibbles first, then high.
-    for pair in 0..4 {
-        let q = &qs[pair * 32..pair * 32 + 32];
-        let (s1, m1) = q4k_scale_min(2 * pair, scales);
-        let (s2, m2) = q4k_scale_min(2 * pair + 1, scales);
-        let (d1, m1) = (d * s1 as f32, dmin * m1 as f32);
-        let (d2, m2) = (d * s2 as f32, dmin * m2 as f32);
-        let out = &mut y[pair * 64..pair * 64 + 64];
-        for l in 0..32 {
-            out[l] = d1 * (q[l] & 0xF) as f32 - m1;
-            out[l + 32] = d2 * (q[l] >> 4) as f32 - m2;
-        }
-    }
-}
-
-fn dequant_q5k(blk: &[u8], y: &mut [f32]) {
-    let (d, dmin) = (f16_at(blk, 0), f16_at(blk, 2));
-    let scales = &blk[4..16];
-    let qh = &blk[16..48];
-    let qs = &blk[48..176];
-    // As Q4_K, plus a fifth bit per element: bit `s` of `qh[l]` for element `l` of sub-block `s`.
-    for pair in 0..4 {
-        let q = &qs[pair * 32..pair * 32 + 32];
-        let (s1, m1) = q4k_scale_min(2 * pair, scales);
-        let (s2, m2) = q4k_scale_min(2 * pair + 1, scales);
-        let (d1, m1) = (d * s1 as f32, dmin * m1 as f32);
-        let (d2, m2) = (d * s2 as f32, dmin * m2 as f32);
-        let out = &mut y[pair * 64..pair * 64 + 64];
-        for l in 0..32 {
-            let h1 = ((qh[l] >> (2 * pair)) & 1) << 4;
-            let h2 = ((qh[l] >> (2 * pair + 1)) & 1) << 4;
-            out[l] = d1 * ((q[l] & 0xF) | h1) as f32 - m1;
-            out[l + 32] = d2 * ((q[l] >> 4) | h2) as f32 - m2;
-        }
-    }
-}
-
-fn dequant_q6k(blk: &[u8], y: &mut [f32]) {
-    let d = f16_at(blk, 208);
-    for (e, (y, q)) in y.iter_mut().zip(q6k_values(blk)).enumerate() {
-        *y = d * (blk[192 + e / 16] as i8) as f32 * (q as i32 - 32) as f32;
-    }
-}
-
-/// The 256 unsigned 6-bit values of a Q6_K block (element `e` is scaled by signed byte `e / 16`
-/// of the scales). Each half of 128 elements takes 64 bytes of low nibbles and 32 of high bit
-/// pairs: element `l + 32 k` (`l < 32`) is nibble `k / 2` of `ql[l + 32 (k % 2)]` with bits `2k`
-/// and `2k + 1` of `qh[l]` above it.
-pub(crate) fn q6k_values(blk: &[u8]) -> [u8; 256] {
-    let mut out = [0u8; 256];
-    for half in 0..2 {
-        let ql = &blk[half * 64..half * 64 + 64];
-        let qh = &blk[128 + half * 32..128 + half * 32 + 32];
-        for l in 0..32 {
-            for k in 0..4 {
-                let low = (ql[l + 32 * (k % 2)] >> (4 * (k / 2))) & 0xF;
-                out[half * 128 + l + 32 * k] = low | (((qh[l] >> (2 * k)) & 3) << 4);
-            }
-        }
-    }
-    out
 }
 
 /// Encode `x` (a whole number of blocks) as `dtype` with round-to-nearest, as ggml's reference

@@ -99,17 +99,13 @@ impl Lcg {
 /// plain and 32-element formats, random but well-formed blocks for the K-quants (which have no
 /// encoder here). `cols` must be whole blocks.
 pub fn random_weights(dtype: GgmlType, rows: usize, cols: usize, scale: f32, seed: u64) -> Vec<u8> {
-    let mut rng = Lcg(seed ^ 0x5851_F42D_4C95_7F2D);
-    match dtype {
-        GgmlType::Q2_K
-        | GgmlType::Q3_K
-        | GgmlType::Q4_K
-        | GgmlType::Q5_K
-        | GgmlType::Q6_K
-        | GgmlType::IQ4_NL
-        | GgmlType::IQ4_XS => k_quant_blocks(&mut rng, dtype, rows * cols, scale),
-        _ => quantize(dtype, &rng.vec(rows * cols, scale)).expect("32-element or plain format"),
-    }
+    random_encoded(&mut Lcg(seed ^ 0x5851_F42D_4C95_7F2D), dtype, rows * cols, scale)
+}
+
+/// `elems` random values of about `scale` as `dtype`: [`quantize`]d where it has an encoder,
+/// otherwise random but well-formed blocks.
+fn random_encoded(rng: &mut Lcg, dtype: GgmlType, elems: usize, scale: f32) -> Vec<u8> {
+    quantize(dtype, &rng.vec(elems, scale)).unwrap_or_else(|| k_quant_blocks(rng, dtype, elems, scale))
 }
 
 /// Random but well-formed blocks of a format without an encoder here (K-quants, IQ4) for `elems`
@@ -209,17 +205,7 @@ pub fn tiny_model(spec: &TinySpec, seed: u64) -> Vec<u8> {
     }
     let mut rng = Lcg(seed ^ 0x9E37_79B9_7F4A_7C15);
     let mut mat = |w: &mut GgufWriter, name: &str, cols: usize, rows: usize, dtype: GgmlType, scale: f32| {
-        let bytes = match dtype {
-            // No K-quant encoder here: random blocks whose scales give values of about `scale`.
-            GgmlType::Q2_K
-            | GgmlType::Q3_K
-            | GgmlType::Q4_K
-            | GgmlType::Q5_K
-            | GgmlType::Q6_K
-            | GgmlType::IQ4_NL
-            | GgmlType::IQ4_XS => k_quant_blocks(&mut rng, dtype, rows * cols, scale),
-            _ => quantize(dtype, &rng.vec(rows * cols, scale)).expect("32-element or plain format"),
-        };
+        let bytes = random_encoded(&mut rng, dtype, rows * cols, scale);
         w.tensor(name, &[cols, rows], dtype, bytes).expect("sizes match");
     };
     let (e, f, qd, kvd) = (spec.hidden, spec.ffn, spec.heads * d, spec.kv_heads * d);
